@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Umbrella header: everything in airl that needs no third-party library.
+
+#include "clock.hpp"
+#include "decision.hpp"
+#include "errors.hpp"
+#include "in_memory_storage.hpp"
+#include "metrics.hpp"
+#include "multi_tier_limiter.hpp"
+#include "quota.hpp"
+#include "sliding_window_limiter.hpp"
+#include "storage_policy.hpp"
+#include "version.hpp"
+
+namespace airl {
+static_assert(StoragePolicy<InMemoryStorage<SteadyClock>>);
+static_assert(StoragePolicy<InMemoryStorage<ManualClock>>);
+}  // namespace airl

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Clock policies. Storage reads time through one of these, so tests and simulations drive time
+// explicitly (ManualClock) and never sleep.
+
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+
+namespace airl {
+
+// A clock policy: copyable, and now() returns the time since the clock's own epoch, never going back.
+template <class C>
+concept ClockPolicy = std::copy_constructible<C> && requires(const C& clock) {
+  { clock.now() } -> std::same_as<std::chrono::nanoseconds>;
+};
+
+// std::chrono::steady_clock in nanoseconds. Thread safety: stateless. Throws nothing.
+class SteadyClock {
+ public:
+  std::chrono::nanoseconds now() const noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch());
+  }
+};
+
+// A clock that moves only when told to. Copies share one time, so a test keeps a copy and advances the
+// clock a limiter holds. Starts at 0 unless given a start.
+class ManualClock {
+ public:
+  ManualClock() : ManualClock(std::chrono::nanoseconds{0}) {}
+  explicit ManualClock(std::chrono::nanoseconds start)
+      : now_ns_(std::make_shared<std::atomic<std::int64_t>>(start.count())) {}
+
+  // The shared current time. Thread safety: safe from any thread. Throws nothing.
+  std::chrono::nanoseconds now() const noexcept {
+    return std::chrono::nanoseconds{now_ns_->load(std::memory_order_acquire)};
+  }
+
+  // Moves every copy's time forward by `by`. Thread safety: safe from any thread.
+  // Throws std::invalid_argument when `by` is negative (steady time never goes back).
+  void advance(std::chrono::nanoseconds by) {
+    if (by.count() < 0) throw std::invalid_argument("airl::ManualClock::advance: time cannot go back");
+    now_ns_->fetch_add(by.count(), std::memory_order_acq_rel);
+  }
+
+ private:
+  std::shared_ptr<std::atomic<std::int64_t>> now_ns_;
+};
+
+static_assert(ClockPolicy<SteadyClock>);
+static_assert(ClockPolicy<ManualClock>);
+
+}  // namespace airl

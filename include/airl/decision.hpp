@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The answer to one allow() call. A denial is a value, never an exception: the serving binary turns it
+// into an HTTP 429 whose Retry-After and rate-limit headers come straight from these fields.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace airl {
+
+struct Decision {
+  static constexpr std::chrono::milliseconds never = std::chrono::milliseconds::max();
+
+  bool allowed = false;
+  std::uint64_t limit = 0;                   // limit of the binding quota
+  std::uint64_t remaining = 0;               // cost units still admissible in the binding quota after this decision
+  std::chrono::milliseconds retry_after{0};  // 0 when allowed; else the smallest wait (rounded up to ms) after which
+                                             // the same request passes absent other traffic; `never` when it never can
+  std::chrono::milliseconds reset_after{0};  // until the binding window holds nothing
+  std::string reason;                        // empty when allowed; else the denying tier's name
+  bool degraded = false;                     // set by backends that decide without their store
+  bool replayed = false;                     // allowed because its request_id was already admitted (not charged again)
+
+  explicit operator bool() const noexcept { return allowed; }
+};
+
+}  // namespace airl

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The multi-tier decision rule, written once: how per-bucket verdicts become one AcquireResult.
+// (The Redis Lua script implements the same rule; docs/DESIGN.md states it.)
+//   - all fit: allowed; binding = the bucket with the least remaining (first of equals).
+//   - some do not: denied; binding = the first that does not fit; retry_after = the max over those that do not
+//     (buckets that fit now keep fitting while time passes and nothing else arrives).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <span>
+
+#include "../storage_policy.hpp"
+#include "window_log.hpp"
+
+namespace airl::detail {
+
+// Nanoseconds to whole milliseconds, rounded up; never_ns stays "never". Throws nothing.
+inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
+  if (ns >= never_ns) return std::chrono::milliseconds::max();
+  if (ns <= 0) return std::chrono::milliseconds{0};
+  return std::chrono::milliseconds{(ns + 999'999) / 1'000'000};
+}
+
+inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {
+  AcquireResult result;
+  const WindowVerdict* binding = nullptr;
+  std::int64_t retry = 0;
+  for (std::size_t i = 0; i < verdicts.size(); ++i) {
+    const WindowVerdict& verdict = verdicts[i];
+    if (!verdict.fits) {
+      retry = std::max(retry, verdict.retry_after);
+      if (binding == nullptr || binding->fits) {
+        binding = &verdict;
+        result.binding = i;
+      }
+    } else if (binding == nullptr || (binding->fits && verdict.remaining < binding->remaining)) {
+      binding = &verdict;
+      result.binding = i;
+    }
+  }
+  if (binding == nullptr) return result;
+  result.status = binding->fits ? AcquireStatus::allowed : AcquireStatus::denied;
+  result.remaining = binding->remaining;
+  result.retry_after = binding->fits ? std::chrono::milliseconds{0} : ceil_to_ms(retry);
+  result.reset_after = ceil_to_ms(binding->reset_after);
+  return result;
+}
+
+}  // namespace airl::detail

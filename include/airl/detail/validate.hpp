@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Argument checks shared by every limiter. Each throws std::invalid_argument with a message that names
+// the offending argument, before anything is read or written.
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../quota.hpp"
+
+namespace airl::detail {
+
+[[noreturn]] inline void refuse(const std::string& what) { throw std::invalid_argument("airl: " + what); }
+
+inline void validate_id(std::string_view id, const char* what) {
+  if (id.empty()) refuse(std::string(what) + " must not be empty");
+  if (id.size() > max_id_length) {
+    refuse(std::string(what) + " is " + std::to_string(id.size()) + " bytes; the maximum is " +
+           std::to_string(max_id_length));
+  }
+}
+
+inline void validate_quota(const Quota& quota, std::string_view tier) {
+  if (quota.window.count() <= 0) refuse("tier '" + std::string(tier) + "': window must be > 0");
+  if (quota.window > max_window) refuse("tier '" + std::string(tier) + "': window must be at most 366 days");
+}
+
+inline void validate_request(std::string_view user, std::string_view model, std::uint64_t cost,
+                             std::string_view request_id) {
+  validate_id(user, "user");
+  validate_id(model, "model");
+  if (cost == 0) refuse("cost must be at least 1");
+  if (request_id.size() > max_id_length) validate_id(request_id, "request_id");
+}
+
+inline void validate_tiers(const std::vector<Tier>& tiers) {
+  if (tiers.empty()) refuse("a limiter needs at least one tier");
+  for (std::size_t i = 0; i < tiers.size(); ++i) {
+    const Tier& tier = tiers[i];
+    validate_id(tier.name, "tier name");
+    if (tier.name == key_capacity_reason) refuse("tier name 'key_capacity' is reserved");
+    switch (tier.scope) {
+      case Scope::user: case Scope::model: case Scope::user_model: case Scope::global: break;
+      default: refuse("tier '" + tier.name + "': unknown scope");
+    }
+    validate_quota(tier.quota, tier.name);
+    const auto same_name = [&](const Tier& other) { return other.name == tier.name; };
+    if (std::any_of(tiers.begin(), tiers.begin() + static_cast<std::ptrdiff_t>(i), same_name)) {
+      refuse("duplicate tier name '" + tier.name + "'");
+    }
+  }
+}
+
+}  // namespace airl::detail

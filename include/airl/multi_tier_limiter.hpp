@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// MultiTierLimiter: several quotas checked together, all-or-nothing. The one mechanism every limiter uses:
+// a request becomes one Charge per tier, the storage decides them in one acquire(), and the result becomes
+// a Decision and a count in the metrics. SlidingWindowLimiter is this with a single tier.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "decision.hpp"
+#include "detail/decision_counters.hpp"
+#include "detail/validate.hpp"
+#include "errors.hpp"
+#include "in_memory_storage.hpp"
+#include "metrics.hpp"
+#include "quota.hpp"
+#include "storage_policy.hpp"
+
+namespace airl {
+
+template <class Storage>
+class MultiTierLimiter {
+  static_assert(StoragePolicy<Storage>, "airl::MultiTierLimiter: Storage must satisfy airl::StoragePolicy "
+                                        "(see include/airl/storage_policy.hpp)");
+
+ public:
+  // Throws std::invalid_argument on an empty tier list, an empty, reserved or duplicate tier name, or a
+  // window <= 0 (or above max_window).
+  explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{})
+      : tiers_(std::move(tiers)), storage_(std::move(storage)) {
+    detail::validate_tiers(tiers_);
+  }
+
+  // Decides a request of cost 1 without a request id. See allow(const Request&).
+  Decision allow(std::string_view user, std::string_view model) { return allow(Request{user, model}); }
+
+  // Admits the request in every tier, or in none. Thread safety: safe from any thread.
+  // Throws std::invalid_argument on an empty or over-long user, model or request id, or cost 0;
+  // airl::BackendError when the storage fails (nothing recorded).
+  Decision allow(const Request& request) {
+    detail::validate_request(request.user, request.model, request.cost, request.request_id);
+    AcquireResult result;
+    try {
+      if (tiers_.size() <= inline_tiers) {
+        std::array<Charge, inline_tiers> charges;
+        result = storage_.acquire(fill_charges(charges, request), request.request_id);
+      } else {
+        std::vector<Charge> charges(tiers_.size());
+        result = storage_.acquire(fill_charges(charges, request), request.request_id);
+      }
+    } catch (const BackendError&) {
+      counters_.count_backend_error();
+      throw;
+    }
+    return to_decision(result);
+  }
+
+  // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
+  // Throws std::invalid_argument on an unknown tier or an invalid id.
+  std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
+    detail::validate_request(user, model, 1, {});
+    const Tier& found = tier_named(tier);
+    return storage_.usage(bucket_of(found, user, model), found.quota);
+  }
+
+  // Clears every bucket of `user` (its user and user_model tiers, all models); nothing of other users.
+  // Metrics are kept. Thread safety: safe. Throws std::invalid_argument on an empty or over-long user.
+  void reset(std::string_view user) {
+    detail::validate_id(user, "user");
+    storage_.erase_user(user);
+  }
+
+  // Clears the user_model buckets of this pair only. Thread safety: safe.
+  // Throws std::invalid_argument on an empty or over-long id.
+  void reset(std::string_view user, std::string_view model) {
+    detail::validate_request(user, model, 1, {});
+    std::vector<BucketRef> buckets;
+    for (const Tier& tier : tiers_) {
+      if (tier.scope == Scope::user_model) buckets.push_back(bucket_of(tier, user, model));
+    }
+    storage_.erase(buckets);
+  }
+
+  // Drops buckets whose window holds nothing; returns how many. Thread safety: safe.
+  std::size_t purge_expired() { return storage_.purge_expired(); }
+
+  // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws nothing.
+  Metrics metrics() const {
+    const auto totals = counters_.totals();
+    Metrics metrics;
+    metrics.allowed = totals.allowed;
+    metrics.denied = totals.denied;
+    metrics.backend_errors = totals.backend_errors;
+    metrics.active_keys = storage_.active_keys();
+    return metrics;
+  }
+
+  const std::vector<Tier>& tiers() const noexcept { return tiers_; }
+  Storage& storage() noexcept { return storage_; }
+  const Storage& storage() const noexcept { return storage_; }
+
+ private:
+  static constexpr std::size_t inline_tiers = 8;  // up to this many tiers decide without a heap allocation
+
+  static BucketRef bucket_of(const Tier& tier, std::string_view user, std::string_view model) noexcept {
+    return BucketRef{tier.scope, tier.name, user, model};
+  }
+
+  template <class Charges>
+  std::span<const Charge> fill_charges(Charges& charges, const Request& request) const noexcept {
+    for (std::size_t i = 0; i < tiers_.size(); ++i) {
+      charges[i] = Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, request.cost};
+    }
+    return std::span<const Charge>(charges.data(), tiers_.size());
+  }
+
+  const Tier& tier_named(std::string_view name) const {
+    const auto found = std::find_if(tiers_.begin(), tiers_.end(), [name](const Tier& t) { return t.name == name; });
+    if (found == tiers_.end()) throw std::invalid_argument("airl: no tier named '" + std::string(name) + "'");
+    return *found;
+  }
+
+  Decision to_decision(const AcquireResult& result) {
+    Decision decision;
+    decision.degraded = result.degraded;
+    decision.remaining = result.remaining;
+    decision.reset_after = result.reset_after;
+    if (result.binding < tiers_.size()) decision.limit = tiers_[result.binding].quota.limit;
+    switch (result.status) {
+      case AcquireStatus::allowed:
+      case AcquireStatus::replayed:
+        decision.allowed = true;
+        decision.replayed = result.status == AcquireStatus::replayed;
+        counters_.count_allowed();
+        break;
+      case AcquireStatus::denied:
+        decision.retry_after = result.retry_after;
+        decision.reason = tiers_[result.binding].name;
+        counters_.count_denied();
+        break;
+      case AcquireStatus::key_capacity:
+        decision.retry_after = result.retry_after;
+        decision.reason = key_capacity_reason;
+        counters_.count_denied();
+        break;
+    }
+    return decision;
+  }
+
+  std::vector<Tier> tiers_;
+  Storage storage_;
+  detail::DecisionCounters counters_;
+};
+
+using MultiTierRateLimiter = MultiTierLimiter<InMemoryStorage<>>;
+
+}  // namespace airl

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The storage-policy interface every backend implements, stated once as a C++20 concept.
+//
+// A limiter turns one request into one Charge per tier and hands them to acquire() together; the storage
+// decides them all-or-nothing under one lock set (in memory) or one Lua script (Redis) and records the
+// request in every bucket only if every bucket has room. The rules it applies are in docs/DESIGN.md.
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "quota.hpp"
+
+namespace airl {
+
+// Names one bucket. Only the ids its scope uses take part: user for Scope::user, model for Scope::model,
+// both for Scope::user_model, neither for Scope::global. `tier` keeps two tiers on one scope apart.
+struct BucketRef {
+  Scope scope = Scope::global;
+  std::string_view tier;
+  std::string_view user;
+  std::string_view model;
+};
+
+// One tier's share of a request: charge `cost` to `bucket` if it fits `quota`.
+struct Charge {
+  BucketRef bucket;
+  Quota quota;
+  std::uint64_t cost = 1;
+};
+
+enum class AcquireStatus {
+  allowed,       // recorded in every bucket
+  replayed,      // the request id was already admitted in one of the buckets: allowed, recorded nowhere
+  denied,        // some bucket has no room: recorded nowhere
+  key_capacity,  // the store holds its maximum number of keys and a new one was needed: recorded nowhere
+};
+
+// What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
+// with the least remaining (the first of equals). Times are rounded up to whole milliseconds.
+struct AcquireResult {
+  AcquireStatus status = AcquireStatus::denied;
+  std::size_t binding = 0;
+  std::uint64_t remaining = 0;
+  std::chrono::milliseconds retry_after{0};
+  std::chrono::milliseconds reset_after{0};
+  bool degraded = false;
+};
+
+// A storage policy. Every member must be safe to call from many threads at once.
+//   acquire(charges, request_id)  all-or-nothing decision over 1..n charges (request_id may be empty)
+//   usage(bucket, quota)          cost units counting in the bucket now
+//   erase(buckets)                drops those buckets
+//   erase_user(user)              drops every Scope::user and Scope::user_model bucket of that user
+//   purge_expired()               drops buckets whose window holds nothing; returns how many
+//   active_keys()                 buckets held now
+template <class S>
+concept StoragePolicy = std::movable<S> && requires(S& storage, const S& const_storage, std::span<const Charge> charges,
+                                                     std::string_view id, const BucketRef& bucket, Quota quota,
+                                                     std::span<const BucketRef> buckets) {
+  { storage.acquire(charges, id) } -> std::same_as<AcquireResult>;
+  { storage.usage(bucket, quota) } -> std::same_as<std::uint64_t>;
+  { storage.erase(buckets) } -> std::same_as<void>;
+  { storage.erase_user(id) } -> std::same_as<void>;
+  { storage.purge_expired() } -> std::same_as<std::size_t>;
+  { const_storage.active_keys() } -> std::same_as<std::size_t>;
+};
+
+}  // namespace airl
