@@ -44,7 +44,7 @@ inline std::optional<std::string_view> user_of_key(std::string_view key) noexcep
   for (int part = 0; part < 2; ++part) {  // skip the tier, then read the user
     if (key.size() - pos < 4) return std::nullopt;
     std::uint32_t size = 0;
-    for (int i = 0; i < 4; ++i) size |= static_cast<std::uint32_t>(static_cast<unsigned char>(key[pos + i])) << (8 * i);
+    for (std::size_t i = 0; i < 4; ++i) size |= std::uint32_t{static_cast<unsigned char>(key[pos + i])} << (8 * i);
     pos += 4;
     if (key.size() - pos < size) return std::nullopt;
     component = key.substr(pos, size);

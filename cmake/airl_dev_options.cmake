@@ -1,0 +1,17 @@
+# Warnings and sanitizers for airl's own tests, examples and benchmarks: an INTERFACE target they link,
+# never global flags, so consumers of the library are untouched.
+
+add_library(airl_dev_options INTERFACE)
+
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  target_compile_options(airl_dev_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
+    -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast)
+elseif(MSVC)
+  target_compile_options(airl_dev_options INTERFACE /W4 /permissive-)
+endif()
+
+if(AIRL_SANITIZER)
+  target_compile_options(airl_dev_options INTERFACE -fsanitize=${AIRL_SANITIZER} -fno-omit-frame-pointer
+    -fno-sanitize-recover=all)
+  target_link_options(airl_dev_options INTERFACE -fsanitize=${AIRL_SANITIZER})
+endif()
