@@ -1,0 +1,46 @@
+# Thin wrapper over CMake: the README's two commands (`make demo`, `make test`) and a few more.
+# Every target configures its own build directory, so they can run in any order.
+
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD_PACKAGES := cmake g++ make
+TEST_PACKAGES := $(BUILD_PACKAGES) catch2
+BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev
+
+.PHONY: demo test test-asan test-tsan bench clean
+
+# Builds and runs the simulated serving binary on the in-memory backend.
+demo:
+	@.ci/ensure-packages $(BUILD_PACKAGES)
+	cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON
+	cmake --build build/demo -j$(JOBS) --target demo
+	./build/demo/examples/demo
+
+# Installs missing packages (as root), builds everything, runs every test.
+test:
+	@.ci/ensure-packages $(TEST_PACKAGES)
+	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_BUILD_TESTS=ON -DAIRL_BUILD_EXAMPLES=ON
+	cmake --build build/test -j$(JOBS)
+	ctest --test-dir build/test --output-on-failure -j$(JOBS)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer.
+test-asan:
+	@.ci/ensure-packages $(TEST_PACKAGES)
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAIRL_SANITIZER=address,undefined
+	cmake --build build/asan -j$(JOBS)
+	ctest --test-dir build/asan --output-on-failure -j$(JOBS)
+
+test-tsan:
+	@.ci/ensure-packages $(TEST_PACKAGES)
+	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_SANITIZER=thread
+	cmake --build build/tsan -j$(JOBS)
+	ctest --test-dir build/tsan --output-on-failure -j$(JOBS)
+
+# Builds the benchmarks in Release and runs them.
+bench:
+	@.ci/ensure-packages $(BENCH_PACKAGES)
+	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF -DAIRL_BUILD_BENCH=ON
+	cmake --build build/bench -j$(JOBS)
+	./build/bench/bench/airl_bench
+
+clean:
+	rm -rf build
