@@ -183,6 +183,7 @@ class InMemoryStorage {
     for (std::size_t i = 0; i < options_.shards; ++i) {
       std::lock_guard lock(shards_[i].mutex);
       dropped += shards_[i].purge(clock_.now().count(), std::numeric_limits<std::size_t>::max());
+      shards_[i].compact();
     }
     key_count_->fetch_sub(dropped, std::memory_order_relaxed);
     return dropped;

@@ -117,7 +117,8 @@ class MultiTierLimiter {
   template <class Charges>
   std::span<const Charge> fill_charges(Charges& charges, const Request& request) const noexcept {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
-      charges[i] = Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, request.cost};
+      const std::uint64_t cost = tiers_[i].unit == Unit::requests ? 1 : request.cost;
+      charges[i] = Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost};
     }
     return std::span<const Charge>(charges.data(), tiers_.size());
   }

@@ -29,11 +29,16 @@ struct Request {
 // Which bucket a tier counts in: per user (all models), per model (all users), per user+model, or one for everyone.
 enum class Scope { user, model, user_model, global };
 
+// What a tier counts: the request's cost (tokens, say), or 1 per request whatever its cost. One limiter can
+// then enforce requests per minute and tokens per minute together, all-or-nothing.
+enum class Unit { cost, requests };
+
 // A named quota on one scope. The name is what Decision::reason reports when this tier denies.
 struct Tier {
   std::string name;
   Scope scope;
   Quota quota;
+  Unit unit = Unit::cost;
 };
 
 // Longest user, model, request id or tier name accepted, in bytes. Longer ids are refused, not truncated.

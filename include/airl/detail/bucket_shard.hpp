@@ -110,6 +110,15 @@ class BucketShard {
     expiry_hint.store(earliest, std::memory_order_relaxed);
   }
 
+  // Gives back the hash table's slots after a mass expiry, so memory follows live buckets. Best effort.
+  void compact() noexcept {
+    if (buckets_.bucket_count() <= 64 || buckets_.size() * 8 > buckets_.bucket_count()) return;
+    try {
+      buckets_.rehash(0);
+    } catch (...) {
+    }
+  }
+
   std::size_t size() const noexcept { return buckets_.size(); }
 
  private:

@@ -46,6 +46,7 @@ inline void validate_tiers(const std::vector<Tier>& tiers) {
       case Scope::user: case Scope::model: case Scope::user_model: case Scope::global: break;
       default: refuse("tier '" + tier.name + "': unknown scope");
     }
+    if (tier.unit != Unit::cost && tier.unit != Unit::requests) refuse("tier '" + tier.name + "': unknown unit");
     validate_quota(tier.quota, tier.name);
     const auto same_name = [&](const Tier& other) { return other.name == tier.name; };
     if (std::any_of(tiers.begin(), tiers.begin() + static_cast<std::ptrdiff_t>(i), same_name)) {
