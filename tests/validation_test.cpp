@@ -1,4 +1,256 @@
 // SPDX-License-Identifier: MIT
+// Caller mistakes: each throws std::invalid_argument whose message names the offending argument, before
+// anything is read or written. Request-time refusals are templated over the test backends and check that
+// nothing was recorded; construction-time refusals need no storage traffic and use the in-memory store.
+
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 #include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using airl::Scope;
+using airl::Tier;
+using airl::test::ManualStorage;
+
+// Matches a std::invalid_argument whose message contains `word`.
+class Mentions : public Catch::MatcherBase<std::invalid_argument> {
+ public:
+  explicit Mentions(std::string word) : word_(std::move(word)) {}
+  bool match(const std::invalid_argument& error) const override {
+    return std::string_view(error.what()).find(word_) != std::string_view::npos;
+  }
+  std::string describe() const override { return "mentions \"" + word_ + "\""; }
+
+ private:
+  std::string word_;
+};
+
+#define REQUIRE_REFUSED(expression, word) REQUIRE_THROWS_MATCHES(expression, std::invalid_argument, Mentions(word))
+
+template <class Backend>
+airl::SlidingWindowLimiter<typename Backend::Storage> make_limiter(Backend& backend, airl::Quota quota) {
+  return airl::SlidingWindowLimiter<typename Backend::Storage>(quota, backend.make_storage());
+}
+
+// What a refused call must leave untouched.
+struct Snapshot {
+  std::uint64_t usage, allowed, denied;
+  bool operator==(const Snapshot&) const = default;
+};
+
+template <class Limiter>
+Snapshot snapshot(Limiter& limiter, std::string_view user, std::string_view model) {
+  const airl::Metrics metrics = limiter.metrics();
+  return {limiter.usage(user, model), metrics.allowed, metrics.denied};
+}
+
+// A string of exactly `size` bytes starting with `prefix` (names stay unique per case).
+std::string sized(const std::string& prefix, std::size_t size) {
+  std::string text = prefix;
+  text.resize(size, 'x');
+  return text;
+}
+
+}  // namespace
+
+namespace Catch {
+template <>
+struct StringMaker<Snapshot> {
+  static std::string convert(const Snapshot& s) {
+    return "{usage " + std::to_string(s.usage) + ", allowed " + std::to_string(s.allowed) + ", denied " +
+           std::to_string(s.denied) + "}";
+  }
+};
+}  // namespace Catch
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request arguments.
+
+TEMPLATE_TEST_CASE("an empty user or model is refused and nothing is recorded", "[validation]",
+                   airl::test::InMemoryBackend) {
+  TestType backend;
+  auto limiter = make_limiter(backend, {5, 1000ms});
+  const std::string user = "val-empty-user";
+  const std::string model = "val-empty-model";
+  REQUIRE(limiter.allow(user, model).allowed);
+  const Snapshot before = snapshot(limiter, user, model);
+
+  REQUIRE_REFUSED(limiter.allow("", model), "user");
+  REQUIRE_REFUSED(limiter.allow(user, ""), "model");
+  REQUIRE_REFUSED(limiter.allow(airl::Request{"", model, 1, "val-empty-id"}), "user");
+  REQUIRE_REFUSED(limiter.allow(airl::Request{user, "", 3}), "model");
+  REQUIRE_REFUSED(limiter.usage("", model), "user");
+  REQUIRE_REFUSED(limiter.usage(user, ""), "model");
+  REQUIRE_REFUSED(limiter.reset(""), "user");
+  REQUIRE_REFUSED(limiter.reset("", model), "user");
+  REQUIRE_REFUSED(limiter.reset(user, ""), "model");
+
+  CHECK(snapshot(limiter, user, model) == before);  // the resets above did not clear anything either
+}
+
+TEMPLATE_TEST_CASE("a cost of 0 is refused and nothing is recorded", "[validation]", airl::test::InMemoryBackend) {
+  TestType backend;
+  auto limiter = make_limiter(backend, {5, 1000ms});
+  const std::string user = "val-cost-user";
+  const std::string model = "val-cost-model";
+  REQUIRE(limiter.allow(user, model).allowed);
+  const Snapshot before = snapshot(limiter, user, model);
+
+  REQUIRE_REFUSED(limiter.allow(airl::Request{user, model, 0}), "cost");
+  REQUIRE_REFUSED(limiter.allow(airl::Request{user, model, 0, "val-cost-id"}), "cost");
+
+  CHECK(snapshot(limiter, user, model) == before);
+  // The refused id was not remembered either: it is charged as new.
+  const airl::Decision with_id = limiter.allow(airl::Request{user, model, 1, "val-cost-id"});
+  CHECK(with_id.allowed);
+  CHECK_FALSE(with_id.replayed);
+}
+
+TEMPLATE_TEST_CASE("ids of 1 KiB and of max_id_length work, longer ones and 1 MiB are refused", "[validation]",
+                   airl::test::InMemoryBackend) {
+  TestType backend;
+  auto limiter = make_limiter(backend, {10, 1000ms});
+
+  const std::string kib_user = sized("val-len-kib-user-", 1024);
+  const std::string kib_model = sized("val-len-kib-model-", 1024);
+  const std::string kib_id = sized("val-len-kib-id-", 1024);
+  CHECK(limiter.allow(airl::Request{kib_user, kib_model, 1, kib_id}).allowed);
+  CHECK(limiter.allow(airl::Request{kib_user, kib_model, 1, kib_id}).replayed);
+  CHECK(limiter.usage(kib_user, kib_model) == 1);
+
+  const std::string max_user = sized("val-len-max-user-", airl::max_id_length);
+  const std::string max_model = sized("val-len-max-model-", airl::max_id_length);
+  const std::string max_id = sized("val-len-max-id-", airl::max_id_length);
+  CHECK(limiter.allow(airl::Request{max_user, max_model, 1, max_id}).allowed);
+  CHECK(limiter.usage(max_user, max_model) == 1);
+  limiter.reset(max_user, max_model);
+  CHECK(limiter.usage(max_user, max_model) == 0);
+
+  const Snapshot before = snapshot(limiter, kib_user, kib_model);
+  for (const std::size_t size : {airl::max_id_length + 1, std::size_t{1} << 20}) {
+    INFO("id size " << size);
+    const std::string long_user = sized("val-len-long-user-", size);
+    const std::string long_model = sized("val-len-long-model-", size);
+    const std::string long_id = sized("val-len-long-id-", size);
+    REQUIRE_REFUSED(limiter.allow(long_user, kib_model), "user");
+    REQUIRE_REFUSED(limiter.allow(kib_user, long_model), "model");
+    REQUIRE_REFUSED(limiter.allow(airl::Request{kib_user, kib_model, 1, long_id}), "request_id");
+    REQUIRE_REFUSED(limiter.usage(long_user, kib_model), "user");
+    REQUIRE_REFUSED(limiter.reset(long_user), "user");
+    REQUIRE_REFUSED(limiter.reset(kib_user, long_model), "model");
+  }
+  CHECK(snapshot(limiter, kib_user, kib_model) == before);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Quotas and tiers: refused at construction.
+
+TEST_CASE("a window <= 0 or above max_window is refused, max_window itself works", "[validation]") {
+  airl::ManualClock clock;
+  const auto storage = [&] { return ManualStorage({}, clock); };
+  using Limiter = airl::SlidingWindowLimiter<ManualStorage>;
+  using MultiLimiter = airl::MultiTierLimiter<ManualStorage>;
+
+  REQUIRE_REFUSED(Limiter({5, 0ms}, storage()), "window");
+  REQUIRE_REFUSED(Limiter({5, -1ms}, storage()), "window");
+  REQUIRE_REFUSED(Limiter({5, std::chrono::milliseconds::min()}, storage()), "window");
+  REQUIRE_REFUSED(Limiter({5, airl::max_window + 1ms}, storage()), "window");
+  REQUIRE_REFUSED(Limiter({5, std::chrono::milliseconds::max()}, storage()), "window");
+
+  // In a tier list the message names the tier too.
+  REQUIRE_REFUSED(MultiLimiter({Tier{"val-ok", Scope::user, {5, 1000ms}}, Tier{"val-bad", Scope::model, {5, 0ms}}},
+                               storage()),
+                  "val-bad");
+  REQUIRE_REFUSED(MultiLimiter({Tier{"val-huge", Scope::global, {5, airl::max_window + 1ms}}}, storage()), "window");
+
+  // The extremes that are allowed do work: max_window keeps an entry for the whole window.
+  Limiter longest({1, airl::max_window}, storage());
+  REQUIRE(longest.allow("val-window-user", "val-window-model").allowed);
+  clock.advance(airl::max_window - 1ms);
+  const airl::Decision denied = longest.allow("val-window-user", "val-window-model");
+  CHECK_FALSE(denied.allowed);
+  CHECK(denied.retry_after == 1ms);
+  clock.advance(1ms);
+  CHECK(longest.allow("val-window-user", "val-window-model").allowed);
+
+  Limiter shortest({1, 1ms}, storage());
+  CHECK(shortest.allow("val-window-user", "val-window-model").allowed);
+}
+
+TEST_CASE("a tier list must be non-empty with unique, valid, unreserved names", "[validation]") {
+  airl::ManualClock clock;
+  using MultiLimiter = airl::MultiTierLimiter<ManualStorage>;
+  const auto make = [&](std::vector<Tier> tiers) { return MultiLimiter(std::move(tiers), ManualStorage({}, clock)); };
+  const airl::Quota quota{5, 1000ms};
+
+  SECTION("empty list") { REQUIRE_REFUSED(make({}), "tier"); }
+  SECTION("empty name") { REQUIRE_REFUSED(make({Tier{"", Scope::user, quota}}), "tier name"); }
+  SECTION("over-long name") {
+    REQUIRE_REFUSED(make({Tier{sized("val-tier-", airl::max_id_length + 1), Scope::user, quota}}), "tier name");
+  }
+  SECTION("duplicate name, even on another scope") {
+    REQUIRE_REFUSED(make({Tier{"val-dup", Scope::user, quota}, Tier{"val-other", Scope::model, quota},
+                          Tier{"val-dup", Scope::global, quota}}),
+                    "val-dup");
+    REQUIRE_REFUSED(make({Tier{"val-dup", Scope::user, quota}, Tier{"val-dup", Scope::user, quota}}), "duplicate");
+  }
+  SECTION("the reserved name key_capacity") {
+    REQUIRE_REFUSED(make({Tier{std::string(airl::key_capacity_reason), Scope::user, quota}}), "key_capacity");
+    REQUIRE_REFUSED(make({Tier{"val-fine", Scope::user, quota}, Tier{"key_capacity", Scope::global, quota}}),
+                    "reserved");
+  }
+  SECTION("an unknown scope") {
+    REQUIRE_REFUSED(make({Tier{"val-scope", static_cast<Scope>(42), quota}}), "scope");
+  }
+  SECTION("names that are only similar are fine") {
+    auto limiter = make({Tier{"val-sim", Scope::user, quota}, Tier{"val-sim ", Scope::user, quota},
+                         Tier{"key_capacity2", Scope::user, quota}, Tier{sized("val-sim-long-", airl::max_id_length),
+                                                                         Scope::user, quota}});
+    CHECK(limiter.allow("val-sim-user", "val-sim-model").allowed);
+    CHECK(limiter.tiers().size() == 4);
+  }
+}
+
+TEMPLATE_TEST_CASE("usage() of an unknown tier is refused and nothing is recorded", "[validation]",
+                   airl::test::InMemoryBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(
+      {Tier{"val-usage-rpm", Scope::user, {5, 1000ms}}, Tier{"val-usage-tpm", Scope::user_model, {5, 1000ms}}},
+      backend.make_storage());
+  REQUIRE(limiter.allow("val-usage-user", "val-usage-model").allowed);
+
+  REQUIRE_REFUSED(limiter.usage("val-usage-nope", "val-usage-user", "val-usage-model"), "val-usage-nope");
+  REQUIRE_REFUSED(limiter.usage("default", "val-usage-user", "val-usage-model"), "default");  // not a tier here
+  REQUIRE_REFUSED(limiter.usage("", "val-usage-user", "val-usage-model"), "tier");
+  REQUIRE_REFUSED(limiter.usage("val-usage-rpm", "", "val-usage-model"), "user");
+
+  CHECK(limiter.usage("val-usage-rpm", "val-usage-user", "val-usage-model") == 1);
+  CHECK(limiter.usage("val-usage-tpm", "val-usage-user", "val-usage-model") == 1);
+  CHECK(limiter.metrics().total() == 1);
+}
+
+// InMemoryOptions belong to the in-memory store.
+TEST_CASE("InMemoryOptions::shards must be a power of two", "[validation][in_memory]") {
+  for (const std::size_t shards : {std::size_t{0}, std::size_t{3}, std::size_t{6}, std::size_t{100}}) {
+    INFO("shards " << shards);
+    REQUIRE_REFUSED(ManualStorage(airl::InMemoryOptions{.shards = shards}), "shards");
+  }
+  for (const std::size_t shards : {std::size_t{1}, std::size_t{2}, std::size_t{64}, std::size_t{1024}}) {
+    INFO("shards " << shards);
+    airl::SlidingWindowLimiter<ManualStorage> limiter({2, 1000ms},
+                                                      ManualStorage(airl::InMemoryOptions{.shards = shards}));
+    CHECK(limiter.allow("val-shards-user", "val-shards-model").allowed);
+    CHECK(limiter.usage("val-shards-user", "val-shards-model") == 1);
+  }
+}
