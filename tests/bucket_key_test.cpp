@@ -1,4 +1,155 @@
 // SPDX-License-Identifier: MIT
+// Bucket keys (airl::detail::encode_bucket_key / user_of_key): binary-safe and collision-free, so no user
+// can reach another user's bucket by choosing an id with separators, braces or NUL bytes in it.
 #include <catch2/catch.hpp>
 
 #include "support.hpp"
+
+#include <airl/detail/bucket_key.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace std::literals;
+
+// Count every heap allocation of this test binary, so "does not allocate" is measured, not guessed.
+// The whole family of (unaligned) forms is replaced, so every pointer is freed by the function that matches
+// its allocation (AddressSanitizer checks that).
+namespace {
+std::atomic<std::size_t> heap_allocations{0};
+
+void* counted_allocation(std::size_t size) noexcept {
+  heap_allocations.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(size == 0 ? 1 : size);
+}
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (void* memory = counted_allocation(size)) return memory;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) { return ::operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete[](void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+
+namespace {
+
+using airl::BucketRef;
+using airl::Scope;
+
+std::string key_of(Scope scope, std::string_view tier, std::string_view user, std::string_view model) {
+  std::string key;
+  airl::detail::encode_bucket_key(key, BucketRef{scope, tier, user, model});
+  return key;
+}
+
+}  // namespace
+
+TEST_CASE("no choice of id bytes (separators, braces, NUL, UTF-8) makes two buckets share a key", "[bucket_key]") {
+  // The classic "user:model" collision: ("a:b", "c") and ("a", "b:c") would both read "a:b:c".
+  CHECK(key_of(Scope::user_model, "t", "a:b", "c") != key_of(Scope::user_model, "t", "a", "b:c"));
+  CHECK(key_of(Scope::user_model, "t", "ab", "") != key_of(Scope::user_model, "t", "a", "b"));
+  // Tier and user can trade bytes too.
+  CHECK(key_of(Scope::user, "t:u", "v", "") != key_of(Scope::user, "t", "u:v", ""));
+
+  // Braces, NUL bytes and UTF-8 are plain data as well.
+  const std::vector<std::string> users = {
+      "a", "a:", ":a", "{a}", "{", "}", "a\0"s, "\0a"s, "a\0b"s, "\0"s, "\0\0"s, "caf\xc3\xa9", "cafe\xcc\x81", "\xe7\x94\xa8\xe6\x88\xb7",
+  };
+  std::set<std::string> keys;
+  for (const std::string& user : users) {
+    for (const std::string& model : users) keys.insert(key_of(Scope::user_model, "tier", user, model));
+  }
+  CHECK(keys.size() == users.size() * users.size());  // every (user, model) pair has its own key
+
+  // A NUL byte is kept, not treated as the end of the id.
+  const std::string with_nul = key_of(Scope::user, "t", "a\0b"s, "");
+  CHECK(with_nul != key_of(Scope::user, "t", "a", ""));
+  CHECK(airl::detail::user_of_key(with_nul) == std::optional<std::string_view>("a\0b"sv));
+}
+
+TEST_CASE("the tier name is part of the key", "[bucket_key]") {
+  CHECK(key_of(Scope::user, "rpm", "alice", "") != key_of(Scope::user, "tpm", "alice", ""));
+  CHECK(key_of(Scope::global, "rpm", "", "") != key_of(Scope::global, "tpm", "", ""));
+  // Same tier name and ids under different scopes are different buckets as well.
+  CHECK(key_of(Scope::user, "t", "x", "x") != key_of(Scope::model, "t", "x", "x"));
+}
+
+TEST_CASE("each scope keys only on the ids it uses", "[bucket_key]") {
+  SECTION("user ignores the model") {
+    CHECK(key_of(Scope::user, "t", "alice", "m1") == key_of(Scope::user, "t", "alice", "m2"));
+    CHECK(key_of(Scope::user, "t", "alice", "m1") != key_of(Scope::user, "t", "bob", "m1"));
+  }
+  SECTION("model ignores the user") {
+    CHECK(key_of(Scope::model, "t", "alice", "m1") == key_of(Scope::model, "t", "bob", "m1"));
+    CHECK(key_of(Scope::model, "t", "alice", "m1") != key_of(Scope::model, "t", "alice", "m2"));
+  }
+  SECTION("global ignores both") {
+    CHECK(key_of(Scope::global, "t", "alice", "m1") == key_of(Scope::global, "t", "bob", "m2"));
+  }
+  SECTION("user_model uses both") {
+    CHECK(key_of(Scope::user_model, "t", "alice", "m1") != key_of(Scope::user_model, "t", "alice", "m2"));
+    CHECK(key_of(Scope::user_model, "t", "alice", "m1") != key_of(Scope::user_model, "t", "bob", "m1"));
+  }
+}
+
+TEST_CASE("user_of_key returns the user of user and user_model keys", "[bucket_key]") {
+  const std::string long_user(5000, 'u');  // longer than one length byte can say
+  for (const std::string& user : {"alice"s, "a:b"s, "\0x\0"s, long_user}) {
+    CHECK(airl::detail::user_of_key(key_of(Scope::user, "rpm", user, "m")) == std::optional<std::string_view>(user));
+    CHECK(airl::detail::user_of_key(key_of(Scope::user_model, "rpm", user, "m")) ==
+          std::optional<std::string_view>(user));
+  }
+}
+
+TEST_CASE("user_of_key returns nullopt for model and global keys and for malformed input", "[bucket_key]") {
+  using airl::detail::user_of_key;
+  CHECK_FALSE(user_of_key(key_of(Scope::model, "t", "alice", "m")).has_value());
+  CHECK_FALSE(user_of_key(key_of(Scope::global, "t", "alice", "m")).has_value());
+  CHECK_FALSE(user_of_key("").has_value());
+  CHECK_FALSE(user_of_key("\x07"s + "junk").has_value());  // not a scope
+
+  // Every proper prefix of a valid key is truncated somewhere inside the tier or the user.
+  const std::string key = key_of(Scope::user, "tier", "alice", "");
+  for (std::size_t length = 0; length < key.size(); ++length) {
+    CAPTURE(length);
+    CHECK_FALSE(user_of_key(std::string_view(key).substr(0, length)).has_value());
+  }
+
+  // A length field claiming more bytes than the key holds is refused, not read past the end.
+  std::string lying = key;
+  lying[1] = '\x7f';  // tier length 127, but only a few bytes follow
+  CHECK_FALSE(user_of_key(lying).has_value());
+}
+
+TEST_CASE("encoding into a warm buffer reuses its capacity and never allocates", "[bucket_key]") {
+  std::string buffer;
+  const BucketRef longest{Scope::user_model, "tokens-per-minute", "a-user-id-long-enough-to-need-the-heap", "model"};
+  const BucketRef shorter{Scope::user, "rpm", "bob", ""};
+  airl::detail::encode_bucket_key(buffer, longest);  // the first use may allocate
+  const std::string first = buffer;
+  const auto capacity = buffer.capacity();
+
+  const std::size_t allocations_before = heap_allocations.load();
+  for (int i = 0; i < 100; ++i) {
+    airl::detail::encode_bucket_key(buffer, shorter);
+    airl::detail::encode_bucket_key(buffer, longest);
+  }
+  const std::size_t allocations = heap_allocations.load() - allocations_before;
+
+  CHECK(allocations == 0);
+  CHECK(buffer.capacity() == capacity);
+  CHECK(buffer == first);  // cleared first: no leftovers from the shorter key
+}

@@ -452,3 +452,57 @@ TEST_CASE("key_capacity across tiers: never when one request needs more keys tha
     CHECK(limiter.metrics().active_keys == 3);
   }
 }
+
+TEST_CASE("key_capacity waits until enough buckets expire for every new bucket the request needs",
+          "[multi_tier][in_memory][max_keys]") {
+  airl::test::InMemoryBackend backend;
+  auto limiter = make_limiter(backend,
+                              {Tier{"mt-need-user", Scope::user, {10, 1000ms}},
+                               Tier{"mt-need-pair", Scope::user_model, {10, 1000ms}}},
+                              airl::InMemoryOptions{.shards = 4, .max_keys = 3});
+  REQUIRE(limiter.allow("mt-need-alice", "m1"));  // user bucket + pair m1, both expire at 1000 ms
+  backend.advance(100ms);
+  REQUIRE(limiter.allow("mt-need-alice", "m2"));  // pair m2; the user bucket now expires at 1100 ms
+  backend.advance(100ms);
+
+  // Bob needs two new buckets: the first frees at 1000 ms, the second only at 1100 ms.
+  const airl::Decision bob = limiter.allow("mt-need-bob", "m1");
+  REQUIRE_FALSE(bob);
+  CHECK(bob.reason == "key_capacity");
+  CHECK(bob.retry_after == 900ms);
+
+  backend.advance(899ms);
+  const airl::Decision early = limiter.allow("mt-need-bob", "m1");
+  CHECK_FALSE(early);
+  CHECK(early.retry_after == 1ms);
+  backend.advance(1ms);
+  CHECK(limiter.allow("mt-need-bob", "m1"));
+}
+
+TEMPLATE_TEST_CASE("a request id replays only for the user and model it was admitted with",
+                   "[multi_tier][request_id]", airl::test::InMemoryBackend) {
+  TestType backend;
+  // With shared model and global buckets, an id held there must not let another user or model ride on it.
+  auto limiter = make_limiter(backend, {Tier{"mt-ride-user", Scope::user, {1, 1000ms}},
+                                        Tier{"mt-ride-model", Scope::model, {100, 1000ms}},
+                                        Tier{"mt-ride-global", Scope::global, {100, 1000ms}}});
+  REQUIRE(limiter.allow(with_id("mt-ride-alice", "mt-ride-m", "X")));
+
+  const airl::Decision bob = limiter.allow(with_id("mt-ride-bob", "mt-ride-m", "X"));
+  CHECK(bob.allowed);
+  CHECK_FALSE(bob.replayed);  // charged as his own request
+  CHECK(limiter.usage("mt-ride-user", "mt-ride-bob", "mt-ride-m") == 1);
+  CHECK(limiter.usage("mt-ride-global", "mt-ride-bob", "mt-ride-m") == 2);
+  const airl::Decision bob_again = limiter.allow(with_id("mt-ride-bob", "mt-ride-m", "Y"));
+  CHECK_FALSE(bob_again);
+  CHECK(bob_again.reason == "mt-ride-user");
+
+  const airl::Decision other_model = limiter.allow(with_id("mt-ride-alice", "mt-ride-m2", "X"));
+  CHECK_FALSE(other_model.replayed);
+  CHECK_FALSE(other_model);  // a new request for alice: her user tier is full
+
+  const airl::Decision retry = limiter.allow(with_id("mt-ride-alice", "mt-ride-m", "X"));
+  CHECK(retry.allowed);
+  CHECK(retry.replayed);
+  CHECK(limiter.usage("mt-ride-global", "mt-ride-alice", "mt-ride-m") == 2);
+}

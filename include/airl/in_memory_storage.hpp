@@ -95,8 +95,8 @@ class InMemoryStorage {
   InMemoryStorage& operator=(InMemoryStorage&&) noexcept = default;
 
   // Decides the charges all-or-nothing and records the request in every bucket if all have room.
-  // Thread safety: safe from any thread. Throws std::invalid_argument on no charges, std::bad_alloc
-  // (then nothing was recorded).
+  // Thread safety: safe from any thread. Throws std::invalid_argument on no charges or two charges naming
+  // one bucket; std::bad_alloc (then nothing was recorded).
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     if (charges.empty()) throw std::invalid_argument("airl::InMemoryStorage::acquire: no charges");
     auto& scratch = detail::AcquireScratch::for_this_thread();
@@ -104,34 +104,42 @@ class InMemoryStorage {
     for (std::size_t i = 0; i < charges.size(); ++i) {
       detail::encode_bucket_key(scratch.keys[i], charges[i].bucket);
       scratch.shard_of[i] = shard_index(scratch.keys[i]);
+      for (std::size_t j = 0; j < i; ++j) {
+        if (scratch.keys[j] == scratch.keys[i]) {
+          throw std::invalid_argument("airl::InMemoryStorage::acquire: two charges name the same bucket");
+        }
+      }
     }
     scratch.shards.assign(scratch.shard_of.begin(), scratch.shard_of.end());
     std::sort(scratch.shards.begin(), scratch.shards.end());
     scratch.shards.erase(std::unique(scratch.shards.begin(), scratch.shards.end()), scratch.shards.end());
 
-    detail::ShardLocks locks(shards_.get(), scratch.shards);
-    const std::int64_t now = clock_.now().count();
-    find_buckets(charges, scratch, now);
-
     AcquireResult result;
-    if (!request_id.empty() && holds_id(scratch, request_id)) {
-      for (std::size_t i = 0; i < charges.size(); ++i) {
-        scratch.verdicts[i] = log_of(scratch.buckets[i]).peek(now, detail::window_ns(charges[i].quota),
-                                                               charges[i].quota.limit);
+    std::int64_t now = 0;
+    std::size_t short_of_keys = 0;  // new buckets that did not fit under max_keys
+    {
+      detail::ShardLocks locks(shards_.get(), scratch.shards);
+      now = clock_.now().count();
+      find_buckets(charges, scratch, now);
+      if (!request_id.empty() && holds_id(scratch, request_id)) {
+        for (std::size_t i = 0; i < charges.size(); ++i) {
+          scratch.verdicts[i] = log_of(scratch.buckets[i]).peek(now, detail::window_ns(charges[i].quota),
+                                                                 charges[i].quota.limit);
+        }
+        result = detail::combine_verdicts(scratch.verdicts);
+        result.status = AcquireStatus::replayed;
+      } else {
+        for (std::size_t i = 0; i < charges.size(); ++i) {
+          scratch.verdicts[i] = log_of(scratch.buckets[i]).check(now, detail::window_ns(charges[i].quota),
+                                                                  charges[i].quota.limit, charges[i].cost);
+        }
+        result = detail::combine_verdicts(scratch.verdicts);
+        if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, scratch, now);
       }
-      result = detail::combine_verdicts(scratch.verdicts);
-      result.status = AcquireStatus::replayed;
-    } else {
-      for (std::size_t i = 0; i < charges.size(); ++i) {
-        scratch.verdicts[i] = log_of(scratch.buckets[i]).check(now, detail::window_ns(charges[i].quota),
-                                                                charges[i].quota.limit, charges[i].cost);
-      }
-      result = detail::combine_verdicts(scratch.verdicts);
-      if (result.status == AcquireStatus::allowed && !admit(charges, request_id, scratch, now)) {
-        result = capacity_denial(scratch, now);
-      }
+      sweep(scratch.shards, now, incremental_sweep);
     }
-    sweep(scratch.shards, now, incremental_sweep);
+    // Outside the locks: finding when enough buckets expire may have to look into every shard.
+    if (short_of_keys != 0) result = capacity_denial(short_of_keys, now);
     return result;
   }
 
@@ -223,12 +231,15 @@ class InMemoryStorage {
                        [id](const detail::Bucket* bucket) { return bucket != nullptr && bucket->log.holds_id(id); });
   }
 
-  // Records the request in every bucket, creating missing ones. False when a new bucket was needed and the
-  // store is full. Strong guarantee: on an exception nothing is recorded and no bucket is created.
-  bool admit(std::span<const Charge> charges, std::string_view request_id, detail::AcquireScratch& scratch,
-             std::int64_t now) {
+  // Records the request in every bucket, creating missing ones. Returns 0, or when the store is full, how many
+  // of the new buckets it needs did not fit (nothing recorded then). Strong guarantee: on an exception nothing
+  // is recorded and no bucket is created.
+  std::size_t admit(std::span<const Charge> charges, std::string_view request_id, detail::AcquireScratch& scratch,
+                    std::int64_t now) {
     std::size_t missing = 0;
-    if (!reserve_keys(charges, scratch, now, missing)) return false;
+    if (const std::size_t short_of_keys = reserve_keys(charges, scratch, now, missing); short_of_keys != 0) {
+      return short_of_keys;
+    }
     std::size_t recorded = 0;
     try {
       for (std::size_t i = 0; i < charges.size(); ++i) {
@@ -253,24 +264,25 @@ class InMemoryStorage {
     for (std::size_t i = 0; i < charges.size(); ++i) {
       shards_[scratch.shard_of[i]].touch(*scratch.buckets[i], detail::window_ns(charges[i].quota), now);
     }
-    return true;
+    return 0;
   }
 
   // Counts the buckets admit() must create and reserves room for them under max_keys, sweeping expired
   // buckets first from the shards held, then from other shards that may have some (without waiting on them).
-  bool reserve_keys(std::span<const Charge> charges, detail::AcquireScratch& scratch, std::int64_t now,
-                    std::size_t& missing) {
+  // Returns 0 when reserved, else how many buckets are missing beyond max_keys.
+  std::size_t reserve_keys(std::span<const Charge> charges, detail::AcquireScratch& scratch, std::int64_t now,
+                           std::size_t& missing) {
     missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
-    if (missing == 0) return true;
+    if (missing == 0) return 0;
     if (options_.max_keys == 0) {
       key_count_->fetch_add(missing, std::memory_order_relaxed);
-      return true;
+      return 0;
     }
-    if (try_reserve(missing)) return true;
+    if (try_reserve(missing)) return 0;
     if (sweep(scratch.shards, now, std::numeric_limits<std::size_t>::max()) != 0) {
       find_buckets(charges, scratch, now);  // a swept bucket may have been one of ours
       missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
-      if (try_reserve(missing)) return true;
+      if (try_reserve(missing)) return 0;
     }
     for (std::size_t i = 0; i < options_.shards; ++i) {
       detail::BucketShard& shard = shards_[i];
@@ -280,7 +292,9 @@ class InMemoryStorage {
       shard.mutex.unlock();
       key_count_->fetch_sub(dropped, std::memory_order_relaxed);
     }
-    return try_reserve(missing);
+    if (try_reserve(missing)) return 0;
+    const std::size_t held = key_count_->load(std::memory_order_relaxed);
+    return missing - std::min(missing, options_.max_keys - std::min(held, options_.max_keys));
   }
 
   bool try_reserve(std::size_t count) noexcept {
@@ -291,20 +305,36 @@ class InMemoryStorage {
     return true;
   }
 
-  // The refusal when no room for a new bucket: retry when the earliest bucket anywhere expires.
-  AcquireResult capacity_denial(const detail::AcquireScratch& scratch, std::int64_t now) const noexcept {
+  // The refusal when `short_of_keys` new buckets do not fit: retry when that many buckets have expired
+  // (absent other traffic), or never when the request alone needs more buckets than max_keys.
+  // Called without any shard lock held.
+  AcquireResult capacity_denial(std::size_t short_of_keys, std::int64_t now) const {
     AcquireResult result;
     result.status = AcquireStatus::key_capacity;
-    const auto missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
-    std::int64_t earliest = detail::never_ns;
-    if (missing <= options_.max_keys) {
+    const std::int64_t ready = nth_earliest_expiry(short_of_keys);
+    result.retry_after = ready == detail::never_ns ? std::chrono::milliseconds::max()
+                                                   : detail::ceil_to_ms(std::max<std::int64_t>(ready - now, 1));
+    return result;
+  }
+
+  // When the `n`-th bucket to expire (counting from 1) expires; never_ns when fewer than n buckets exist.
+  std::int64_t nth_earliest_expiry(std::size_t n) const {
+    if (n > options_.max_keys) return detail::never_ns;
+    if (n == 1) {  // the common case: each shard publishes its earliest expiry
+      std::int64_t earliest = detail::never_ns;
       for (std::size_t i = 0; i < options_.shards; ++i) {
         earliest = std::min(earliest, shards_[i].expiry_hint.load(std::memory_order_relaxed));
       }
+      return earliest;
     }
-    result.retry_after = earliest == detail::never_ns ? std::chrono::milliseconds::max()
-                                                      : detail::ceil_to_ms(std::max<std::int64_t>(earliest - now, 1));
-    return result;
+    std::vector<std::int64_t> expiries;
+    for (std::size_t i = 0; i < options_.shards; ++i) {
+      std::lock_guard lock(shards_[i].mutex);
+      shards_[i].earliest_expiries(n, expiries);
+    }
+    if (expiries.size() < n) return detail::never_ns;
+    std::nth_element(expiries.begin(), expiries.begin() + static_cast<std::ptrdiff_t>(n - 1), expiries.end());
+    return expiries[n - 1];
   }
 
   // Drops up to `at_most` expired buckets from each held shard; returns how many.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "decision.hpp"
+#include "detail/bucket_key.hpp"
 #include "detail/decision_counters.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
@@ -47,14 +48,15 @@ class MultiTierLimiter {
   // airl::BackendError when the storage fails (nothing recorded).
   Decision allow(const Request& request) {
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
+    const std::string_view request_id = qualified_request_id(request);
     AcquireResult result;
     try {
       if (tiers_.size() <= inline_tiers) {
         std::array<Charge, inline_tiers> charges;
-        result = storage_.acquire(fill_charges(charges, request), request.request_id);
+        result = storage_.acquire(fill_charges(charges, request), request_id);
       } else {
         std::vector<Charge> charges(tiers_.size());
-        result = storage_.acquire(fill_charges(charges, request), request.request_id);
+        result = storage_.acquire(fill_charges(charges, request), request_id);
       }
     } catch (const BackendError&) {
       counters_.count_backend_error();
@@ -112,6 +114,15 @@ class MultiTierLimiter {
 
   static BucketRef bucket_of(const Tier& tier, std::string_view user, std::string_view model) noexcept {
     return BucketRef{tier.scope, tier.name, user, model};
+  }
+
+  // The request id as the storage remembers it, bound to (user, model); empty when the request has none.
+  // Built in a per-thread buffer, so a warm thread does not allocate.
+  static std::string_view qualified_request_id(const Request& request) {
+    if (request.request_id.empty()) return {};
+    thread_local std::string buffer;
+    detail::encode_request_id(buffer, request.user, request.model, request.request_id);
+    return buffer;
   }
 
   template <class Charges>

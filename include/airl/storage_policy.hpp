@@ -52,7 +52,8 @@ struct AcquireResult {
 };
 
 // A storage policy. Every member must be safe to call from many threads at once.
-//   acquire(charges, request_id)  all-or-nothing decision over 1..n charges (request_id may be empty)
+//   acquire(charges, request_id)  all-or-nothing decision over 1..n charges naming distinct buckets
+//                                 (request_id may be empty; a repeated bucket is std::invalid_argument)
 //   usage(bucket, quota)          cost units counting in the bucket now
 //   erase(buckets)                drops those buckets
 //   erase_user(user)              drops every Scope::user and Scope::user_model bucket of that user

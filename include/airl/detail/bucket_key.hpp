@@ -34,6 +34,17 @@ inline void encode_bucket_key(std::string& out, const BucketRef& bucket) {
   if (scope_has_model(bucket.scope)) append_component(out, bucket.model);
 }
 
+// The identity under which a request id is remembered: (user, model, id), length-prefixed. A retry is the
+// same request, so an id replays only for the user and model that were admitted with it: another user (or
+// the same user on another model) reusing the id is charged like any new request.
+inline void encode_request_id(std::string& out, std::string_view user, std::string_view model,
+                              std::string_view request_id) {
+  out.clear();
+  append_component(out, user);
+  append_component(out, model);
+  append_component(out, request_id);
+}
+
 // The user of an encoded key whose scope has one; nullopt for model and global keys or malformed input.
 inline std::optional<std::string_view> user_of_key(std::string_view key) noexcept {
   if (key.empty()) return std::nullopt;

@@ -102,6 +102,16 @@ class BucketShard {
     return dropped;
   }
 
+  // Appends the expiry times of (up to) the `count` buckets that expire first in this shard.
+  void earliest_expiries(std::size_t count, std::vector<std::int64_t>& out) const {
+    for (const ExpiryList& list : lists_) {
+      std::size_t taken = 0;
+      for (const Bucket* bucket = list.oldest; bucket != nullptr && taken < count; bucket = bucket->newer, ++taken) {
+        out.push_back(bucket->expires_at);
+      }
+    }
+  }
+
   void refresh_hint() noexcept {
     std::int64_t earliest = never_ns;
     for (const ExpiryList& list : lists_) {

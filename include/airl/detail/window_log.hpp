@@ -9,6 +9,7 @@
 // only allocated for buckets that see ids.
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -38,8 +39,12 @@ struct WindowVerdict {
 class WindowLog {
  public:
   WindowLog() = default;
-  WindowLog(WindowLog&&) noexcept = default;
-  WindowLog& operator=(WindowLog&&) noexcept = default;
+  // A moved-from log is empty and reusable.
+  WindowLog(WindowLog&& other) noexcept { take(other); }
+  WindowLog& operator=(WindowLog&& other) noexcept {
+    if (this != &other) take(other);
+    return *this;
+  }
 
   // Drops the entries that stopped counting (admitted at t with t + window <= now). Returns how many.
   std::size_t expire(std::int64_t now, std::int64_t window) noexcept {
@@ -136,6 +141,16 @@ class WindowLog {
     std::deque<std::pair<std::uint64_t, const std::string*>> order;  // ids in admission order
   };
 
+  void take(WindowLog& other) noexcept {
+    ring_ = std::move(other.ring_);
+    capacity_ = std::exchange(other.capacity_, 0);
+    head_ = std::exchange(other.head_, 0);
+    size_ = std::exchange(other.size_, 0);
+    base_ = std::exchange(other.base_, 0);
+    first_seq_ = std::exchange(other.first_seq_, 0);
+    ids_ = std::move(other.ids_);
+  }
+
   const Entry& at(std::size_t i) const noexcept { return ring_[(head_ + i) & (capacity_ - 1)]; }
 
   // Admission time of the oldest entry whose expiry frees at least `need` units (need <= usage()).
@@ -153,11 +168,12 @@ class WindowLog {
     resize(capacity_ == 0 ? 4 : capacity_ * 2);
   }
 
-  // Halves the ring when it is at most a quarter full, so memory follows live entries. Best effort.
+  // Shrinks the ring to twice its live entries once it is at most a quarter full, so memory follows live
+  // entries (and a burst that expires at once is given back at once). Best effort.
   void maybe_shrink() noexcept {
     if (capacity_ <= 8 || size_ > capacity_ / 4) return;
     try {
-      resize(capacity_ / 2);
+      resize(std::bit_ceil(std::max<std::size_t>(size_ * 2, 8)));
     } catch (const std::bad_alloc&) {
     }
   }
