@@ -17,6 +17,9 @@
 
 namespace {
 
+using airl::test::costing;
+using airl::test::with_id;
+
 using namespace std::chrono_literals;
 using airl::Scope;
 using airl::Tier;
@@ -25,14 +28,6 @@ template <class Backend>
 airl::MultiTierLimiter<typename Backend::Storage> make_limiter(Backend& backend, std::vector<Tier> tiers,
                                                                airl::InMemoryOptions options = {}) {
   return airl::MultiTierLimiter<typename Backend::Storage>(std::move(tiers), backend.make_storage(options));
-}
-
-airl::Request costing(std::string_view user, std::string_view model, std::uint64_t cost) {
-  return airl::Request{user, model, cost};
-}
-
-airl::Request with_id(std::string_view user, std::string_view model, std::string_view id) {
-  return airl::Request{user, model, 1, id};
 }
 
 }  // namespace

@@ -18,6 +18,9 @@
 
 namespace {
 
+using airl::test::costing;
+using airl::test::with_id;
+
 using namespace std::chrono_literals;
 using namespace std::string_view_literals;
 using airl::test::InMemoryBackend;
@@ -26,14 +29,6 @@ template <class Backend>
 airl::SlidingWindowLimiter<typename Backend::Storage> make_limiter(Backend& backend, airl::Quota quota,
                                                                    airl::InMemoryOptions options = {}) {
   return airl::SlidingWindowLimiter<typename Backend::Storage>(quota, backend.make_storage(options));
-}
-
-airl::Request costing(std::string_view user, std::string_view model, std::uint64_t cost) {
-  return airl::Request{user, model, cost};
-}
-
-airl::Request with_id(std::string_view user, std::string_view model, std::string_view id) {
-  return airl::Request{user, model, 1, id};
 }
 
 }  // namespace
