@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -101,4 +102,13 @@ TEST_CASE("SteadyClock never goes back", "[clock]") {
     REQUIRE(current >= previous);
     previous = current;
   }
+}
+
+TEST_CASE("ManualClock::advance refuses to overflow and leaves time unchanged", "[clock]") {
+  const auto near_end = std::chrono::nanoseconds(std::numeric_limits<std::int64_t>::max() - 10);
+  airl::ManualClock clock(near_end);
+  CHECK_THROWS_AS(clock.advance(11ns), std::overflow_error);
+  CHECK(clock.now() == near_end);
+  clock.advance(10ns);  // exactly up to the end is fine
+  CHECK(clock.now().count() == std::numeric_limits<std::int64_t>::max());
 }

@@ -330,3 +330,32 @@ TEST_CASE("the key count stays exact while threads create, sweep, purge and rese
   CHECK(limiter.metrics().active_keys == 0);
   CHECK(limiter.purge_expired() == 0);
 }
+
+TEST_CASE("under a flood of new keys at capacity, no key_capacity denial says never", "[concurrency][in_memory][max_keys]") {
+  // Keys being created by other threads are briefly invisible to the expiry scan: that must read as "soon",
+  // never as "never" (a client would give up for good on a temporary condition).
+  airl::ManualClock clock;
+  airl::SlidingWindowLimiter<airl::test::ManualStorage> limiter(
+      {10, 1s}, airl::test::ManualStorage(airl::InMemoryOptions{.shards = 8, .max_keys = 4}, clock));
+  constexpr int threads = 8;
+  std::atomic<int> never{0}, capacity{0}, too_long{0};
+  std::latch start(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int i = 0; i < 2'000; ++i) {
+        const std::string user = "cap-flood-" + std::to_string(t) + "-" + std::to_string(i);
+        const airl::Decision decision = limiter.allow(user, "m");
+        if (decision.allowed) continue;
+        if (decision.reason == "key_capacity") capacity.fetch_add(1);
+        if (decision.retry_after == airl::Decision::never) never.fetch_add(1);
+        if (decision.retry_after > 1s) too_long.fetch_add(1);
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  CHECK(capacity.load() == threads * 2'000 - 4);
+  CHECK(never.load() == 0);
+  CHECK(too_long.load() == 0);
+}

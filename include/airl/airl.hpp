@@ -9,11 +9,8 @@
 #include "metrics.hpp"
 #include "multi_tier_limiter.hpp"
 #include "quota.hpp"
+#include "request.hpp"
+#include "tier.hpp"
 #include "sliding_window_limiter.hpp"
 #include "storage_policy.hpp"
 #include "version.hpp"
-
-namespace airl {
-static_assert(StoragePolicy<InMemoryStorage<SteadyClock>>);
-static_assert(StoragePolicy<InMemoryStorage<ManualClock>>);
-}  // namespace airl

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 
@@ -41,9 +42,15 @@ class ManualClock {
 
   // Moves every copy's time forward by `by`. Thread safety: safe from any thread.
   // Throws std::invalid_argument when `by` is negative (steady time never goes back).
+  // Throws std::overflow_error (time unchanged) when the sum would not fit in 64-bit nanoseconds.
   void advance(std::chrono::nanoseconds by) {
     if (by.count() < 0) throw std::invalid_argument("airl::ManualClock::advance: time cannot go back");
-    now_ns_->fetch_add(by.count(), std::memory_order_acq_rel);
+    std::int64_t now = now_ns_->load(std::memory_order_relaxed);
+    do {
+      if (now > std::numeric_limits<std::int64_t>::max() - by.count()) {
+        throw std::overflow_error("airl::ManualClock::advance: time would overflow");
+      }
+    } while (!now_ns_->compare_exchange_weak(now, now + by.count(), std::memory_order_acq_rel));
   }
 
  private:

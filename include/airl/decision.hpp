@@ -6,8 +6,17 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace airl {
+
+// Decision::reason of a request refused because the store holds InMemoryOptions::max_keys live keys.
+// No tier may use this name.
+inline constexpr std::string_view key_capacity_reason = "key_capacity";
+
+// Decision::reason of a request refused because the backend is unreachable under FailurePolicy::fail_closed.
+// No tier may use this name.
+inline constexpr std::string_view backend_unavailable_reason = "backend_unavailable";
 
 struct Decision {
   static constexpr std::chrono::milliseconds never = std::chrono::milliseconds::max();

@@ -26,6 +26,7 @@
 #include "detail/bucket_shard.hpp"
 #include "detail/combine_verdicts.hpp"
 #include "detail/shard_locks.hpp"
+#include "detail/validate.hpp"
 #include "detail/window_log.hpp"
 #include "storage_policy.hpp"
 
@@ -98,7 +99,8 @@ class InMemoryStorage {
   // Thread safety: safe from any thread. Throws std::invalid_argument on no charges or two charges naming
   // one bucket; std::bad_alloc (then nothing was recorded).
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
-    if (charges.empty()) throw std::invalid_argument("airl::InMemoryStorage::acquire: no charges");
+    detail::validate_charges(charges, "airl::InMemoryStorage");
+    require_usable();
     auto& scratch = detail::AcquireScratch::for_this_thread();
     scratch.prepare(charges.size());
     for (std::size_t i = 0; i < charges.size(); ++i) {
@@ -138,14 +140,19 @@ class InMemoryStorage {
       }
       sweep(scratch.shards, now, incremental_sweep);
     }
+    sweep_next_shard(scratch.shards, now);
     // Outside the locks: finding when enough buckets expire may have to look into every shard.
-    if (short_of_keys != 0) result = capacity_denial(short_of_keys, now);
+    if (short_of_keys != 0) {
+      const auto missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
+      result = capacity_denial(missing, short_of_keys, now);
+    }
     return result;
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
   // Throws nothing but std::bad_alloc.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
+    require_usable();
     std::string& key = detail::key_scratch_for_this_thread();
     detail::encode_bucket_key(key, bucket);
     detail::BucketShard& shard = shards_[shard_index(key)];
@@ -158,6 +165,7 @@ class InMemoryStorage {
 
   // Drops the given buckets. Thread safety: safe from any thread. Throws nothing but std::bad_alloc.
   void erase(std::span<const BucketRef> buckets) {
+    require_usable();
     std::string& key = detail::key_scratch_for_this_thread();
     for (const BucketRef& bucket : buckets) {
       detail::encode_bucket_key(key, bucket);
@@ -174,6 +182,7 @@ class InMemoryStorage {
   // Drops every Scope::user and Scope::user_model bucket of `user`, and nothing else. Visits every bucket,
   // one shard lock at a time: an administrative call, not for the request path. Thread safety: safe.
   void erase_user(std::string_view user) {
+    require_usable();
     for (std::size_t i = 0; i < options_.shards; ++i) {
       std::lock_guard lock(shards_[i].mutex);
       const std::size_t dropped = shards_[i].erase_if([user](std::string_view key) {
@@ -185,8 +194,9 @@ class InMemoryStorage {
   }
 
   // Drops every bucket whose window holds nothing now; returns how many. Cost: O(shards + dropped).
-  // Thread safety: safe from any thread. Throws nothing.
-  std::size_t purge_expired() noexcept {
+  // Thread safety: safe from any thread. Throws only what the clock throws.
+  std::size_t purge_expired() {
+    require_usable();
     std::size_t dropped = 0;
     for (std::size_t i = 0; i < options_.shards; ++i) {
       std::lock_guard lock(shards_[i].mutex);
@@ -198,7 +208,7 @@ class InMemoryStorage {
   }
 
   // Buckets held now (expired ones count until swept). Thread safety: safe. Throws nothing.
-  std::size_t active_keys() const noexcept { return key_count_->load(std::memory_order_relaxed); }
+  std::size_t active_keys() const noexcept { return key_count_ ? key_count_->load(std::memory_order_relaxed) : 0; }
 
   const InMemoryOptions& options() const noexcept { return options_; }
   const Clock& clock() const noexcept { return clock_; }
@@ -206,6 +216,25 @@ class InMemoryStorage {
  private:
   // Expired buckets dropped per shard per acquire(): more than one, so sweeping outpaces creation.
   static constexpr std::size_t incremental_sweep = 2;
+
+  // A moved-from storage holds no shards: using it is a caller mistake, reported instead of crashing.
+  void require_usable() const {
+    if (!shards_) throw std::logic_error("airl::InMemoryStorage: used after being moved from");
+  }
+
+  // Normal traffic also sweeps shards it does not touch: each call looks at one more shard, round-robin per
+  // thread, and drops a couple of its expired buckets if it has any and is free. So a flood of one-off keys is
+  // reclaimed even when the remaining traffic hits only a few shards. Never blocks, never scans.
+  void sweep_next_shard(std::span<const std::size_t> just_swept, std::int64_t now) noexcept {
+    thread_local std::size_t cursor = 0;
+    const std::size_t index = cursor++ & (options_.shards - 1);
+    if (std::binary_search(just_swept.begin(), just_swept.end(), index)) return;
+    detail::BucketShard& shard = shards_[index];
+    if (shard.expiry_hint.load(std::memory_order_relaxed) > now || !shard.mutex.try_lock()) return;
+    const std::size_t dropped = shard.purge(now, incremental_sweep);
+    shard.mutex.unlock();
+    if (dropped != 0) key_count_->fetch_sub(dropped, std::memory_order_relaxed);
+  }
 
   std::size_t shard_index(std::string_view key) const noexcept {
     if (shard_bits_ == 0) return 0;
@@ -305,34 +334,37 @@ class InMemoryStorage {
     return true;
   }
 
-  // The refusal when `short_of_keys` new buckets do not fit: retry when that many buckets have expired
-  // (absent other traffic), or never when the request alone needs more buckets than max_keys.
+  // The refusal when `short_of_keys` of the `missing` new buckets do not fit: retry when that many buckets have
+  // expired (absent other traffic), or never when the request alone needs more buckets than max_keys.
   // Called without any shard lock held.
-  AcquireResult capacity_denial(std::size_t short_of_keys, std::int64_t now) const {
+  AcquireResult capacity_denial(std::size_t missing, std::size_t short_of_keys, std::int64_t now) const {
     AcquireResult result;
     result.status = AcquireStatus::key_capacity;
-    const std::int64_t ready = nth_earliest_expiry(short_of_keys);
+    const std::int64_t ready = missing > options_.max_keys ? detail::never_ns : nth_earliest_expiry(short_of_keys);
     result.retry_after = ready == detail::never_ns ? std::chrono::milliseconds::max()
-                                                   : detail::ceil_to_ms(std::max<std::int64_t>(ready - now, 1));
+                                                   : detail::ceil_to_ms(ready <= now ? 1 : ready - now);
     return result;
   }
 
-  // When the `n`-th bucket to expire (counting from 1) expires; never_ns when fewer than n buckets exist.
+  // When the `n`-th bucket to expire (counting from 1) expires; never_ns only when n > max_keys (then no wait
+  // helps). Buckets another thread is creating right now are not visible yet: if fewer than n expiries are
+  // seen, the answer is "soon" (now), which capacity_denial turns into 1 ms.
   std::int64_t nth_earliest_expiry(std::size_t n) const {
     if (n > options_.max_keys) return detail::never_ns;
+    std::int64_t earliest = detail::never_ns;
     if (n == 1) {  // the common case: each shard publishes its earliest expiry
-      std::int64_t earliest = detail::never_ns;
       for (std::size_t i = 0; i < options_.shards; ++i) {
         earliest = std::min(earliest, shards_[i].expiry_hint.load(std::memory_order_relaxed));
       }
-      return earliest;
+      return earliest == detail::never_ns ? std::numeric_limits<std::int64_t>::min() : earliest;
     }
-    std::vector<std::int64_t> expiries;
+    thread_local std::vector<std::int64_t> expiries;
+    expiries.clear();
     for (std::size_t i = 0; i < options_.shards; ++i) {
       std::lock_guard lock(shards_[i].mutex);
       shards_[i].earliest_expiries(n, expiries);
     }
-    if (expiries.size() < n) return detail::never_ns;
+    if (expiries.size() < n) return std::numeric_limits<std::int64_t>::min();
     std::nth_element(expiries.begin(), expiries.begin() + static_cast<std::ptrdiff_t>(n - 1), expiries.end());
     return expiries[n - 1];
   }
@@ -351,5 +383,8 @@ class InMemoryStorage {
   int shard_bits_ = 0;
   std::unique_ptr<std::atomic<std::size_t>> key_count_;
 };
+
+static_assert(StoragePolicy<InMemoryStorage<SteadyClock>>);
+static_assert(StoragePolicy<InMemoryStorage<ManualClock>>);
 
 }  // namespace airl

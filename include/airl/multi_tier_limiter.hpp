@@ -23,6 +23,8 @@
 #include "in_memory_storage.hpp"
 #include "metrics.hpp"
 #include "quota.hpp"
+#include "request.hpp"
+#include "tier.hpp"
 #include "storage_policy.hpp"
 
 namespace airl {
@@ -45,9 +47,10 @@ class MultiTierLimiter {
 
   // Admits the request in every tier, or in none. Thread safety: safe from any thread.
   // Throws std::invalid_argument on an empty or over-long user, model or request id, or cost 0;
-  // airl::BackendError when the storage fails (nothing recorded).
+  // airl::BackendError when a storage without a failure policy fails (nothing recorded).
   Decision allow(const Request& request) {
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
+    require_usable();
     const std::string_view request_id = qualified_request_id(request);
     AcquireResult result;
     try {
@@ -112,6 +115,11 @@ class MultiTierLimiter {
  private:
   static constexpr std::size_t inline_tiers = 8;  // up to this many tiers decide without a heap allocation
 
+  // A moved-from limiter has no tiers: using it is a caller mistake, reported instead of misbehaving.
+  void require_usable() const {
+    if (tiers_.empty()) throw std::logic_error("airl: limiter used after being moved from");
+  }
+
   static BucketRef bucket_of(const Tier& tier, std::string_view user, std::string_view model) noexcept {
     return BucketRef{tier.scope, tier.name, user, model};
   }
@@ -143,6 +151,7 @@ class MultiTierLimiter {
   Decision to_decision(const AcquireResult& result) {
     Decision decision;
     decision.degraded = result.degraded;
+    if (result.degraded) counters_.count_backend_error();
     decision.remaining = result.remaining;
     decision.reset_after = result.reset_after;
     if (result.binding < tiers_.size()) decision.limit = tiers_[result.binding].quota.limit;
@@ -159,8 +168,9 @@ class MultiTierLimiter {
         counters_.count_denied();
         break;
       case AcquireStatus::key_capacity:
+      case AcquireStatus::backend_unavailable:
         decision.retry_after = result.retry_after;
-        decision.reason = key_capacity_reason;
+        decision.reason = result.status == AcquireStatus::key_capacity ? key_capacity_reason : backend_unavailable_reason;
         counters_.count_denied();
         break;
     }

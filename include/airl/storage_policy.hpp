@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "quota.hpp"
+#include "tier.hpp"
 
 namespace airl {
 
@@ -38,10 +39,12 @@ enum class AcquireStatus {
   replayed,      // the request id was already admitted in one of the buckets: allowed, recorded nowhere
   denied,        // some bucket has no room: recorded nowhere
   key_capacity,  // the store holds its maximum number of keys and a new one was needed: recorded nowhere
+  backend_unavailable,  // the store could not be reached and the failure policy denies: recorded nowhere
 };
 
 // What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
-// with the least remaining (the first of equals). Times are rounded up to whole milliseconds.
+// with the least remaining (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
+// the store was not reached (a failure policy decided); it counts as a backend error in the metrics.
 struct AcquireResult {
   AcquireStatus status = AcquireStatus::denied;
   std::size_t binding = 0;

@@ -23,7 +23,8 @@ namespace airl::detail {
 
 struct Bucket {
   WindowLog log;
-  std::int64_t window = 0;      // the expiry list this bucket is on
+  std::int64_t window = 0;      // the expiry list this bucket is on, when `listed`
+  bool listed = false;          // on an expiry list (a new bucket is not, until its first admission)
   std::int64_t expires_at = 0;  // last admission + window: from then on the bucket holds nothing
   Bucket* newer = nullptr;
   Bucket* older = nullptr;
@@ -60,6 +61,7 @@ class BucketShard {
     unlink(bucket);
     ExpiryList& list = *list_for(window);
     bucket.window = window;
+    bucket.listed = true;
     bucket.expires_at = now + window;
     bucket.older = list.newest;
     bucket.newer = nullptr;
@@ -117,7 +119,8 @@ class BucketShard {
     for (const ExpiryList& list : lists_) {
       if (list.oldest != nullptr) earliest = std::min(earliest, list.oldest->expires_at);
     }
-    expiry_hint.store(earliest, std::memory_order_relaxed);
+    // Store only on change: other threads read the hint, so an unchanged value should not dirty its line.
+    if (expiry_hint.load(std::memory_order_relaxed) != earliest) expiry_hint.store(earliest, std::memory_order_relaxed);
   }
 
   // Gives back the hash table's slots after a mass expiry, so memory follows live buckets. Best effort.
@@ -146,12 +149,12 @@ class BucketShard {
   }
 
   void unlink(Bucket& bucket) noexcept {
-    if (bucket.window == 0) return;  // on no list yet
+    if (!bucket.listed) return;
     ExpiryList& list = *list_for(bucket.window);
     if (bucket.newer != nullptr) bucket.newer->older = bucket.older; else list.newest = bucket.older;
     if (bucket.older != nullptr) bucket.older->newer = bucket.newer; else list.oldest = bucket.newer;
     bucket.newer = bucket.older = nullptr;
-    bucket.window = 0;
+    bucket.listed = false;
   }
 
   std::unordered_map<std::string, Bucket, TransparentHash, std::equal_to<>> buckets_;

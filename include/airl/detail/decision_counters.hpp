@@ -17,12 +17,14 @@ class DecisionCounters {
   void count_allowed() noexcept { mine().allowed.fetch_add(1, std::memory_order_relaxed); }
   void count_denied() noexcept { mine().denied.fetch_add(1, std::memory_order_relaxed); }
   void count_backend_error() noexcept { mine().backend_errors.fetch_add(1, std::memory_order_relaxed); }
+  // Counting needs the stripes, which a move takes away; a moved-from limiter refuses to decide before counting.
 
   struct Totals {
     std::uint64_t allowed = 0, denied = 0, backend_errors = 0;
   };
   Totals totals() const noexcept {
     Totals sum;
+    if (!stripes_) return sum;  // moved from
     for (std::size_t i = 0; i < stripe_count; ++i) {
       sum.allowed += stripes_[i].allowed.load(std::memory_order_relaxed);
       sum.denied += stripes_[i].denied.load(std::memory_order_relaxed);

@@ -25,13 +25,6 @@ class ShardLocks {
   ShardLocks(const ShardLocks&) = delete;
   ShardLocks& operator=(const ShardLocks&) = delete;
 
-  bool holds(std::size_t index) const noexcept {
-    for (std::size_t held : indices_) {
-      if (held == index) return true;
-    }
-    return false;
-  }
-
  private:
   void unlock_all() noexcept {
     while (locked_ > 0) shards_[indices_[--locked_]].mutex.unlock();

@@ -9,7 +9,10 @@
 #include <string_view>
 #include <vector>
 
+#include "../decision.hpp"
 #include "../quota.hpp"
+#include "../request.hpp"
+#include "../tier.hpp"
 
 namespace airl::detail {
 
@@ -36,12 +39,27 @@ inline void validate_request(std::string_view user, std::string_view model, std:
   if (request_id.size() > max_id_length) validate_id(request_id, "request_id");
 }
 
+// Checks what a storage is handed directly (limiters have validated their tiers and requests already):
+// 1..n charges, each with a window in (0, max_window] and a cost >= 1.
+template <class Charges>
+void validate_charges(const Charges& charges, const char* storage) {
+  if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
+  for (const auto& charge : charges) {
+    if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
+      refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
+    }
+    if (charge.cost == 0) refuse(std::string(storage) + "::acquire: cost must be at least 1");
+  }
+}
+
 inline void validate_tiers(const std::vector<Tier>& tiers) {
   if (tiers.empty()) refuse("a limiter needs at least one tier");
   for (std::size_t i = 0; i < tiers.size(); ++i) {
     const Tier& tier = tiers[i];
     validate_id(tier.name, "tier name");
-    if (tier.name == key_capacity_reason) refuse("tier name 'key_capacity' is reserved");
+    if (tier.name == key_capacity_reason || tier.name == backend_unavailable_reason) {
+      refuse("tier name '" + tier.name + "' is reserved");
+    }
     switch (tier.scope) {
       case Scope::user: case Scope::model: case Scope::user_model: case Scope::global: break;
       default: refuse("tier '" + tier.name + "': unknown scope");
