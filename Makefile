@@ -3,10 +3,10 @@
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_PACKAGES := cmake g++ make
-TEST_PACKAGES := $(BUILD_PACKAGES) catch2
+TEST_PACKAGES := $(BUILD_PACKAGES) catch2 pkg-config libhiredis-dev redis-server
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev
 
-.PHONY: demo test test-asan test-tsan bench clean
+.PHONY: demo test test-asan test-tsan bench bench-redis clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
 demo:
@@ -41,6 +41,13 @@ bench:
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF -DAIRL_BUILD_BENCH=ON
 	cmake --build build/bench -j$(JOBS)
 	./build/bench/bench/airl_bench
+
+# Sequential allow() latency against a private redis-server, next to raw PING and EVALSHA, plus memory per entry.
+bench-redis:
+	@.ci/ensure-packages $(BUILD_PACKAGES) pkg-config libhiredis-dev redis-server
+	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF
+	cmake --build build/bench -j$(JOBS) --target airl_redis_latency
+	./build/bench/bench/airl_redis_latency --memory
 
 clean:
 	rm -rf build

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // MultiTierLimiter: several tiers decided all-or-nothing, how a tier's scope picks its bucket, which tier a
-// Decision describes, replays across tiers, and reset(). Templated over the test backends (support.hpp);
-// tier, user and model names are unique per case because model and global buckets are shared by everyone.
+// Decision describes, replays across tiers, and reset(). Templated over both test backends (support.hpp): on
+// Redis time is real, so durations are compared with within_slack and boundaries are crossed by waiting what
+// the limiter answered. Tier, user and model names are unique per case because model and global buckets are
+// shared by everyone.
 
 #include <catch2/catch.hpp>
 
@@ -17,8 +19,11 @@
 
 namespace {
 
+using airl::test::advance_until_due;
+using airl::test::boundary_margin;
 using airl::test::costing;
 using airl::test::with_id;
+using airl::test::within_slack;
 
 using namespace std::chrono_literals;
 using airl::Scope;
@@ -36,7 +41,7 @@ airl::MultiTierLimiter<typename Backend::Storage> make_limiter(Backend& backend,
 // All or nothing, and which tier a Decision describes.
 
 TEMPLATE_TEST_CASE("a request denied by any tier is charged in no tier", "[multi_tier]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-aon-user", Scope::user, {2, 1000ms}},
                                         Tier{"mt-aon-model", Scope::model, {100, 1000ms}},
@@ -81,7 +86,7 @@ TEMPLATE_TEST_CASE("a request denied by any tier is charged in no tier", "[multi
 }
 
 TEMPLATE_TEST_CASE("a denial names the first denying tier in declared order and waits for the slowest",
-                   "[multi_tier]", airl::test::InMemoryBackend) {
+                   "[multi_tier]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   std::string prefix;
   bool short_first = true;
@@ -106,34 +111,37 @@ TEMPLATE_TEST_CASE("a denial names the first denying tier in declared order and 
   // Both tiers deny a cost of 2: short needs its entry gone (in 400 ms), long needs it too (in 900 ms).
   const airl::Decision both = limiter.allow(costing(user, model, 2));
   REQUIRE_FALSE(both.allowed);
-  CHECK(both.retry_after == 900ms);  // the max over the denying tiers, whatever the order
+  CHECK_THAT(both.retry_after, within_slack<TestType>(900ms));  // the max over the denying tiers, whatever the order
   if (short_first) {
     CHECK(both.reason == short_tier.name);
     CHECK(both.limit == 3);
     CHECK(both.remaining == 0);
-    CHECK(both.reset_after == 400ms);
+    CHECK_THAT(both.reset_after, within_slack<TestType>(400ms));
   } else {
     CHECK(both.reason == long_tier.name);
     CHECK(both.limit == 4);
     CHECK(both.remaining == 1);
-    CHECK(both.reset_after == 900ms);
+    CHECK_THAT(both.reset_after, within_slack<TestType>(900ms));
   }
 
-  backend.advance(400ms);  // the short window is empty, the long one still denies
+  advance_until_due(backend, 400ms);  // the short window is empty, the long one still denies
   const airl::Decision one = limiter.allow(costing(user, model, 2));
   REQUIRE_FALSE(one.allowed);
   CHECK(one.reason == long_tier.name);
-  CHECK(one.retry_after == 500ms);
+  CHECK_THAT(one.retry_after, within_slack<TestType>(500ms));
   CHECK(one.limit == 4);
 
-  backend.advance(499ms);
-  CHECK_FALSE(limiter.allow(costing(user, model, 2)).allowed);
-  backend.advance(1ms);
+  const auto margin = boundary_margin<TestType>();  // 1 ms on exact time
+  backend.advance(500ms - margin);
+  const airl::Decision early = limiter.allow(costing(user, model, 2));
+  CHECK_FALSE(early.allowed);
+  CHECK_THAT(early.retry_after, within_slack<TestType>(margin));
+  advance_until_due(backend, early.retry_after);
   CHECK(limiter.allow(costing(user, model, 2)).allowed);
 }
 
 TEMPLATE_TEST_CASE("an admission reports the tier with the least remaining", "[multi_tier]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-least-big", Scope::global, {100, 1000ms}},
                                         Tier{"mt-least-small", Scope::user, {5, 2000ms}},
@@ -155,7 +163,7 @@ TEMPLATE_TEST_CASE("an admission reports the tier with the least remaining", "[m
 }
 
 TEMPLATE_TEST_CASE("an admission with tied remaining reports the first declared tier", "[multi_tier]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   std::string prefix;
   bool user_first = true;
@@ -182,7 +190,7 @@ TEMPLATE_TEST_CASE("an admission with tied remaining reports the first declared 
 }
 
 TEMPLATE_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[multi_tier]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   // Up to eight tiers use a stack buffer; more take the heap path, which must follow the same rules.
   TestType backend;
   const Scope scopes[] = {Scope::user_model, Scope::user, Scope::model, Scope::global};
@@ -211,7 +219,7 @@ TEMPLATE_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[mul
 // Scopes: which requests share a bucket.
 
 TEMPLATE_TEST_CASE("a tier's scope decides which requests share its bucket", "[multi_tier][scope]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
 
   SECTION("user_model: one bucket per user per model") {
@@ -264,9 +272,9 @@ TEMPLATE_TEST_CASE("a tier's scope decides which requests share its bucket", "[m
 }
 
 TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent buckets", "[multi_tier][scope]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
-  auto limiter = make_limiter(backend, {Tier{"mt-indep-burst", Scope::user, {2, 100ms}},
+  auto limiter = make_limiter(backend, {Tier{"mt-indep-burst", Scope::user, {2, 300ms}},
                                         Tier{"mt-indep-minute", Scope::user, {5, 1000ms}}});
   const std::string user = "mt-indep-alice";
   const std::string model = "mt-indep-m";
@@ -276,8 +284,9 @@ TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent
   const airl::Decision burst = limiter.allow(user, model);
   CHECK_FALSE(burst.allowed);
   CHECK(burst.reason == "mt-indep-burst");
+  CHECK_THAT(burst.reset_after, within_slack<TestType>(300ms));
 
-  backend.advance(100ms);  // the burst bucket empties, the minute bucket keeps its entries
+  advance_until_due(backend, burst.reset_after);  // the burst bucket empties, the minute bucket keeps its entries
   CHECK(limiter.usage("mt-indep-burst", user, model) == 0);
   CHECK(limiter.usage("mt-indep-minute", user, model) == 2);
   REQUIRE(limiter.allow(user, model).allowed);
@@ -285,7 +294,7 @@ TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent
   CHECK(limiter.usage("mt-indep-burst", user, model) == 2);
   CHECK(limiter.usage("mt-indep-minute", user, model) == 4);
 
-  backend.advance(100ms);
+  advance_until_due(backend, 300ms);
   REQUIRE(limiter.allow(user, model).allowed);  // minute: 5 of 5
   const airl::Decision minute = limiter.allow(user, model);
   CHECK_FALSE(minute.allowed);
@@ -297,7 +306,7 @@ TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent
 // Request ids across tiers.
 
 TEMPLATE_TEST_CASE("a replayed request is charged in no tier", "[multi_tier][request_id]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-replay-user", Scope::user, {5, 1000ms}},
                                         Tier{"mt-replay-global", Scope::global, {2, 1000ms}}});
@@ -321,15 +330,15 @@ TEMPLATE_TEST_CASE("a replayed request is charged in no tier", "[multi_tier][req
 }
 
 TEMPLATE_TEST_CASE("an id still held by a longer tier replays after a shorter tier forgot it",
-                   "[multi_tier][request_id]", airl::test::InMemoryBackend) {
+                   "[multi_tier][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
-  auto limiter = make_limiter(backend, {Tier{"mt-held-short", Scope::user_model, {5, 100ms}},
+  auto limiter = make_limiter(backend, {Tier{"mt-held-short", Scope::user_model, {5, 300ms}},
                                         Tier{"mt-held-long", Scope::user, {5, 1000ms}}});
   const std::string user = "mt-held-alice";
   const std::string model = "mt-held-m";
 
   REQUIRE(limiter.allow(with_id(user, model, "r1")).allowed);
-  backend.advance(100ms);  // gone from the short tier, still in the long one
+  advance_until_due(backend, 300ms);  // gone from the short tier, still in the long one
 
   const airl::Decision replay = limiter.allow(with_id(user, model, "r1"));
   CHECK(replay.allowed);
@@ -337,7 +346,7 @@ TEMPLATE_TEST_CASE("an id still held by a longer tier replays after a shorter ti
   CHECK(limiter.usage("mt-held-short", user, model) == 0);  // not charged where it had expired
   CHECK(limiter.usage("mt-held-long", user, model) == 1);
 
-  backend.advance(900ms);  // gone everywhere: a new request again
+  advance_until_due(backend, 700ms);  // gone everywhere: a new request again
   const airl::Decision fresh = limiter.allow(with_id(user, model, "r1"));
   CHECK(fresh.allowed);
   CHECK_FALSE(fresh.replayed);
@@ -368,7 +377,7 @@ std::vector<Tier> reset_tiers(const std::string& prefix) {
 }  // namespace
 
 TEMPLATE_TEST_CASE("reset(user) clears that user's user and user_model buckets and keeps model and global ones",
-                   "[multi_tier][reset]", airl::test::InMemoryBackend) {
+                   "[multi_tier][reset]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   const std::string p = "mt-reset-user-";
   auto limiter = make_limiter(backend, reset_tiers(p));
@@ -393,7 +402,7 @@ TEMPLATE_TEST_CASE("reset(user) clears that user's user and user_model buckets a
 }
 
 TEMPLATE_TEST_CASE("reset(user, model) clears only that pair's user_model buckets", "[multi_tier][reset]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   const std::string p = "mt-reset-pair-";
   auto limiter = make_limiter(backend, reset_tiers(p));
@@ -475,7 +484,7 @@ TEST_CASE("key_capacity waits until enough buckets expire for every new bucket t
 }
 
 TEMPLATE_TEST_CASE("a request id replays only for the user and model it was admitted with",
-                   "[multi_tier][request_id]", airl::test::InMemoryBackend) {
+                   "[multi_tier][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   // With shared model and global buckets, an id held there must not let another user or model ride on it.
   auto limiter = make_limiter(backend, {Tier{"mt-ride-user", Scope::user, {1, 1000ms}},

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MIT
 // SlidingWindowLimiter: the one-bucket rules of docs/DESIGN.md, seen through the public API.
-// Behavioural cases are templated over the test backends (support.hpp) so a Redis backend runs them unchanged:
-// windows >= 100 ms, whole-millisecond advances, names unique per case. Cases that need nanosecond time or
-// in-memory internals (max_keys, purging, active_keys) use the in-memory backend directly and say so.
+// Behavioural cases are templated over both test backends (support.hpp): the in-memory store on a ManualClock,
+// where every duration and boundary is exact, and RedisStorage on a real redis-server, where time is real:
+// durations are compared with within_slack, boundaries are approached from boundary_margin and crossed by
+// waiting what the limiter answered. Windows stay <= 1 s so the Redis runs stay short; names are unique per
+// case. Cases that need nanosecond time or in-memory internals (max_keys, purging, active_keys) use the
+// in-memory backend directly and say so.
 
 #include <catch2/catch.hpp>
 
@@ -18,8 +21,11 @@
 
 namespace {
 
+using airl::test::advance_until_due;
+using airl::test::boundary_margin;
 using airl::test::costing;
 using airl::test::with_id;
+using airl::test::within_slack;
 
 using namespace std::chrono_literals;
 using namespace std::string_view_literals;
@@ -37,22 +43,24 @@ airl::SlidingWindowLimiter<typename Backend::Storage> make_limiter(Backend& back
 // Rule 1: the boundary.
 
 TEMPLATE_TEST_CASE("an admitted entry counts until exactly one window after its admission", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
   const std::string user = "swl-boundary-user";
   const std::string model = "swl-boundary-model";
 
+  const auto margin = boundary_margin<TestType>();  // 1 ms on exact time
+
   backend.advance(5ms);  // admit away from the clock's epoch
   REQUIRE(limiter.allow(user, model).allowed);
 
-  backend.advance(999ms);  // t + window - 1 ms: still counts
+  backend.advance(1000ms - margin);  // t + window - margin: still counts
   const airl::Decision before = limiter.allow(user, model);
   CHECK_FALSE(before.allowed);
-  CHECK(before.retry_after == 1ms);
+  CHECK_THAT(before.retry_after, within_slack<TestType>(margin));
   CHECK(limiter.usage(user, model) == 1);
 
-  backend.advance(1ms);  // t + window: no longer counts
+  advance_until_due(backend, before.retry_after);  // t + window (on exact time): no longer counts
   CHECK(limiter.usage(user, model) == 0);
   const airl::Decision at = limiter.allow(user, model);
   CHECK(at.allowed);
@@ -120,7 +128,7 @@ TEST_CASE("nanosecond time is honoured exactly on a ManualClock", "[sliding_wind
 // Denials.
 
 TEMPLATE_TEST_CASE("denied requests are not recorded and a flood of them does not push retry_after later",
-                   "[sliding_window]", airl::test::InMemoryBackend) {
+                   "[sliding_window]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
   const std::string user = "swl-flood-user";
@@ -133,29 +141,33 @@ TEMPLATE_TEST_CASE("denied requests are not recorded and a flood of them does no
   }
   backend.advance(70ms);  // now = first admission + 90 ms
 
+  // A recorded denial would make the second entry (expiring in 920 ms) the one to wait for.
   const airl::Decision first = limiter.allow(user, model);
   REQUIRE_FALSE(first.allowed);
-  REQUIRE(first.retry_after == 910ms);
+  REQUIRE_THAT(first.retry_after, within_slack<TestType>(910ms));
 
+  std::chrono::milliseconds previous = first.retry_after;
   for (int i = 0; i < 50; ++i) {
     const airl::Decision again = limiter.allow(user, model);
     REQUIRE_FALSE(again.allowed);
-    REQUIRE(again.retry_after == 910ms);
+    REQUIRE_THAT(again.retry_after, within_slack<TestType>(910ms));
+    REQUIRE(again.retry_after <= previous);  // time only brings it closer (on exact time: equal)
+    previous = again.retry_after;
   }
   CHECK(limiter.usage(user, model) == 3);
   CHECK(limiter.metrics().allowed == 3);
   CHECK(limiter.metrics().denied == 51);
 
-  backend.advance(910ms);  // the first entry expires: the same request passes
+  advance_until_due(backend, previous);  // the first entry expires: the same request passes
   CHECK(limiter.allow(user, model).allowed);
 }
 
 TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retry_after never", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
 
   SECTION("limit 0 denies everything, forever") {
-    auto limiter = make_limiter(backend, {0, 1000ms});
+    auto limiter = make_limiter(backend, {0, 300ms});
     const airl::Decision denied = limiter.allow("swl-never-zero-user", "swl-never-zero-model");
     CHECK_FALSE(denied.allowed);
     CHECK(denied.retry_after == airl::Decision::never);
@@ -164,7 +176,7 @@ TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retr
     CHECK(denied.remaining == 0);
     CHECK(denied.reset_after == 0ms);  // nothing in the window
 
-    backend.advance(1000ms);  // waiting does not help
+    backend.advance(300ms);  // waiting does not help
     CHECK(limiter.allow("swl-never-zero-user", "swl-never-zero-model").retry_after == airl::Decision::never);
     CHECK(limiter.usage("swl-never-zero-user", "swl-never-zero-model") == 0);
   }
@@ -184,7 +196,8 @@ TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retr
     // With a full window, an over-limit cost is still "never", not "wait for the window".
     CHECK(limiter.allow(costing("swl-never-cost-user", "swl-never-cost-model", 6)).retry_after ==
           airl::Decision::never);
-    CHECK(limiter.allow(costing("swl-never-cost-user", "swl-never-cost-model", 1)).retry_after == 1000ms);
+    CHECK_THAT(limiter.allow(costing("swl-never-cost-user", "swl-never-cost-model", 1)).retry_after,
+               within_slack<TestType>(1000ms));
   }
 }
 
@@ -192,7 +205,7 @@ TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retr
 // Weighted costs.
 
 TEMPLATE_TEST_CASE("usage is the sum of costs and a cost is admitted iff usage + cost <= limit", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {10, 1000ms});
   const std::string user = "swl-weighted-user";
@@ -219,40 +232,41 @@ TEMPLATE_TEST_CASE("usage is the sum of costs and a cost is admitted iff usage +
 }
 
 TEMPLATE_TEST_CASE("a cost of 100000 is decided exactly like a cost of 1", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
-  // The same timeline at two scales: every answer must scale with it, nothing else may change.
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+  // The same timeline at two scales: every answer must scale with it, nothing else may change. Entries are
+  // 100 ms apart, more than Redis's slack, so a retry_after one entry off fails on both backends.
   const std::uint64_t scale = GENERATE(as<std::uint64_t>{}, 1, 100'000);
   TestType backend;
-  auto limiter = make_limiter(backend, {10 * scale, 1000ms});
+  auto limiter = make_limiter(backend, {5 * scale, 1000ms});
   const std::string user = airl::test::id("swl-scale-user", static_cast<int>(scale % 1000));
   const std::string model = "swl-scale-model";
 
-  for (std::uint64_t i = 1; i <= 10; ++i) {
-    backend.advance(10ms);
+  for (std::uint64_t i = 1; i <= 5; ++i) {
+    backend.advance(100ms);
     const airl::Decision admitted = limiter.allow(costing(user, model, scale));
     REQUIRE(admitted.allowed);
-    REQUIRE(admitted.remaining == (10 - i) * scale);
-    REQUIRE(admitted.limit == 10 * scale);
+    REQUIRE(admitted.remaining == (5 - i) * scale);
+    REQUIRE(admitted.limit == 5 * scale);
   }
-  REQUIRE(limiter.usage(user, model) == 10 * scale);
+  REQUIRE(limiter.usage(user, model) == 5 * scale);
 
   const airl::Decision denied = limiter.allow(costing(user, model, scale));
   CHECK_FALSE(denied.allowed);
-  CHECK(denied.retry_after == 910ms);  // first entry (10 ms) + window - now (100 ms)
+  CHECK_THAT(denied.retry_after, within_slack<TestType>(600ms));  // first entry (100 ms) + window - now (500 ms)
 
   const airl::Decision big = limiter.allow(costing(user, model, 3 * scale));
-  CHECK(big.retry_after == 930ms);  // the three oldest must go
+  CHECK_THAT(big.retry_after, within_slack<TestType>(800ms));  // the three oldest must go
 
-  backend.advance(910ms);
+  advance_until_due(backend, denied.retry_after);
   CHECK(limiter.allow(costing(user, model, scale)).allowed);
-  CHECK(limiter.usage(user, model) == 10 * scale);
+  CHECK(limiter.usage(user, model) == 5 * scale);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Rule 5 to 7: retry_after, remaining, reset_after.
 
 TEMPLATE_TEST_CASE("retry_after is the exact moment enough of the oldest entries expire", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {10, 1000ms});
   const std::string user = "swl-retry-user";
@@ -267,18 +281,20 @@ TEMPLATE_TEST_CASE("retry_after is the exact moment enough of the oldest entries
   backend.advance(100ms);
 
   // Denials are not recorded, so each question sees the same log.
-  CHECK(limiter.allow(costing(user, model, 2)).retry_after == 700ms);   // needs 1 unit: the cost-3 entry
-  CHECK(limiter.allow(costing(user, model, 5)).retry_after == 800ms);   // needs 4: up to the cost-4 entry
-  CHECK(limiter.allow(costing(user, model, 10)).retry_after == 900ms);  // needs 9: all three
-  CHECK(limiter.allow(costing(user, model, 11)).retry_after == airl::Decision::never);
+  const auto retry_after = [&](std::uint64_t cost) { return limiter.allow(costing(user, model, cost)).retry_after; };
+  CHECK_THAT(retry_after(2), within_slack<TestType>(700ms));   // needs 1 unit: the cost-3 entry
+  CHECK_THAT(retry_after(5), within_slack<TestType>(800ms));   // needs 4: up to the cost-4 entry
+  CHECK_THAT(retry_after(10), within_slack<TestType>(900ms));  // needs 9: all three
+  CHECK(retry_after(11) == airl::Decision::never);
   REQUIRE(limiter.usage(user, model) == 9);
 
-  backend.advance(799ms);  // 1 ms early
+  const auto margin = boundary_margin<TestType>();
+  backend.advance(800ms - margin);  // 1 ms early on exact time
   const airl::Decision early = limiter.allow(costing(user, model, 5));
   CHECK_FALSE(early.allowed);
-  CHECK(early.retry_after == 1ms);
+  CHECK_THAT(early.retry_after, within_slack<TestType>(margin));
 
-  backend.advance(1ms);  // exactly retry_after after the first denial
+  advance_until_due(backend, early.retry_after);  // exactly retry_after after the first denial
   const airl::Decision on_time = limiter.allow(costing(user, model, 5));
   CHECK(on_time.allowed);
   CHECK(on_time.remaining == 3);  // the cost-2 entry and this one count
@@ -286,7 +302,7 @@ TEMPLATE_TEST_CASE("retry_after is the exact moment enough of the oldest entries
 }
 
 TEMPLATE_TEST_CASE("a decision reports limit, remaining, reset_after, reason and converts to bool", "[sliding_window]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   static_assert(!std::is_convertible_v<airl::Decision, bool>, "the bool conversion must be explicit");
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
@@ -318,8 +334,8 @@ TEMPLATE_TEST_CASE("a decision reports limit, remaining, reset_after, reason and
   CHECK_FALSE(static_cast<bool>(denied));
   CHECK(denied.limit == 3);
   CHECK(denied.remaining == 0);
-  CHECK(denied.retry_after == 400ms);  // the oldest expires at 1000 ms
-  CHECK(denied.reset_after == 900ms);  // the newest expires at 1500 ms
+  CHECK_THAT(denied.retry_after, within_slack<TestType>(400ms));  // the oldest expires at 1000 ms
+  CHECK_THAT(denied.reset_after, within_slack<TestType>(900ms));  // the newest expires at 1500 ms
   CHECK(denied.reason == "default");
   CHECK(denied.reason == airl::SlidingWindowLimiter<typename TestType::Storage>::tier_name);
   CHECK_FALSE(denied.replayed);
@@ -329,7 +345,7 @@ TEMPLATE_TEST_CASE("a decision reports limit, remaining, reset_after, reason and
 // Rule 8: request ids.
 
 TEMPLATE_TEST_CASE("a request_id admitted in the window is replayed without charge even when the window is full",
-                   "[sliding_window][request_id]", airl::test::InMemoryBackend) {
+                   "[sliding_window][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {2, 1000ms});
   const std::string user = "swl-replay-user";
@@ -360,7 +376,7 @@ TEMPLATE_TEST_CASE("a request_id admitted in the window is replayed without char
 }
 
 TEMPLATE_TEST_CASE("the request_id of a denied request is not remembered", "[sliding_window][request_id]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
   const std::string user = "swl-denied-id-user";
@@ -370,11 +386,12 @@ TEMPLATE_TEST_CASE("the request_id of a denied request is not remembered", "[sli
   backend.advance(100ms);
   const airl::Decision denied = limiter.allow(with_id(user, model, "retry-x"));
   REQUIRE_FALSE(denied.allowed);
+  CHECK_THAT(denied.retry_after, within_slack<TestType>(900ms));
   const airl::Decision again = limiter.allow(with_id(user, model, "retry-x"));
   CHECK_FALSE(again.allowed);  // not a replay: it was never admitted
   CHECK_FALSE(again.replayed);
 
-  backend.advance(900ms);  // room again
+  advance_until_due(backend, denied.retry_after);  // room again
   const airl::Decision admitted = limiter.allow(with_id(user, model, "retry-x"));
   CHECK(admitted.allowed);
   CHECK_FALSE(admitted.replayed);
@@ -386,17 +403,20 @@ TEMPLATE_TEST_CASE("the request_id of a denied request is not remembered", "[sli
 }
 
 TEMPLATE_TEST_CASE("a request_id is charged again once its entry expired", "[sliding_window][request_id]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string user = "swl-id-expiry-user";
   const std::string model = "swl-id-expiry-model";
 
+  const auto margin = boundary_margin<TestType>();
   REQUIRE(limiter.allow(with_id(user, model, "id-a")).allowed);
-  backend.advance(999ms);
-  CHECK(limiter.allow(with_id(user, model, "id-a")).replayed);  // still in the window
+  backend.advance(1000ms - margin);
+  const airl::Decision replay = limiter.allow(with_id(user, model, "id-a"));
+  CHECK(replay.replayed);  // still in the window
+  CHECK_THAT(replay.reset_after, within_slack<TestType>(margin));  // until its entry, the only one, expires
 
-  backend.advance(1ms);  // its entry stopped counting
+  advance_until_due(backend, replay.reset_after);  // its entry stopped counting
   const airl::Decision fresh = limiter.allow(with_id(user, model, "id-a"));
   CHECK(fresh.allowed);
   CHECK_FALSE(fresh.replayed);
@@ -406,7 +426,7 @@ TEMPLATE_TEST_CASE("a request_id is charged again once its entry expired", "[sli
 }
 
 TEMPLATE_TEST_CASE("different request_ids, and one id in different buckets, are charged separately",
-                   "[sliding_window][request_id]", airl::test::InMemoryBackend) {
+                   "[sliding_window][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
 
@@ -436,7 +456,7 @@ TEMPLATE_TEST_CASE("different request_ids, and one id in different buckets, are 
 // reset() and metrics.
 
 TEMPLATE_TEST_CASE("reset(user) clears every model of that user and nothing of any other user",
-                   "[sliding_window][reset]", airl::test::InMemoryBackend) {
+                   "[sliding_window][reset]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string alice = "swl-reset-alice";
@@ -472,7 +492,7 @@ TEMPLATE_TEST_CASE("reset(user) clears every model of that user and nothing of a
 }
 
 TEMPLATE_TEST_CASE("reset(user, model) clears only that pair", "[sliding_window][reset]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
 
@@ -489,7 +509,7 @@ TEMPLATE_TEST_CASE("reset(user, model) clears only that pair", "[sliding_window]
 }
 
 TEMPLATE_TEST_CASE("metrics count every decision and deny_rate_percent is 0 without decisions",
-                   "[sliding_window][metrics]", airl::test::InMemoryBackend) {
+                   "[sliding_window][metrics]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
 
@@ -517,7 +537,7 @@ TEMPLATE_TEST_CASE("metrics count every decision and deny_rate_percent is 0 with
 // Ids are binary-safe.
 
 TEMPLATE_TEST_CASE("user and model ids are binary-safe and never collide", "[sliding_window][ids]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
 

@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Shared test helpers. Behavioural tests are TEMPLATE_TEST_CASEs over "backends": a backend makes a storage
-// and moves its time. The in-memory backend uses a ManualClock, so time moves only when a test says so;
-// the Redis backend (later) will run the same cases against a real redis-server.
+// and moves its time. The in-memory backend uses a ManualClock, so time moves only when a test says so and
+// every duration is exact; the Redis backend runs the same cases against a real redis-server on Redis's own
+// clock, so advance() sleeps and durations are exact only up to `slack` (the time the test itself takes).
+
+#include <catch2/catch.hpp>
 
 #include <airl/airl.hpp>
+#include <airl/redis.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include "redis_server.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -20,12 +29,83 @@ using ManualStorage = InMemoryStorage<ManualClock>;
 struct InMemoryBackend {
   using Storage = ManualStorage;
   static constexpr const char* name = "in-memory";
+  static constexpr std::chrono::milliseconds slack{0};  // time moves only when told: durations are exact
 
   ManualClock clock;
 
   Storage make_storage(InMemoryOptions options = {}) const { return Storage(options, clock); }
   void advance(std::chrono::nanoseconds by) { clock.advance(by); }
 };
+
+// A fresh key prefix per storage, so tests sharing one redis-server never see each other's keys.
+inline std::string unique_key_prefix() {
+  static std::atomic<int> next{0};
+  return "airl-test-" + std::to_string(::getpid()) + "-" + std::to_string(next.fetch_add(1));
+}
+
+struct RedisBackend {
+  using Storage = RedisStorage;
+  static constexpr const char* name = "redis";
+  // Real time passes while a test runs: a duration read from Redis may be short by up to this much.
+  static constexpr std::chrono::milliseconds slack{60};
+
+  std::string key_prefix = unique_key_prefix();
+
+  // `options` is accepted so the in-memory-only arguments of shared cases compile; Redis ignores them.
+  Storage make_storage(InMemoryOptions = {}) const {
+    RedisOptions options;
+    options.port = shared_redis().port();
+    options.key_prefix = key_prefix;
+    options.on_failure = FailurePolicy::fail_closed;  // a Redis fault must fail the test, never pass silently
+    options.command_timeout = std::chrono::milliseconds(1000);
+    return Storage(options);
+  }
+  void advance(std::chrono::nanoseconds by) { std::this_thread::sleep_for(by); }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Time in shared cases. One timeline serves both backends: on the in-memory backend (slack 0) every duration
+// and boundary is checked exactly; on Redis (real time) durations may be short by up to `slack`, and a
+// boundary is approached from a margin larger than the slack, then crossed by waiting what Redis answered.
+
+// Matches a duration in [expected - Backend::slack, expected]: exactly `expected` on the in-memory backend;
+// on Redis, short by at most the time the test itself took since the timeline's reference point.
+template <class Backend>
+class WithinSlack : public Catch::MatcherBase<std::chrono::milliseconds> {
+ public:
+  explicit WithinSlack(std::chrono::milliseconds expected) : expected_(expected) {}
+  bool match(const std::chrono::milliseconds& actual) const override {
+    return actual <= expected_ && actual >= expected_ - Backend::slack;
+  }
+  std::string describe() const override {
+    if (Backend::slack == std::chrono::milliseconds{0}) return "== " + std::to_string(expected_.count()) + " ms";
+    return "is in [" + std::to_string((expected_ - Backend::slack).count()) + ", " +
+           std::to_string(expected_.count()) + "] ms";
+  }
+
+ private:
+  std::chrono::milliseconds expected_;
+};
+
+// CHECK_THAT(decision.retry_after, within_slack<TestType>(910ms));
+template <class Backend>
+WithinSlack<Backend> within_slack(std::chrono::milliseconds expected) {
+  return WithinSlack<Backend>(expected);
+}
+
+// How far before a boundary a shared case can still see "not yet": 1 ms on exact time; on real time twice
+// the slack, so the time the test takes cannot carry it over the boundary.
+template <class Backend>
+constexpr std::chrono::milliseconds boundary_margin() {
+  return Backend::slack == std::chrono::milliseconds{0} ? std::chrono::milliseconds{1} : 2 * Backend::slack;
+}
+
+// Moves time to `due` from now, e.g. a retry_after just answered: exactly `due` on exact time; on real time
+// a little later, because the test sleeps on its own clock while Redis decides on the server's.
+template <class Backend>
+void advance_until_due(Backend& backend, std::chrono::milliseconds due) {
+  backend.advance(Backend::slack == std::chrono::milliseconds{0} ? due : due + std::chrono::milliseconds{2});
+}
 
 // A request of `cost` units, without an id.
 inline Request costing(std::string_view user, std::string_view model, std::uint64_t cost) {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Caller mistakes: each throws std::invalid_argument whose message names the offending argument, before
-// anything is read or written. Request-time refusals are templated over the test backends and check that
-// nothing was recorded; construction-time refusals need no storage traffic and use the in-memory store.
+// anything is read or written. Request-time refusals are templated over both test backends (in-memory and
+// Redis) and check that nothing was recorded; construction-time refusals need no storage traffic and use the
+// in-memory store.
 
 #include <catch2/catch.hpp>
 
@@ -78,7 +79,7 @@ struct StringMaker<Snapshot> {
 // Request arguments.
 
 TEMPLATE_TEST_CASE("an empty user or model is refused and nothing is recorded", "[validation]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string user = "val-empty-user";
@@ -99,7 +100,8 @@ TEMPLATE_TEST_CASE("an empty user or model is refused and nothing is recorded", 
   CHECK(snapshot(limiter, user, model) == before);  // the resets above did not clear anything either
 }
 
-TEMPLATE_TEST_CASE("a cost of 0 is refused and nothing is recorded", "[validation]", airl::test::InMemoryBackend) {
+TEMPLATE_TEST_CASE("a cost of 0 is refused and nothing is recorded", "[validation]", airl::test::InMemoryBackend,
+                   airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string user = "val-cost-user";
@@ -118,7 +120,7 @@ TEMPLATE_TEST_CASE("a cost of 0 is refused and nothing is recorded", "[validatio
 }
 
 TEMPLATE_TEST_CASE("ids of 1 KiB and of max_id_length work, longer ones and 1 MiB are refused", "[validation]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {10, 1000ms});
 
@@ -223,7 +225,7 @@ TEST_CASE("a tier list must be non-empty with unique, valid, unreserved names", 
 }
 
 TEMPLATE_TEST_CASE("usage() of an unknown tier is refused and nothing is recorded", "[validation]",
-                   airl::test::InMemoryBackend) {
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
       {Tier{"val-usage-rpm", Scope::user, {5, 1000ms}}, Tier{"val-usage-tpm", Scope::user_model, {5, 1000ms}}},

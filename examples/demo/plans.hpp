@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The server's plans. Each plan is ONE airl::MultiTierRateLimiter whose tiers mix request counts
+// The server's plans. Each plan is ONE airl::MultiTierLimiter whose tiers mix request counts
 // (Unit::requests: 1 per request, whatever its size) and token budgets (Unit::cost: the request's tokens).
 // One allow() decides them all together: a request is charged in every tier or in none, so a refusal by a
 // request tier never leaves tokens charged, and the reverse.
@@ -9,19 +9,23 @@
 // listed narrowest first, because a denial's `reason` names the first tier (in this order) that refused.
 // The model and global tiers live in each plan's own limiter: "global" means "everyone on this plan".
 // A fleet-wide cap would be one more limiter, or these tiers in a storage that all plans share.
+// The limiters are templates over their storage: in memory by default, RedisStorage with --redis.
 
 #include <airl/airl.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace demo {
 
+template <class Storage>
 struct Plan {
   std::string name;
-  airl::MultiTierRateLimiter limiter;
+  airl::MultiTierLimiter<Storage> limiter;
 };
 
 // One plan's limits, per 1 s sliding window.
@@ -49,8 +53,12 @@ inline std::vector<airl::Tier> plan_tiers(const PlanLimits& limits) {
   };
 }
 
-// The three plans, one limiter each. Throws std::invalid_argument if a tier is malformed.
-inline std::vector<Plan> make_plans() {
+// The three plans, one limiter each, on the storage `make_storage(plan name)` returns. Each plan needs storage
+// of its own: the plans share tier names, so one store would merge their model and global buckets.
+// Throws std::invalid_argument if a tier is malformed.
+template <class MakeStorage>
+auto make_plans(MakeStorage make_storage) {
+  using Storage = decltype(make_storage(std::string_view{}));
   struct Row {
     const char* name;
     PlanLimits limits;
@@ -59,8 +67,11 @@ inline std::vector<Plan> make_plans() {
   const Row rows[] = {{"free",       {3,              5'000,          5,        10'000,    12}},
                       {"pro",        {6,              15'000,         10,       18'000,    16}},
                       {"enterprise", {18,             45'000,         32,       60'000,    55}}};
-  std::vector<Plan> plans;
-  for (const Row& row : rows) plans.push_back(Plan{row.name, airl::MultiTierRateLimiter(plan_tiers(row.limits))});
+  std::vector<Plan<Storage>> plans;
+  for (const Row& row : rows) {
+    airl::MultiTierLimiter<Storage> limiter(plan_tiers(row.limits), make_storage(row.name));
+    plans.push_back(Plan<Storage>{row.name, std::move(limiter)});
+  }
   return plans;
 }
 

@@ -43,8 +43,9 @@ inline void print_user_row(const std::string& user, const std::string& plan, con
               avg_retry_ms, percentile_us(s.decision_ns, 0.50), percentile_us(s.decision_ns, 0.99));
 }
 
-inline void print_users(const std::vector<UserProfile>& users, const std::vector<Plan>& plans,
-                        const std::vector<ClientStats>& clients) {
+template <class Storage>
+void print_users(const std::vector<UserProfile>& users, const std::vector<Plan<Storage>>& plans,
+                 const std::vector<ClientStats>& clients) {
   std::puts(
       "\nPer user (reqs = distinct requests; sent = allow() calls, retries included; latency = one allow() on a\n"
       "client thread that mostly sleeps, so with cold caches)");
@@ -54,8 +55,9 @@ inline void print_users(const std::vector<UserProfile>& users, const std::vector
   print_user_row("all", "", sum_of(users, clients));
 }
 
-inline void print_tiers(const std::vector<Plan>& plans, const std::vector<UserProfile>& users,
-                        const std::vector<ClientStats>& clients) {
+template <class Storage>
+void print_tiers(const std::vector<Plan<Storage>>& plans, const std::vector<UserProfile>& users,
+                 const std::vector<ClientStats>& clients) {
   std::puts(
       "\nPer tier (one limiter per plan, all tiers decided together; 1 s sliding windows;\n"
       "denials = 429s whose reason is the tier: the first tier, in this order, that refused)");
@@ -85,10 +87,11 @@ inline void print_workers(const GpuWorkers& gpus, Clock::duration run_time) {
   }
 }
 
-inline void print_metrics(const std::vector<Plan>& plans) {
-  std::puts("\nLimiter metrics() (one limiter per plan)");
+template <class Storage>
+void print_metrics(const std::vector<Plan<Storage>>& plans) {
+  std::puts("\nLimiter metrics() (one limiter per plan; active_keys = buckets held in this process: 0 on Redis)");
   std::printf("%-10s %8s %8s %7s %11s %14s\n", "plan", "allowed", "denied", "deny%", "active_keys", "backend_errors");
-  for (const Plan& plan : plans) {
+  for (const Plan<Storage>& plan : plans) {
     const airl::Metrics m = plan.limiter.metrics();
     std::printf("%-10s %8llu %8llu %6.1f%% %11zu %14llu\n", plan.name.c_str(), ull(m.allowed), ull(m.denied),
                 m.deny_rate_percent(), m.active_keys, ull(m.backend_errors));

@@ -95,9 +95,10 @@ inline bool sleep_before_deadline(Clock::duration wait, Clock::time_point deadli
 }
 
 // One user's client. run() is meant for the client's own thread; `stats` belongs to that thread until it ends.
+template <class Storage>
 class Client {
  public:
-  Client(const UserProfile& user, std::size_t index, airl::MultiTierRateLimiter& limiter, GpuWorkers& gpus,
+  Client(const UserProfile& user, std::size_t index, airl::MultiTierLimiter<Storage>& limiter, GpuWorkers& gpus,
          ClientStats& stats)
       : user_(user), limiter_(limiter), gpus_(gpus), stats_(stats), rng_(traffic_seed + index) {
     stats_.decision_ns.reserve(4096);
@@ -164,7 +165,7 @@ class Client {
   }
 
   const UserProfile& user_;
-  airl::MultiTierRateLimiter& limiter_;
+  airl::MultiTierLimiter<Storage>& limiter_;
   GpuWorkers& gpus_;
   ClientStats& stats_;
   std::mt19937 rng_;

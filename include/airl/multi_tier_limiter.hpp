@@ -52,19 +52,14 @@ class MultiTierLimiter {
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
     require_usable();
     const std::string_view request_id = qualified_request_id(request);
-    AcquireResult result;
-    try {
+    const AcquireResult result = counting_backend_errors([&] {
       if (tiers_.size() <= inline_tiers) {
         std::array<Charge, inline_tiers> charges;
-        result = storage_.acquire(fill_charges(charges, request), request_id);
-      } else {
-        std::vector<Charge> charges(tiers_.size());
-        result = storage_.acquire(fill_charges(charges, request), request_id);
+        return storage_.acquire(fill_charges(charges, request), request_id);
       }
-    } catch (const BackendError&) {
-      counters_.count_backend_error();
-      throw;
-    }
+      std::vector<Charge> charges(tiers_.size());
+      return storage_.acquire(fill_charges(charges, request), request_id);
+    });
     return to_decision(result);
   }
 
@@ -73,14 +68,14 @@ class MultiTierLimiter {
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
     const Tier& found = tier_named(tier);
-    return storage_.usage(bucket_of(found, user, model), found.quota);
+    return counting_backend_errors([&] { return storage_.usage(bucket_of(found, user, model), found.quota); });
   }
 
   // Clears every bucket of `user` (its user and user_model tiers, all models); nothing of other users.
   // Metrics are kept. Thread safety: safe. Throws std::invalid_argument on an empty or over-long user.
   void reset(std::string_view user) {
     detail::validate_id(user, "user");
-    storage_.erase_user(user);
+    counting_backend_errors([&] { storage_.erase_user(user); });
   }
 
   // Clears the user_model buckets of this pair only. Thread safety: safe.
@@ -91,11 +86,13 @@ class MultiTierLimiter {
     for (const Tier& tier : tiers_) {
       if (tier.scope == Scope::user_model) buckets.push_back(bucket_of(tier, user, model));
     }
-    storage_.erase(buckets);
+    counting_backend_errors([&] { storage_.erase(buckets); });
   }
 
   // Drops buckets whose window holds nothing; returns how many. Thread safety: safe.
-  std::size_t purge_expired() { return storage_.purge_expired(); }
+  std::size_t purge_expired() {
+    return counting_backend_errors([&] { return storage_.purge_expired(); });
+  }
 
   // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws nothing.
   Metrics metrics() const {
@@ -114,6 +111,17 @@ class MultiTierLimiter {
 
  private:
   static constexpr std::size_t inline_tiers = 8;  // up to this many tiers decide without a heap allocation
+
+  // Runs a storage call; a BackendError it throws is counted in the metrics, then passed on.
+  template <class Call>
+  decltype(auto) counting_backend_errors(Call&& call) {
+    try {
+      return call();
+    } catch (const BackendError&) {
+      counters_.count_backend_error();
+      throw;
+    }
+  }
 
   // A moved-from limiter has no tiers: using it is a caller mistake, reported instead of misbehaving.
   void require_usable() const {

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The Redis backend: the only public header that needs hiredis (CMake target airl::redis).
+// Many serving replicas share one quota through one Redis server.
+
+#include "airl.hpp"
+#include "redis/errors.hpp"
+#include "redis/options.hpp"
+#include "redis/redis_storage.hpp"
+
+namespace airl {
+
+static_assert(StoragePolicy<RedisStorage>);
+
+using RedisRateLimiter = SlidingWindowLimiter<RedisStorage>;
+using RedisMultiTierRateLimiter = MultiTierLimiter<RedisStorage>;
+
+}  // namespace airl

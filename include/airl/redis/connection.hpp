@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// One hiredis connection: connect with timeouts, keepalive, AUTH + SELECT + SCRIPT LOAD in one round trip,
+// then commands with a command timeout. Faults become typed airl::BackendError subclasses. Not thread-safe:
+// the pool hands each connection to one thread at a time. Works with hiredis 0.14 (Debian 12) and 1.x.
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstddef>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pthread.h>
+#include <sys/time.h>
+
+#include "errors.hpp"
+#include "options.hpp"
+
+namespace airl::detail {
+
+struct ReplyDeleter {
+  void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+struct ContextDeleter {
+  void operator()(redisContext* context) const noexcept { redisFree(context); }
+};
+
+inline timeval to_timeval(std::chrono::milliseconds duration) noexcept {
+  const auto ms = std::max<std::chrono::milliseconds::rep>(duration.count(), 1);
+  timeval tv{};
+  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms / 1000);
+  tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms % 1000) * 1000);
+  return tv;
+}
+
+inline std::string_view reply_text(const redisReply& reply) noexcept {
+  return reply.str == nullptr ? std::string_view{} : std::string_view(reply.str, reply.len);
+}
+
+// Writing to a socket the server closed raises SIGPIPE, which would kill the serving process. Block it on
+// this thread for the duration of one hiredis call and swallow any SIGPIPE that call raised, without
+// touching the process's signal dispositions.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() noexcept {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &previous_) == 0;
+  }
+  ~SigpipeGuard() {
+    if (!blocked_) return;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        const timespec zero{0, 0};
+        sigtimedwait(&pipe_, nullptr, &zero);
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t previous_{};
+  bool was_pending_ = false;
+  bool blocked_ = false;
+};
+
+class RedisConnection {
+ public:
+  explicit RedisConnection(const RedisOptions& options) : options_(options) {}
+
+  bool connected() const noexcept { return context_ != nullptr; }
+  void close() noexcept { context_.reset(); }
+  // The SHA1 the server gave for the script (valid once connected).
+  const std::string& script_sha() const noexcept { return script_sha_; }
+
+  // Connects, sets keepalive, and runs AUTH, SELECT and SCRIPT LOAD in one round trip, all within `budget`
+  // (at most connect_timeout), so a hung server costs at most that. Throws ConnectionError, TimeoutError,
+  // AuthError, PermissionError or ReplyError; on a throw the connection stays closed.
+  void connect(std::string_view script, std::chrono::milliseconds budget) {
+    close();
+    const auto started = std::chrono::steady_clock::now();
+    const timeval connect_tv = to_timeval(budget);
+    redisContext* raw = options_.unix_socket.empty()
+                            ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
+                            : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv);
+    if (raw == nullptr) throw ConnectionError("airl: cannot allocate a Redis connection to " + where());
+    std::unique_ptr<redisContext, ContextDeleter> context(raw);
+    if (context->err != 0) throw_context_error(*context, "connect");
+    if (options_.unix_socket.empty()) redisEnableKeepAlive(context.get());
+
+    // The handshake gets whatever is left of connect_timeout.
+    const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    redisSetTimeout(context.get(), to_timeval(std::max(budget - spent, std::chrono::milliseconds{1})));
+    std::vector<std::vector<std::string_view>> handshake;
+    if (!options_.password.empty()) {
+      if (options_.username.empty()) handshake.push_back({"AUTH", options_.password});
+      else handshake.push_back({"AUTH", options_.username, options_.password});
+    }
+    const std::string database = std::to_string(options_.database);
+    if (options_.database != 0) handshake.push_back({"SELECT", database});
+    handshake.push_back({"SCRIPT", "LOAD", script});
+    std::vector<Reply> replies = pipeline(*context, handshake, "handshake");
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      check_reply(*replies[i], handshake[i][0]);
+    }
+    const redisReply& sha = *replies.back();
+    if (sha.type != REDIS_REPLY_STRING) throw ReplyError("airl: SCRIPT LOAD did not return a SHA1");
+    script_sha_.assign(reply_text(sha));
+
+    redisSetTimeout(context.get(), to_timeval(options_.command_timeout));
+    timeout_ = options_.command_timeout;
+    context_ = std::move(context);
+  }
+
+  // Bounds the next commands' round trips by `timeout` (the rest of a call's deadline), or by the
+  // command_timeout when that is shorter. Only touches the socket when the value changes.
+  void limit_timeout(std::chrono::milliseconds timeout) {
+    const auto wanted = std::clamp(timeout, std::chrono::milliseconds{1}, options_.command_timeout);
+    if (wanted == timeout_ || !context_) return;
+    redisSetTimeout(context_.get(), to_timeval(wanted));
+    timeout_ = wanted;
+  }
+
+  // Runs one command. Throws like connect(); a connection-level fault also closes the connection.
+  // An error reply is returned as a reply (type REDIS_REPLY_ERROR), not thrown: the caller decides.
+  Reply command(std::span<const std::string_view> args) {
+    const std::vector<std::string_view> only(args.begin(), args.end());
+    return std::move(pipeline(*context_, std::span(&only, 1), "command").front());
+  }
+
+  // Runs several commands in one round trip. Same error handling as command().
+  std::vector<Reply> pipeline(std::span<const std::vector<std::string_view>> commands) {
+    return pipeline(*context_, commands, "command");
+  }
+
+  // Throws the typed error for an error reply to `what`; returns if the reply is not an error.
+  static void check_reply(const redisReply& reply, std::string_view what) {
+    if (reply.type != REDIS_REPLY_ERROR) return;
+    const std::string text(reply_text(reply));
+    const std::string message = "airl: Redis refused " + std::string(what) + ": " + text;
+    if (text.starts_with("WRONGPASS") || text.starts_with("NOAUTH") || text.find("invalid password") != std::string::npos ||
+        text.find("invalid username-password") != std::string::npos) {
+      throw AuthError(message);
+    }
+    if (text.starts_with("NOPERM")) throw PermissionError(message);
+    throw ReplyError(message);
+  }
+
+ private:
+  std::string where() const {
+    return options_.unix_socket.empty() ? options_.host + ":" + std::to_string(options_.port) : options_.unix_socket;
+  }
+
+  std::vector<Reply> pipeline(redisContext& context, std::span<const std::vector<std::string_view>> commands,
+                              std::string_view what) {
+    SigpipeGuard no_sigpipe;
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const auto& command : commands) {
+      argv.clear();
+      lengths.clear();
+      for (const std::string_view arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+      }
+      if (redisAppendCommandArgv(&context, static_cast<int>(argv.size()), argv.data(), lengths.data()) != REDIS_OK) {
+        fail(context, what);
+      }
+    }
+    std::vector<Reply> replies;
+    replies.reserve(commands.size());
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      void* raw = nullptr;
+      if (redisGetReply(&context, &raw) != REDIS_OK || raw == nullptr) fail(context, what);
+      replies.emplace_back(static_cast<redisReply*>(raw));
+    }
+    return replies;
+  }
+
+  [[noreturn]] void fail(redisContext& context, std::string_view what) {
+    const int saved_errno = errno;
+    const std::string text = context.errstr;
+    const int code = context.err;
+    if (&context == context_.get()) close();  // a broken stream cannot be trusted for the next command
+    throw_error(code, saved_errno, text, what);
+  }
+
+  [[noreturn]] void throw_context_error(const redisContext& context, std::string_view what) const {
+    throw_error(context.err, errno, context.errstr, what);
+  }
+
+  [[noreturn]] void throw_error(int code, int saved_errno, const std::string& text, std::string_view what) const {
+    const std::string message = "airl: Redis " + std::string(what) + " to " + where() + " failed: " + text;
+#ifdef REDIS_ERR_TIMEOUT
+    if (code == REDIS_ERR_TIMEOUT) throw TimeoutError(message);
+#endif
+    if (code == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK || saved_errno == ETIMEDOUT ||
+                                 saved_errno == EINPROGRESS || text.find("timed out") != std::string::npos ||
+                                 text.find("temporarily unavailable") != std::string::npos)) {
+      throw TimeoutError(message);
+    }
+    if (code == REDIS_ERR_PROTOCOL) throw ReplyError(message);
+    throw ConnectionError(message);
+  }
+
+  RedisOptions options_;
+  std::unique_ptr<redisContext, ContextDeleter> context_;
+  std::chrono::milliseconds timeout_{0};  // the socket timeout now in force
+  std::string script_sha_;
+};
+
+}  // namespace airl::detail

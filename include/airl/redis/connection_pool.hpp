@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A fixed-size pool of Redis connections shared by all threads. Connections are made lazily (the service
+// may start before Redis), remade after a fault, and a failed connect starts an exponential backoff during
+// which calls fail at once instead of piling up on a dead server. No call waits longer than
+// connect_timeout + command_timeout for a connection.
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "connection.hpp"
+#include "errors.hpp"
+#include "options.hpp"
+
+namespace airl::detail {
+
+class RedisConnectionPool {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds first_backoff{10};
+  static constexpr std::chrono::milliseconds max_backoff{1000};
+
+  RedisConnectionPool(const RedisOptions& options, std::string_view script) : options_(options), script_(script) {
+    for (std::size_t i = 0; i < options_.pool_size; ++i) idle_.push_back(std::make_unique<RedisConnection>(options_));
+  }
+
+  // Runs `work(connection)` on a connected connection and returns its result. The whole call (waiting for a
+  // connection, connecting, the work) is bounded by one deadline: connect_timeout + command_timeout.
+  // Thread safety: safe. Throws TimeoutError when no connection frees up in time; while backing off after a
+  // failed connect, the same kind of error as that connect (ConnectionError, TimeoutError, AuthError,
+  // PermissionError) at once; otherwise whatever connecting or `work` throws (airl::BackendError subclasses).
+  template <class Work>
+  auto run(Work&& work) {
+    const auto deadline = Clock::now() + options_.connect_timeout + options_.command_timeout;
+    Borrowed borrowed(*this, borrow(deadline));
+    RedisConnection& connection = *borrowed.connection;
+    if (!connection.connected()) {
+      throw_if_backing_off();
+      try {
+        connection.connect(script_, std::min(options_.connect_timeout, remaining(deadline)));
+      } catch (const BackendError& error) {
+        record_failure(error, /*connect_failed=*/true);
+        throw;
+      }
+    }
+    connection.limit_timeout(remaining(deadline));
+    try {
+      auto result = work(connection);
+      record_success();
+      return result;
+    } catch (const BackendError& error) {
+      // A lost connection is remade on its next use; only failed connects back off, so a restart of Redis
+      // that leaves every pooled connection stale costs one failed call per connection, not a long backoff.
+      if (!connection.connected()) record_failure(error, /*connect_failed=*/false);
+      throw;
+    }
+  }
+
+  // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
+  bool healthy() const noexcept {
+    std::lock_guard lock(mutex_);
+    return healthy_;
+  }
+
+  // How long until the next connect attempt (0 when not backing off). Thread safety: safe.
+  std::chrono::milliseconds retry_hint() const {
+    std::lock_guard lock(mutex_);
+    const auto now = Clock::now();
+    return now >= next_attempt_ ? std::chrono::milliseconds{0}
+                                : std::chrono::ceil<std::chrono::milliseconds>(next_attempt_ - now);
+  }
+
+ private:
+  // Gives a borrowed connection back on every path.
+  struct Borrowed {
+    RedisConnectionPool& pool;
+    std::unique_ptr<RedisConnection> connection;
+    Borrowed(RedisConnectionPool& owner, std::unique_ptr<RedisConnection> taken)
+        : pool(owner), connection(std::move(taken)) {}
+    ~Borrowed() { pool.give_back(std::move(connection)); }
+    Borrowed(const Borrowed&) = delete;
+    Borrowed& operator=(const Borrowed&) = delete;
+  };
+
+  static std::chrono::milliseconds remaining(Clock::time_point deadline) {
+    return std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()), std::chrono::milliseconds{1});
+  }
+
+  // What kind of fault the last failed connect was, so calls during the backoff report it faithfully.
+  enum class FailureKind { connection, timeout, auth, permission, reply };
+
+  static FailureKind kind_of(const BackendError& error) noexcept {
+    if (dynamic_cast<const AuthError*>(&error) != nullptr) return FailureKind::auth;
+    if (dynamic_cast<const PermissionError*>(&error) != nullptr) return FailureKind::permission;
+    if (dynamic_cast<const TimeoutError*>(&error) != nullptr) return FailureKind::timeout;
+    if (dynamic_cast<const ReplyError*>(&error) != nullptr) return FailureKind::reply;
+    return FailureKind::connection;
+  }
+
+  void throw_if_backing_off() const {
+    std::lock_guard lock(mutex_);
+    const auto now = Clock::now();
+    if (now >= next_attempt_) return;
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_attempt_ - now);
+    const std::string message = last_error_ + " (not retried for another " + std::to_string(wait.count()) + " ms)";
+    switch (last_kind_) {
+      case FailureKind::auth: throw AuthError(message);
+      case FailureKind::permission: throw PermissionError(message);
+      case FailureKind::timeout: throw TimeoutError(message);
+      case FailureKind::reply: throw ReplyError(message);
+      case FailureKind::connection: throw ConnectionError(message);
+    }
+    throw ConnectionError(message);
+  }
+
+  std::unique_ptr<RedisConnection> borrow(Clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    if (!freed_.wait_until(lock, deadline, [this] { return !idle_.empty(); })) {
+      throw TimeoutError("airl: no free Redis connection within connect_timeout + command_timeout (pool_size " +
+                         std::to_string(options_.pool_size) + ")");
+    }
+    // Prefer a connected connection: a closed one costs a connect.
+    auto connected = std::find_if(idle_.rbegin(), idle_.rend(), [](const auto& c) { return c->connected(); });
+    auto chosen = connected != idle_.rend() ? std::prev(connected.base()) : std::prev(idle_.end());
+    std::unique_ptr<RedisConnection> connection = std::move(*chosen);
+    idle_.erase(chosen);
+    return connection;
+  }
+
+  void give_back(std::unique_ptr<RedisConnection> connection) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      idle_.push_back(std::move(connection));
+    }
+    freed_.notify_one();
+  }
+
+  void record_success() {
+    std::lock_guard lock(mutex_);
+    healthy_ = true;
+    backoff_ = std::chrono::milliseconds{0};
+    next_attempt_ = Clock::time_point{};
+  }
+
+  void record_failure(const BackendError& error, bool connect_failed) {
+    std::lock_guard lock(mutex_);
+    healthy_ = false;
+    last_error_.assign(error.what());
+    last_kind_ = kind_of(error);
+    if (!connect_failed) return;
+    backoff_ = backoff_.count() == 0 ? first_backoff : std::min(backoff_ * 2, max_backoff);
+    next_attempt_ = Clock::now() + backoff_;
+  }
+
+  RedisOptions options_;
+  std::string script_;
+  mutable std::mutex mutex_;
+  std::condition_variable freed_;
+  std::vector<std::unique_ptr<RedisConnection>> idle_;
+  bool healthy_ = true;
+  std::chrono::milliseconds backoff_{0};
+  Clock::time_point next_attempt_{};
+  std::string last_error_;
+  FailureKind last_kind_ = FailureKind::connection;
+};
+
+}  // namespace airl::detail

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// RedisStorage: the storage policy that shares quotas between replicas through Redis. Each bucket is a
+// sorted set plus a small hash (docs/REDIS.md); one Lua script decides all of a request's buckets atomically
+// on Redis's clock. When Redis fails, acquire() applies RedisOptions::on_failure instead of throwing.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../clock.hpp"
+#include "../detail/combine_verdicts.hpp"
+#include "../in_memory_storage.hpp"
+#include "../storage_policy.hpp"
+#include "connection_pool.hpp"
+#include "errors.hpp"
+#include "key_layout.hpp"
+#include "options.hpp"
+#include "script.hpp"
+
+namespace airl {
+
+namespace detail {
+
+// Largest limit or cost the Redis script handles exactly (Lua numbers are doubles).
+inline constexpr std::uint64_t redis_max_exact = std::uint64_t{1} << 53;
+
+inline void validate_redis_options(const RedisOptions& options) {
+  validate_key_prefix(options.key_prefix);
+  if (options.pool_size == 0) throw std::invalid_argument("airl::RedisOptions: pool_size must be at least 1");
+  if (options.unix_socket.empty() && (options.port <= 0 || options.port > 65535)) {
+    throw std::invalid_argument("airl::RedisOptions: port must be in 1..65535");
+  }
+  if (options.connect_timeout.count() <= 0 || options.command_timeout.count() <= 0) {
+    throw std::invalid_argument("airl::RedisOptions: timeouts must be > 0");
+  }
+  if (options.database < 0) throw std::invalid_argument("airl::RedisOptions: database must be >= 0");
+  if (options.on_failure != FailurePolicy::fail_open && options.on_failure != FailurePolicy::fail_closed &&
+      options.on_failure != FailurePolicy::local) {
+    throw std::invalid_argument("airl::RedisOptions: unknown on_failure policy");
+  }
+}
+
+// Per-thread buffers for building a script call.
+struct RedisScratch {
+  std::vector<std::string> keys;
+  std::vector<std::string> numbers;
+  std::vector<std::string_view> args;
+  std::string member;
+
+  static RedisScratch& for_this_thread() {
+    thread_local RedisScratch scratch;
+    return scratch;
+  }
+};
+
+}  // namespace detail
+
+class RedisStorage {
+ public:
+  // Connects lazily: does not fail when Redis is down. Throws std::invalid_argument on bad options
+  // (empty key_prefix or one with '{' '}', pool_size 0, bad port, timeouts <= 0, negative database).
+  explicit RedisStorage(RedisOptions options = {}) {
+    detail::validate_redis_options(options);
+    state_ = std::make_unique<State>(std::move(options));
+  }
+
+  RedisStorage(RedisStorage&&) noexcept = default;
+  RedisStorage& operator=(RedisStorage&&) noexcept = default;
+
+  // Decides the charges all-or-nothing in one script call. Thread safety: safe from any thread.
+  // Never throws for backend faults: applies on_failure and sets AcquireResult::degraded.
+  // Throws std::invalid_argument for no charges, a limit or cost above 2^53, or a repeated bucket.
+  AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
+    if (charges.empty()) throw std::invalid_argument("airl::RedisStorage::acquire: no charges");
+    for (const Charge& charge : charges) {
+      if (charge.quota.limit > detail::redis_max_exact || charge.cost > detail::redis_max_exact) {
+        throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
+      }
+    }
+    auto& scratch = detail::RedisScratch::for_this_thread();
+    build_acquire_call(charges, request_id, scratch);
+    try {
+      detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) {
+        return evalsha(connection, scratch.args);
+      });
+      return parse_acquire_reply(*reply, charges.size());
+    } catch (const BackendError&) {
+      return degrade(charges, request_id);
+    }
+  }
+
+  // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails.
+  std::uint64_t usage(const BucketRef& bucket, Quota quota) {
+    auto& scratch = detail::RedisScratch::for_this_thread();
+    scratch.keys.resize(2);
+    detail::redis_bucket_key(scratch.keys[0], state_->options.key_prefix, bucket);
+    detail::redis_costs_key(scratch.keys[1], scratch.keys[0]);
+    const std::string window = std::to_string(window_us(quota));
+    const std::string_view args[] = {"EVALSHA", "", "2", scratch.keys[0], scratch.keys[1], "usage", window};
+    detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) { return evalsha(connection, args); });
+    if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
+    return static_cast<std::uint64_t>(reply->integer);
+  }
+
+  // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails.
+  void erase(std::span<const BucketRef> buckets) {
+    if (buckets.empty()) return;
+    std::vector<std::string> keys(buckets.size() * 2);
+    std::vector<std::string_view> args = {"UNLINK"};
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+      detail::redis_bucket_key(keys[2 * i], state_->options.key_prefix, buckets[i]);
+      detail::redis_costs_key(keys[2 * i + 1], keys[2 * i]);
+    }
+    args.insert(args.end(), keys.begin(), keys.end());
+    run_checked(args, "UNLINK");
+  }
+
+  // Deletes every key of `user` (user and user_model buckets), found with SCAN (never KEYS, which would
+  // block Redis). Thread safety: safe. Throws BackendError when Redis fails.
+  void erase_user(std::string_view user) {
+    const std::string pattern = detail::redis_user_pattern(state_->options.key_prefix, user);
+    std::string cursor = "0";
+    do {
+      const std::string_view scan[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+      detail::Reply reply = run_checked(scan, "SCAN");
+      if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) throw ReplyError("airl: unexpected SCAN reply");
+      cursor.assign(detail::reply_text(*reply->element[0]));
+      const redisReply& found = *reply->element[1];
+      if (found.elements == 0) continue;
+      std::vector<std::string_view> unlink = {"UNLINK"};
+      for (std::size_t i = 0; i < found.elements; ++i) unlink.push_back(detail::reply_text(*found.element[i]));
+      run_checked(unlink, "UNLINK");
+    } while (cursor != "0");
+  }
+
+  // Redis drops idle buckets itself (every key carries a TTL of its window), so there is nothing to purge
+  // here; returns the buckets purged from the local fallback. Thread safety: safe.
+  std::size_t purge_expired() { return state_->local ? state_->local->purge_expired() : 0; }
+
+  // Buckets held in process: the local fallback's (Redis's own keys are counted by Redis: INFO keyspace).
+  std::size_t active_keys() const noexcept { return state_->local ? state_->local->active_keys() : 0; }
+
+  // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
+  bool healthy() const noexcept { return state_->pool.healthy(); }
+
+  const RedisOptions& options() const noexcept { return state_->options; }
+
+ private:
+  struct State {
+    explicit State(RedisOptions opts)
+        : options(std::move(opts)), pool(options, detail::sliding_window_script), member_seed(random_seed()) {
+      if (options.on_failure == FailurePolicy::local) local = std::make_unique<InMemoryStorage<SteadyClock>>();
+    }
+    static std::uint64_t random_seed() {
+      std::random_device device;
+      return (std::uint64_t{device()} << 32) ^ device();
+    }
+
+    RedisOptions options;
+    detail::RedisConnectionPool pool;
+    std::unique_ptr<InMemoryStorage<SteadyClock>> local;  // only with FailurePolicy::local
+    std::uint64_t member_seed;                           // makes generated members unique across processes
+    std::atomic<std::uint64_t> member_counter{0};
+  };
+
+  static std::int64_t window_us(const Quota& quota) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(quota.window).count();
+  }
+
+  // EVALSHA with the connection's script; after a NOSCRIPT (restart, SCRIPT FLUSH, failover) loads the
+  // script again and retries once. Error replies become typed exceptions.
+  static detail::Reply evalsha(detail::RedisConnection& connection, std::span<const std::string_view> args) {
+    std::vector<std::string_view> call(args.begin(), args.end());
+    call[1] = connection.script_sha();
+    detail::Reply reply = connection.command(call);
+    if (reply->type == REDIS_REPLY_ERROR && detail::reply_text(*reply).starts_with("NOSCRIPT")) {
+      const std::string_view load[] = {"SCRIPT", "LOAD", detail::sliding_window_script};
+      detail::Reply loaded = connection.command(load);
+      detail::RedisConnection::check_reply(*loaded, "SCRIPT LOAD");
+      call[1] = detail::reply_text(*loaded);
+      reply = connection.command(call);
+    }
+    detail::RedisConnection::check_reply(*reply, "the airl script");
+    return reply;
+  }
+
+  detail::Reply run_checked(std::span<const std::string_view> args, std::string_view what) {
+    return state_->pool.run([&](detail::RedisConnection& connection) {
+      detail::Reply reply = connection.command(args);
+      detail::RedisConnection::check_reply(*reply, what);
+      return reply;
+    });
+  }
+
+  // EVALSHA <sha> <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n
+  void build_acquire_call(std::span<const Charge> charges, std::string_view request_id,
+                          detail::RedisScratch& scratch) const {
+    const std::size_t n = charges.size();
+    scratch.keys.resize(2 * n);
+    scratch.numbers.resize(1 + 3 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      detail::redis_bucket_key(scratch.keys[2 * i], state_->options.key_prefix, charges[i].bucket);
+      detail::redis_costs_key(scratch.keys[2 * i + 1], scratch.keys[2 * i]);
+      for (std::size_t j = 0; j < i; ++j) {
+        if (scratch.keys[2 * j] == scratch.keys[2 * i]) {
+          throw std::invalid_argument("airl::RedisStorage::acquire: two charges name the same bucket");
+        }
+      }
+      scratch.numbers[1 + 3 * i] = std::to_string(charges[i].quota.limit);
+      scratch.numbers[2 + 3 * i] = std::to_string(window_us(charges[i].quota));
+      scratch.numbers[3 + 3 * i] = std::to_string(charges[i].cost);
+    }
+    // Members: "i" + the caller's (user, model, id) for request ids, "g" + seed + counter otherwise.
+    scratch.member.clear();
+    if (!request_id.empty()) {
+      scratch.member.push_back('i');
+      scratch.member.append(request_id);
+    } else {
+      const std::uint64_t count = state_->member_counter.fetch_add(1, std::memory_order_relaxed);
+      scratch.member = "g" + std::to_string(state_->member_seed) + "." + std::to_string(count);
+    }
+    scratch.numbers[0] = std::to_string(2 * n);
+    scratch.args.assign({"EVALSHA", "", scratch.numbers[0]});
+    scratch.args.insert(scratch.args.end(), scratch.keys.begin(), scratch.keys.end());
+    scratch.args.insert(scratch.args.end(), {"acquire", scratch.member, request_id.empty() ? "0" : "1"});
+    scratch.args.insert(scratch.args.end(), scratch.numbers.begin() + 1, scratch.numbers.end());
+  }
+
+  static AcquireResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
+    if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 1 + 4 * n) {
+      throw ReplyError("airl: unexpected reply from the airl script");
+    }
+    auto integer = [&](std::size_t i) {
+      const redisReply& element = *reply.element[i];
+      if (element.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected reply from the airl script");
+      return element.integer;
+    };
+    std::vector<detail::WindowVerdict> verdicts(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t at = 1 + 4 * i;
+      verdicts[i].fits = integer(at) == 1;
+      verdicts[i].remaining = static_cast<std::uint64_t>(integer(at + 1));
+      const long long retry_us = integer(at + 2);
+      verdicts[i].retry_after = retry_us < 0 ? detail::never_ns : retry_us * 1000;
+      verdicts[i].reset_after = integer(at + 3) * 1000;
+    }
+    AcquireResult result = detail::combine_verdicts(verdicts);
+    const long long status = integer(0);
+    if (status == 2) result.status = AcquireStatus::replayed;
+    return result;
+  }
+
+  // The decision when Redis failed, per on_failure. Always degraded.
+  AcquireResult degrade(std::span<const Charge> charges, std::string_view request_id) {
+    AcquireResult result;
+    switch (state_->options.on_failure) {
+      case FailurePolicy::local:
+        result = state_->local->acquire(charges, request_id);
+        break;
+      case FailurePolicy::fail_closed:
+        result.status = AcquireStatus::backend_unavailable;
+        result.retry_after = std::max(state_->pool.retry_hint(), std::chrono::milliseconds{1});
+        break;
+      case FailurePolicy::fail_open:
+        result.status = AcquireStatus::allowed;  // nothing is known about usage: report the quota as if empty
+        result.remaining = charges[0].quota.limit - std::min(charges[0].cost, charges[0].quota.limit);
+        result.reset_after = charges[0].quota.window;
+        break;
+    }
+    result.degraded = true;
+    return result;
+  }
+
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace airl

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The one Lua script behind the Redis storage: the rules of docs/DESIGN.md, run atomically inside Redis
+// on Redis's own clock. docs/REDIS.md walks through it line by line.
+
+#include <string_view>
+
+namespace airl::detail {
+
+inline constexpr std::string_view sliding_window_script = R"lua(
+-- airl sliding window log. Bucket i is KEYS[2i-1], its log (sorted set: member -> admission time in
+-- microseconds), and KEYS[2i], its costs (hash: member -> cost when it is not 1; field "" -> running sum).
+-- ARGV[1] = 'acquire': ARGV[2] member, ARGV[3] '1' if the member is a caller's request id, then for each
+--           bucket: limit, window (us), cost. Returns {status, then per bucket: fits, remaining, retry_us,
+--           reset_us}; status 0 denied, 1 admitted, 2 replayed; retry_us -1 = never.
+-- ARGV[1] = 'usage': ARGV[2] window (us), one bucket. Returns the cost counting now.
+local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
+
+-- Every argument is checked before the first write: Redis does not roll a script back.
+local function whole(text, what, least)
+  local n = tonumber(text)
+  if n == nil or n ~= math.floor(n) or n < least or n > max_exact then
+    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', 2^53], got ' .. tostring(text))
+  end
+  return n
+end
+
+-- Integers as exact decimal text: tostring() would round to 14 significant digits.
+local function int(n) return string.format('%d', n) end
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+-- Admission time of the newest entry, or nil.
+local function newest(log)
+  local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  return last[2] and tonumber(last[2]) or nil
+end
+
+-- The running sum of a log's costs. If the costs key was lost while the log was not (an eviction policy
+-- other than noeviction can drop one of the two), rebuild it from the log rather than trust a missing sum:
+-- a sum that is too small would admit more than the limit.
+local function running_sum(log, costs)
+  local sum = redis.call('HGET', costs, '')
+  if sum then return tonumber(sum) end
+  local members = redis.call('ZRANGE', log, 0, -1)
+  if #members == 0 then return 0 end
+  local total = 0
+  for first = 1, #members, 1000 do
+    local chunk = {unpack(members, first, math.min(first + 999, #members))}
+    local each = redis.call('HMGET', costs, unpack(chunk))
+    for i = 1, #chunk do total = total + (tonumber(each[i]) or 1) end
+  end
+  redis.call('HSET', costs, '', int(total))
+  local ttl = redis.call('PTTL', log)
+  if ttl > 0 then redis.call('PEXPIRE', costs, ttl) end
+  return total
+end
+
+-- Drops the entries admitted at or before now - window and returns the cost still counting.
+local function expire(log, costs, window)
+  local cutoff = int(now - window)
+  local sum = running_sum(log, costs)
+  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
+  if #gone == 0 then return sum end
+  local freed = 0
+  for first = 1, #gone, 1000 do  -- unpack() has a stack limit: work in chunks
+    local chunk = {unpack(gone, first, math.min(first + 999, #gone))}
+    local each = redis.call('HMGET', costs, unpack(chunk))
+    for i = 1, #chunk do freed = freed + (tonumber(each[i]) or 1) end
+    redis.call('HDEL', costs, unpack(chunk))
+  end
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+  if redis.call('ZCARD', log) == 0 then
+    redis.call('DEL', log, costs)
+    return 0
+  end
+  if freed > sum then freed = sum end  -- never below zero, whatever happened to the keys
+  return redis.call('HINCRBY', costs, '', int(-freed))
+end
+
+-- Admission time of the oldest entry whose expiry frees at least `need` units (walks oldest first).
+local function time_freeing(log, costs, need)
+  local freed, start = 0, 0
+  while true do
+    local page = redis.call('ZRANGE', log, start, start + 99, 'WITHSCORES')
+    if #page == 0 then return now end
+    local members = {}
+    for i = 1, #page, 2 do members[#members + 1] = page[i] end
+    local each = redis.call('HMGET', costs, unpack(members))
+    for i = 1, #members do
+      freed = freed + (tonumber(each[i]) or 1)
+      if freed >= need then return tonumber(page[2 * i]) end
+    end
+    start = start + 100
+  end
+end
+
+local op = ARGV[1]
+if op == 'usage' then
+  if #KEYS ~= 2 or #ARGV ~= 2 then error('airl: usage takes one bucket and a window') end
+  return expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1))
+end
+if op ~= 'acquire' then error('airl: unknown operation ' .. tostring(op)) end
+
+local n = #KEYS / 2
+if n < 1 or n ~= math.floor(n) or #ARGV ~= 3 + 3 * n then error('airl: wrong number of keys or arguments') end
+local member, is_request_id = ARGV[2], ARGV[3] == '1'
+if member == nil or member == '' then error('airl: empty member') end
+local limit, window, cost = {}, {}, {}
+for i = 1, n do
+  limit[i] = whole(ARGV[3 * i + 1], 'limit', 0)
+  window[i] = whole(ARGV[3 * i + 2], 'window', 1)
+  cost[i] = whole(ARGV[3 * i + 3], 'cost', 1)
+end
+
+local usage, replayed = {}, false
+for i = 1, n do
+  usage[i] = expire(KEYS[2 * i - 1], KEYS[2 * i], window[i])
+  if is_request_id and redis.call('ZSCORE', KEYS[2 * i - 1], member) then replayed = true end
+end
+
+local reply, all_fit = {0}, true
+for i = 1, n do
+  local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
+  local room = limit[i] > usage[i] and limit[i] - usage[i] or 0
+  local charge = replayed and 0 or cost[i]
+  local fits, remaining, retry, reset = 1, room - charge, 0, window[i]
+  if charge > room then
+    all_fit, fits, remaining = false, 0, room
+    if charge > limit[i] then
+      retry = -1
+    else
+      retry = time_freeing(log, costs, usage[i] + charge - limit[i]) + window[i] - now
+    end
+  end
+  if charge > room or replayed then
+    local last = newest(log)
+    reset = last and (last + window[i] - now) or 0
+  end
+  reply[#reply + 1] = fits
+  reply[#reply + 1] = remaining
+  reply[#reply + 1] = retry
+  reply[#reply + 1] = reset
+end
+
+if replayed then
+  reply[1] = 2
+elseif all_fit then
+  reply[1] = 1
+  for i = 1, n do
+    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
+    local last = newest(log)
+    local at = (last and last > now) and last or now  -- never log back in time, even if the clock steps back
+    redis.call('ZADD', log, int(at), member)
+    if cost[i] ~= 1 then redis.call('HSET', costs, member, int(cost[i])) end
+    redis.call('HINCRBY', costs, '', int(cost[i]))
+    local ttl = int(math.ceil(window[i] / 1000))
+    redis.call('PEXPIRE', log, ttl)
+    redis.call('PEXPIRE', costs, ttl)
+  end
+end
+return reply
+)lua";
+
+}  // namespace airl::detail

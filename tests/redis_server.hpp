@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A real redis-server for tests: started on a free 127.0.0.1 port in its own temporary directory, stopped
+// by its own PID (never killall). Tests can also kill, restart (same port), pause (SIGSTOP) and resume it,
+// and talk to it over a raw hiredis connection. If redis-server is missing the tests fail loudly, unless
+// AIRL_SKIP_REDIS=1 is set on purpose: then the test exits with code 77, which CTest reports as skipped.
+
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace airl::test {
+
+inline constexpr int skip_exit_code = 77;
+
+// Exits with code 77 (CTest: skipped) when AIRL_SKIP_REDIS=1; otherwise returns.
+inline void skip_redis_if_requested() {
+  const char* skip = std::getenv("AIRL_SKIP_REDIS");
+  if (skip != nullptr && std::string_view(skip) == "1") {
+    std::fprintf(stderr, "SKIPPED: AIRL_SKIP_REDIS=1 (this Redis test did not run)\n");
+    std::exit(skip_exit_code);
+  }
+}
+
+inline std::string find_redis_server() {
+  const char* path = std::getenv("PATH");
+  std::string_view dirs = path != nullptr ? path : "/usr/bin:/bin";
+  std::string all = std::string(dirs) + ":/usr/bin:/usr/sbin:/usr/local/bin";
+  std::size_t start = 0;
+  while (start <= all.size()) {
+    const std::size_t end = std::min(all.find(':', start), all.size());
+    const std::filesystem::path candidate = std::filesystem::path(all.substr(start, end - start)) / "redis-server";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+    start = end + 1;
+  }
+  throw std::runtime_error(
+      "redis-server not found: the Redis tests need a real server (apt-get install redis-server), "
+      "or set AIRL_SKIP_REDIS=1 to skip them on purpose");
+}
+
+// A port on 127.0.0.1 that nothing listens on right now.
+inline int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t size = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+    ::close(fd);
+    throw std::runtime_error("could not find a free port");
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+struct RedisReplyDeleter {
+  void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
+};
+using RawReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
+
+class RedisServer {
+ public:
+  // Starts redis-server with `extra_args` (e.g. {"--requirepass", "secret"}) and waits until it answers.
+  explicit RedisServer(std::vector<std::string> extra_args = {}) : extra_args_(std::move(extra_args)) {
+    skip_redis_if_requested();
+    binary_ = find_redis_server();
+    char pattern[] = "/tmp/airl-redis-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
+    directory_ = pattern;
+    for (int attempt = 0;; ++attempt) {
+      port_ = free_loopback_port();
+      try {
+        start();
+        return;
+      } catch (const std::exception&) {
+        stop();
+        if (attempt == 4) throw;
+      }
+    }
+  }
+
+  ~RedisServer() {
+    stop();
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+  }
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  int port() const noexcept { return port_; }
+  const std::string& directory() const noexcept { return directory_; }
+
+  // (Re)starts the server on the same port; waits up to 5 s until it answers PING.
+  void start() {
+    if (pid_ > 0) return;
+    std::vector<std::string> args = {binary_,         "--port",       std::to_string(port_), "--bind", "127.0.0.1",
+                                     "--save",        "",             "--appendonly",        "no",     "--dir",
+                                     directory_,      "--daemonize",  "no",                  "--logfile",
+                                     directory_ + "/redis.log"};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    if (::posix_spawn(&pid, binary_.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+      throw std::runtime_error("could not start " + binary_);
+    }
+    pid_ = pid;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("redis-server exited at start (see " + directory_ + "/redis.log)");
+      }
+      if (answers_ping()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw std::runtime_error("redis-server did not answer within 5 s");
+  }
+
+  // Stops the server (SIGTERM, then SIGKILL after 5 s) and reaps it.
+  void stop() noexcept { end_with(SIGTERM); }
+  // Kills the server without letting it clean up, as a crash would.
+  void kill() noexcept { end_with(SIGKILL); }
+  // Freezes the server (SIGSTOP): connections stay open, nothing answers.
+  void pause() noexcept {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void resume() noexcept {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
+  bool running() const noexcept { return pid_ > 0; }
+
+  // Runs one command on a fresh raw connection (1 s timeout); nullptr when the server does not answer.
+  RawReply command(const std::vector<std::string>& args) const {
+    const timeval timeout{1, 0};
+    std::unique_ptr<redisContext, void (*)(redisContext*)> context(
+        redisConnectWithTimeout("127.0.0.1", port_, timeout), redisFree);
+    if (!context || context->err != 0) return nullptr;
+    redisSetTimeout(context.get(), timeout);
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const std::string& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    return RawReply(static_cast<redisReply*>(
+        redisCommandArgv(context.get(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
+  }
+
+  // Every key whose name starts with `prefix` (SCAN, so it works on any dataset size).
+  std::vector<std::string> keys_with_prefix(const std::string& prefix) const {
+    std::vector<std::string> keys;
+    std::string cursor = "0";
+    do {
+      const RawReply reply = command({"SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"});
+      if (!reply || reply->type != REDIS_REPLY_ARRAY) throw std::runtime_error("SCAN failed");
+      cursor.assign(reply->element[0]->str, reply->element[0]->len);
+      for (std::size_t i = 0; i < reply->element[1]->elements; ++i) {
+        keys.emplace_back(reply->element[1]->element[i]->str, reply->element[1]->element[i]->len);
+      }
+    } while (cursor != "0");
+    return keys;
+  }
+
+ private:
+  bool answers_ping() const {
+    const RawReply reply = command({"PING"});
+    return reply && (reply->type == REDIS_REPLY_STATUS ||
+                     (reply->type == REDIS_REPLY_ERROR && std::string_view(reply->str).starts_with("NOAUTH")));
+  }
+
+  void end_with(int signal) noexcept {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGCONT);  // a paused server cannot act on SIGTERM
+    ::kill(pid_, signal);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    pid_ = -1;
+  }
+
+  std::vector<std::string> extra_args_;
+  std::string binary_;
+  std::string directory_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// One server shared by the behavioural tests of a test binary; each test uses its own key prefix.
+inline RedisServer& shared_redis() {
+  static RedisServer server;
+  return server;
+}
+
+}  // namespace airl::test
