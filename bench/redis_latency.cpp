@@ -352,7 +352,7 @@ MemoryRow fill_buckets(RawRedis& raw, int port, std::size_t buckets, std::size_t
 void measure_memory(RawRedis& raw, int port) {
   std::printf(
       "\nRedis memory: INFO used_memory growth while allow() creates the buckets (10 min window: nothing expires).\n"
-      "Two keys per bucket (airl:{user-000042}:um:default:llama-3-70b and its :c); B/extra entry = growth over a\n"
+      "Two keys per bucket (airl:{u=user-000042}:um:default:llama-3-70b and its :c); B/extra entry = growth over a\n"
       "1-entry bucket, per added entry.\n");
   std::printf("%-5s %8s %8s %11s %14s   %s\n", "cost", "buckets", "entries", "B/bucket", "B/extra entry",
               "encodings (log + costs)");
