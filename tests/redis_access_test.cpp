@@ -18,8 +18,8 @@ namespace {
 
 // The commands airl needs: its own (SCRIPT LOAD, EVALSHA, SCAN, UNLINK) and those its script calls.
 const std::vector<std::string> airl_commands = {
-    "+script|load", "+evalsha", "+scan", "+unlink", "+time", "+zrange", "+zrangebyscore", "+zremrangebyscore",
-    "+zcard", "+zscore", "+zadd", "+hget", "+hmget", "+hdel", "+hincrby", "+hset", "+del", "+pexpire", "+pttl"};
+    "+script|load", "+evalsha", "+eval", "+scan", "+unlink", "+time", "+zrange", "+zrangebyscore", "+zremrangebyscore",
+    "+zcard", "+zscore", "+zadd", "+hget", "+hmget", "+hdel", "+hincrby", "+hset", "+del", "+pexpire", "+pttl", "+exists"};
 
 void add_user(const RedisServer& server, const std::string& name, std::vector<std::string> rules) {
   std::vector<std::string> command = {"ACL", "SETUSER", name, "on", ">pw", "resetchannels"};

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -68,6 +69,7 @@ TEST_CASE("threads racing on one key are admitted exactly `limit` times", "[redi
     limiters.push_back(limiter_on(prefix, {limit, 60s}));
   }
 
+  REQUIRE_FALSE(limiters.empty());  // a section that threw (no redis-server) must not reach the modulo below
   std::atomic<int> admitted{0};
   std::atomic<int> degraded{0};
   std::atomic<bool> go{false};
@@ -274,4 +276,35 @@ TEST_CASE("the constructor does not connect: no throw when nothing listens, allo
   CHECK(decision.degraded);
   CHECK(limiter->metrics().backend_errors == 1);
   CHECK_FALSE(limiter->storage().healthy());
+}
+
+TEST_CASE("a bucket whose log key was lost counts nothing, even under steady traffic", "[redis]") {
+  // An eviction policy (or a log expiring a moment before its costs key) can leave a sum without its log:
+  // the script must drop that sum, not keep denying on entries that no longer exist.
+  const std::string prefix = unique_key_prefix();
+  RedisRateLimiter limiter = limiter_on(prefix, {10, 30s});
+  for (int i = 0; i < 3; ++i) REQUIRE(limiter.allow("alice", "m"));
+  const std::string log = redis_key_of(prefix, {Scope::user_model, "default", "alice", "m"});
+  must(shared_redis(), {"DEL", log});
+  CHECK(limiter.usage("alice", "m") == 0);
+  for (int i = 0; i < 10; ++i) CHECK(limiter.allow("alice", "m"));  // all 10 fit again
+  CHECK_FALSE(limiter.allow("alice", "m"));
+  CHECK(limiter.usage("alice", "m") == 10);
+}
+
+TEST_CASE("RedisStorage refuses what a limiter would: zero cost, bad windows, and used after a move",
+          "[redis][validation]") {
+  RedisStorage storage(options_for(shared_redis(), FailurePolicy::fail_open, unique_key_prefix()));
+  const BucketRef bucket{Scope::user, "t", "alice", ""};
+  for (const auto window : {0ms, -1ms, max_window + 1ms}) {
+    const Charge charge{bucket, Quota{5, window}, 1};
+    CHECK_THROWS_AS(storage.acquire(std::span(&charge, 1), {}), std::invalid_argument);
+    CHECK_THROWS_AS(storage.usage(bucket, Quota{5, window}), std::invalid_argument);
+  }
+  const Charge zero_cost{bucket, Quota{5, 1s}, 0};
+  CHECK_THROWS_AS(storage.acquire(std::span(&zero_cost, 1), {}), std::invalid_argument);  // not "admitted, degraded"
+  RedisStorage taken(std::move(storage));
+  const Charge fine{bucket, Quota{5, 1s}, 1};
+  CHECK(taken.acquire(std::span(&fine, 1), {}).status == AcquireStatus::allowed);
+  CHECK_THROWS_AS(storage.acquire(std::span(&fine, 1), {}), std::logic_error);  // NOLINT(bugprone-use-after-move)
 }

@@ -7,7 +7,8 @@
 
 namespace airl {
 
-// A storage backend failed; nothing was recorded for the call that threw.
+// A storage backend failed. Nothing was recorded by the call that threw, with one exception no client can
+// rule out: a command that timed out may still run when a hung server resumes (request ids make a retry safe).
 struct BackendError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

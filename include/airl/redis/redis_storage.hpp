@@ -18,6 +18,7 @@
 
 #include "../clock.hpp"
 #include "../detail/combine_verdicts.hpp"
+#include "../detail/validate.hpp"
 #include "../in_memory_storage.hpp"
 #include "../storage_policy.hpp"
 #include "connection_pool.hpp"
@@ -78,9 +79,11 @@ class RedisStorage {
 
   // Decides the charges all-or-nothing in one script call. Thread safety: safe from any thread.
   // Never throws for backend faults: applies on_failure and sets AcquireResult::degraded.
-  // Throws std::invalid_argument for no charges, a limit or cost above 2^53, or a repeated bucket.
+  // Throws std::invalid_argument for no charges, a window outside (0, max_window], cost 0, a limit or cost
+  // above 2^53 (Lua numbers are doubles), or a repeated bucket.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
-    if (charges.empty()) throw std::invalid_argument("airl::RedisStorage::acquire: no charges");
+    detail::validate_charges(charges, "airl::RedisStorage");
+    require_usable();
     for (const Charge& charge : charges) {
       if (charge.quota.limit > detail::redis_max_exact || charge.cost > detail::redis_max_exact) {
         throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
@@ -100,6 +103,8 @@ class RedisStorage {
 
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
+    detail::validate_quota(quota, bucket.tier);
+    require_usable();
     auto& scratch = detail::RedisScratch::for_this_thread();
     scratch.keys.resize(2);
     detail::redis_bucket_key(scratch.keys[0], state_->options.key_prefix, bucket);
@@ -113,6 +118,7 @@ class RedisStorage {
 
   // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails.
   void erase(std::span<const BucketRef> buckets) {
+    require_usable();
     if (buckets.empty()) return;
     std::vector<std::string> keys(buckets.size() * 2);
     std::vector<std::string_view> args = {"UNLINK"};
@@ -127,6 +133,7 @@ class RedisStorage {
   // Deletes every key of `user` (user and user_model buckets), found with SCAN (never KEYS, which would
   // block Redis). Thread safety: safe. Throws BackendError when Redis fails.
   void erase_user(std::string_view user) {
+    require_usable();
     const std::string pattern = detail::redis_user_pattern(state_->options.key_prefix, user);
     std::string cursor = "0";
     do {
@@ -144,13 +151,16 @@ class RedisStorage {
 
   // Redis drops idle buckets itself (every key carries a TTL of its window), so there is nothing to purge
   // here; returns the buckets purged from the local fallback. Thread safety: safe.
-  std::size_t purge_expired() { return state_->local ? state_->local->purge_expired() : 0; }
+  std::size_t purge_expired() {
+    require_usable();
+    return state_->local ? state_->local->purge_expired() : 0;
+  }
 
   // Buckets held in process: the local fallback's (Redis's own keys are counted by Redis: INFO keyspace).
-  std::size_t active_keys() const noexcept { return state_->local ? state_->local->active_keys() : 0; }
+  std::size_t active_keys() const noexcept { return state_ && state_->local ? state_->local->active_keys() : 0; }
 
   // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
-  bool healthy() const noexcept { return state_->pool.healthy(); }
+  bool healthy() const noexcept { return state_ && state_->pool.healthy(); }
 
   const RedisOptions& options() const noexcept { return state_->options; }
 
@@ -172,21 +182,25 @@ class RedisStorage {
     std::atomic<std::uint64_t> member_counter{0};
   };
 
+  // A moved-from storage has no state: using it is a caller mistake, reported instead of crashing.
+  void require_usable() const {
+    if (!state_) throw std::logic_error("airl::RedisStorage: used after being moved from");
+  }
+
   static std::int64_t window_us(const Quota& quota) {
     return std::chrono::duration_cast<std::chrono::microseconds>(quota.window).count();
   }
 
-  // EVALSHA with the connection's script; after a NOSCRIPT (restart, SCRIPT FLUSH, failover) loads the
-  // script again and retries once. Error replies become typed exceptions.
+  // EVALSHA with the connection's script. After a NOSCRIPT (restart, SCRIPT FLUSH, failover) the same call
+  // is sent as EVAL with the script's text, which loads it and runs it in one atomic step (so no flush can
+  // slip in between), and leaves it cached for the next EVALSHA. Error replies become typed exceptions.
   static detail::Reply evalsha(detail::RedisConnection& connection, std::span<const std::string_view> args) {
     std::vector<std::string_view> call(args.begin(), args.end());
     call[1] = connection.script_sha();
     detail::Reply reply = connection.command(call);
     if (reply->type == REDIS_REPLY_ERROR && detail::reply_text(*reply).starts_with("NOSCRIPT")) {
-      const std::string_view load[] = {"SCRIPT", "LOAD", detail::sliding_window_script};
-      detail::Reply loaded = connection.command(load);
-      detail::RedisConnection::check_reply(*loaded, "SCRIPT LOAD");
-      call[1] = detail::reply_text(*loaded);
+      call[0] = "EVAL";
+      call[1] = detail::sliding_window_script;
       reply = connection.command(call);
     }
     detail::RedisConnection::check_reply(*reply, "the airl script");

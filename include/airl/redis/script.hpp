@@ -40,9 +40,17 @@ end
 -- The running sum of a log's costs. If the costs key was lost while the log was not (an eviction policy
 -- other than noeviction can drop one of the two), rebuild it from the log rather than trust a missing sum:
 -- a sum that is too small would admit more than the limit.
+-- Likewise a sum whose log is gone (evicted, or expired a moment before it) counts nothing.
 local function running_sum(log, costs)
   local sum = redis.call('HGET', costs, '')
-  if sum then return tonumber(sum) end
+  if sum then
+    sum = tonumber(sum)
+    if sum > 0 and redis.call('EXISTS', log) == 0 then
+      redis.call('DEL', costs)
+      return 0
+    end
+    return sum
+  end
   local members = redis.call('ZRANGE', log, 0, -1)
   if #members == 0 then return 0 end
   local total = 0
