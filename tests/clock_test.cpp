@@ -112,3 +112,28 @@ TEST_CASE("ManualClock::advance refuses to overflow and leaves time unchanged", 
   clock.advance(10ns);  // exactly up to the end is fine
   CHECK(clock.now().count() == std::numeric_limits<std::int64_t>::max());
 }
+
+TEST_CASE("CoarseSteadyClock never goes back, ticks within its resolution, and drives a limiter", "[clock]") {
+  const airl::CoarseSteadyClock clock;
+  const auto resolution = airl::CoarseSteadyClock::resolution();
+  CHECK(resolution > 0ns);
+  CHECK(resolution <= 20ms);
+  // Bounded: spin until the coarse clock ticks once (at most a few resolutions), checking monotonicity.
+  const auto start = clock.now();
+  const auto deadline = std::chrono::steady_clock::now() + 1s;
+  auto last = start;
+  bool went_back = false;
+  while (clock.now() == start && std::chrono::steady_clock::now() < deadline) {
+    const auto now = clock.now();
+    went_back = went_back || now < last;
+    last = now;
+  }
+  CHECK_FALSE(went_back);
+  const auto ticked = clock.now();
+  CHECK(ticked > start);
+  CHECK(ticked - start <= resolution + 10ms);
+  airl::SlidingWindowLimiter<airl::InMemoryStorage<airl::CoarseSteadyClock>> limiter({2, 1min});
+  CHECK(limiter.allow("u", "m"));
+  CHECK(limiter.allow("u", "m"));
+  CHECK_FALSE(limiter.allow("u", "m"));
+}
