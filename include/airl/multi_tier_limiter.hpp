@@ -63,6 +63,36 @@ class MultiTierLimiter {
     return to_decision(result);
   }
 
+  // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
+  // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
+  // before any is decided. Thread safety: safe. Throws like allow().
+  std::vector<Decision> allow_many(std::span<const Request> requests) {
+    for (const Request& request : requests) {
+      detail::validate_request(request.user, request.model, request.cost, request.request_id);
+    }
+    require_usable();
+    std::vector<Decision> decisions;
+    decisions.reserve(requests.size());
+    if constexpr (BatchStoragePolicy<Storage>) {
+      std::vector<Charge> charges(requests.size() * tiers_.size());
+      std::vector<std::string> ids(requests.size());
+      std::vector<AcquireCall> calls(requests.size());
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        std::span<Charge> mine(charges.data() + i * tiers_.size(), tiers_.size());
+        fill_charges(mine, requests[i]);
+        if (!requests[i].request_id.empty()) {
+          detail::encode_request_id(ids[i], requests[i].user, requests[i].model, requests[i].request_id);
+        }
+        calls[i] = AcquireCall{mine, ids[i]};
+      }
+      const std::vector<AcquireResult> results = counting_backend_errors([&] { return storage_.acquire_many(calls); });
+      for (const AcquireResult& result : results) decisions.push_back(to_decision(result));
+    } else {
+      for (const Request& request : requests) decisions.push_back(allow(request));
+    }
+    return decisions;
+  }
+
   // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier or an invalid id.
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "quota.hpp"
 #include "tier.hpp"
@@ -54,6 +55,12 @@ struct AcquireResult {
   bool degraded = false;
 };
 
+// One request's part of a batch: its charges and (possibly empty) request id.
+struct AcquireCall {
+  std::span<const Charge> charges;
+  std::string_view request_id;
+};
+
 // A storage policy. Every member must be safe to call from many threads at once.
 //   acquire(charges, request_id)  all-or-nothing decision over 1..n charges naming distinct buckets
 //                                 (request_id may be empty; a repeated bucket is std::invalid_argument)
@@ -62,6 +69,14 @@ struct AcquireResult {
 //   erase_user(user)              drops every Scope::user and Scope::user_model bucket of that user
 //   purge_expired()               drops buckets whose window holds nothing; returns how many
 //   active_keys()                 buckets held now
+// Optional: a storage that decides a batch faster than one call at a time (Redis pipelines it) also offers
+//   std::vector<AcquireResult> acquire_many(std::span<const AcquireCall>)
+// with the same rules per call, in order. Limiters fall back to acquire() in a loop without it.
+template <class S>
+concept BatchStoragePolicy = requires(S& storage, std::span<const AcquireCall> calls) {
+  { storage.acquire_many(calls) } -> std::same_as<std::vector<AcquireResult>>;
+};
+
 template <class S>
 concept StoragePolicy = std::movable<S> && requires(S& storage, const S& const_storage, std::span<const Charge> charges,
                                                      std::string_view id, const BucketRef& bucket, Quota quota,

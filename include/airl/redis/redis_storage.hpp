@@ -82,13 +82,7 @@ class RedisStorage {
   // Throws std::invalid_argument for no charges, a window outside (0, max_window], cost 0, a limit or cost
   // above 2^53 (Lua numbers are doubles), or a repeated bucket.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
-    detail::validate_charges(charges, "airl::RedisStorage");
-    require_usable();
-    for (const Charge& charge : charges) {
-      if (charge.quota.limit > detail::redis_max_exact || charge.cost > detail::redis_max_exact) {
-        throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
-      }
-    }
+    validate(charges);
     auto& scratch = detail::RedisScratch::for_this_thread();
     build_acquire_call(charges, request_id, scratch);
     try {
@@ -99,6 +93,31 @@ class RedisStorage {
     } catch (const BackendError&) {
       return degrade(charges, request_id);
     }
+  }
+
+  // Decides a batch: one script call per request, pipelined on one connection (one round trip), each call
+  // atomic and all-or-nothing on its own, in order. Thread safety: safe. Never throws for backend faults:
+  // the whole batch then gets the failure policy's decisions. Throws std::invalid_argument like acquire(),
+  // before sending anything.
+  std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) {
+    for (const AcquireCall& call : calls) validate(call.charges);
+    std::vector<AcquireResult> results;
+    if (calls.empty()) return results;
+    std::vector<detail::RedisScratch> built(calls.size());  // sized once: the args point into it
+    for (std::size_t i = 0; i < calls.size(); ++i) build_acquire_call(calls[i].charges, calls[i].request_id, built[i]);
+    results.reserve(calls.size());
+    try {
+      const std::vector<detail::Reply> replies = state_->pool.run([&](detail::RedisConnection& connection) {
+        return evalsha_many(connection, built);
+      });
+      for (std::size_t i = 0; i < calls.size(); ++i) {
+        results.push_back(parse_acquire_reply(*replies[i], calls[i].charges.size()));
+      }
+    } catch (const BackendError&) {
+      results.clear();
+      for (const AcquireCall& call : calls) results.push_back(degrade(call.charges, call.request_id));
+    }
+    return results;
   }
 
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails.
@@ -181,6 +200,48 @@ class RedisStorage {
     std::uint64_t member_seed;                           // makes generated members unique across processes
     std::atomic<std::uint64_t> member_counter{0};
   };
+
+  // The storage's own checks on what it is handed, before anything is sent.
+  void validate(std::span<const Charge> charges) const {
+    detail::validate_charges(charges, "airl::RedisStorage");
+    require_usable();
+    for (const Charge& charge : charges) {
+      if (charge.quota.limit > detail::redis_max_exact || charge.cost > detail::redis_max_exact) {
+        throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
+      }
+    }
+  }
+
+  // The pipelined form of evalsha(): every call in one round trip; calls answered NOSCRIPT are sent again
+  // as EVAL in a second round trip. Error replies become typed exceptions.
+  static std::vector<detail::Reply> evalsha_many(detail::RedisConnection& connection,
+                                                 std::span<const detail::RedisScratch> built) {
+    std::vector<std::vector<std::string_view>> commands;
+    commands.reserve(built.size());
+    for (const detail::RedisScratch& call : built) {
+      commands.emplace_back(call.args.begin(), call.args.end());
+      commands.back()[1] = connection.script_sha();
+    }
+    std::vector<detail::Reply> replies = connection.pipeline(commands);
+    std::vector<std::size_t> reload;
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      if (replies[i]->type == REDIS_REPLY_ERROR && detail::reply_text(*replies[i]).starts_with("NOSCRIPT")) {
+        reload.push_back(i);
+      }
+    }
+    if (!reload.empty()) {
+      std::vector<std::vector<std::string_view>> again;
+      for (const std::size_t i : reload) {
+        again.push_back(commands[i]);
+        again.back()[0] = "EVAL";
+        again.back()[1] = detail::sliding_window_script;
+      }
+      std::vector<detail::Reply> reloaded = connection.pipeline(again);
+      for (std::size_t j = 0; j < reload.size(); ++j) replies[reload[j]] = std::move(reloaded[j]);
+    }
+    for (const detail::Reply& reply : replies) detail::RedisConnection::check_reply(*reply, "the airl script");
+    return replies;
+  }
 
   // A moved-from storage has no state: using it is a caller mistake, reported instead of crashing.
   void require_usable() const {
