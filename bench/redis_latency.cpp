@@ -336,24 +336,30 @@ MemoryRow fill_buckets(RawRedis& raw, int port, std::size_t buckets, std::size_t
   }
   std::this_thread::sleep_for(300ms);  // lets Redis's cron finish rehashing the keyspace tables
   const long long after = std::stoll(raw.info("memory", "used_memory"));
-  if (raw.command({"DBSIZE"})->integer != static_cast<long long>(2 * buckets)) {
-    throw std::runtime_error("expected two keys per bucket");
+  // Cost-1 buckets keep only their log; weighted ones also a costs hash.
+  const long long keys_per_bucket = cost == 1 ? 1 : 2;
+  if (raw.command({"DBSIZE"})->integer != keys_per_bucket * static_cast<long long>(buckets)) {
+    throw std::runtime_error("unexpected number of keys per bucket");
   }
   std::string log_key, costs_key;
   airl::detail::redis_bucket_key(log_key, "airl", {airl::Scope::user_model, "default", "user-000000", "llama-3-70b"});
   airl::detail::redis_costs_key(costs_key, log_key);
   const Reply log_encoding = raw.command({"OBJECT", "ENCODING", log_key});
-  const Reply costs_encoding = raw.command({"OBJECT", "ENCODING", costs_key});
-  return {static_cast<double>(after - before) / static_cast<double>(buckets),
-          std::string(log_encoding->str, log_encoding->len) + " + " +
-              std::string(costs_encoding->str, costs_encoding->len)};
+  std::string encodings(log_encoding->str, log_encoding->len);
+  if (cost == 1) {
+    encodings += " (no costs key)";
+  } else {
+    const Reply costs_encoding = raw.command({"OBJECT", "ENCODING", costs_key});
+    encodings += " + " + std::string(costs_encoding->str, costs_encoding->len);
+  }
+  return {static_cast<double>(after - before) / static_cast<double>(buckets), encodings};
 }
 
 void measure_memory(RawRedis& raw, int port) {
   std::printf(
       "\nRedis memory: INFO used_memory growth while allow() creates the buckets (10 min window: nothing expires).\n"
-      "Two keys per bucket (airl:{u=user-000042}:um:default:llama-3-70b and its :c); B/extra entry = growth over a\n"
-      "1-entry bucket, per added entry.\n");
+      "Keys: airl:{u=user-000042}:um:default:llama-3-70b, plus its :c costs hash once an entry costs more than 1;\n"
+      "B/extra entry = growth over a 1-entry bucket, per added entry.\n");
   std::printf("%-5s %8s %8s %11s %14s   %s\n", "cost", "buckets", "entries", "B/bucket", "B/extra entry",
               "encodings (log + costs)");
   struct Shape {

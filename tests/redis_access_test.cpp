@@ -132,12 +132,18 @@ TEST_CASE("an ACL user limited to the prefix's keys and airl's commands can do e
   CHECK(limiter.usage("per_user", "alice", "m1") == 0);
   must(server, {"SCRIPT", "FLUSH"});  // the NOSCRIPT reload needs only SCRIPT LOAD
   CHECK_FALSE(limiter.allow("alice", "m2").degraded);
-  // A lost costs key (evicted, say) is rebuilt from the log, with the commands above.
-  must(server, {"UNLINK", redis_key_of("airl-acl", {Scope::user, "per_user", "alice", ""}) + ":c"});
-  CHECK_FALSE(limiter.allow("alice", "m2").degraded);
+  // A weighted entry creates a costs hash, with the commands above.
+  CHECK_FALSE(limiter.allow(costing("alice", "m2", 1)).degraded);
   CHECK(limiter.usage("per_user", "alice", "m2") == 2);
+  CHECK_FALSE(limiter.allow(costing("alice", "m3", 1)).degraded);
   CHECK(limiter.metrics().backend_errors == 0);
-  CHECK(server.keys_with_prefix("").size() == 4);  // (alice, m2) and alice: a log and costs key each
+  CHECK(server.keys_with_prefix("").size() == 3);  // logs of (alice, m2), (alice, m3) and alice; no costs hash
+  // A weighted entry creates the costs hashes (HSET, HINCRBY, PEXPIRE on them) within the same rights.
+  const Decision weighted = limiter.allow(costing("bob", "m9", 2));
+  CHECK(weighted.allowed);
+  CHECK_FALSE(weighted.degraded);
+  CHECK(limiter.usage("per_user", "bob", "m9") == 2);
+  CHECK(server.keys_with_prefix("").size() == 7);  // + bob's pair and user logs, and their costs hashes
 }
 
 TEST_CASE("an ACL user without rights on the keys gets a PermissionError that says so, and allow() degrades",

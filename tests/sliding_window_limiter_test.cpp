@@ -676,3 +676,27 @@ TEST_CASE("normal traffic sweeps expired buckets without purge_expired", "[slidi
   CHECK(calls <= 10);
   CHECK(limiter.purge_expired() == 0);
 }
+
+TEMPLATE_TEST_CASE("cost-1 entries followed by weighted ones are counted and expire exactly", "[sliding_window][weighted]",
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+  // On Redis a bucket of cost-1 entries keeps no costs hash; the first weighted entry starts one from the
+  // entries already logged. Both backends must agree on every number.
+  TestType backend;
+  auto limiter = make_limiter(backend, {10, 1000ms});
+  for (int i = 0; i < 3; ++i) REQUIRE(limiter.allow("swl-mix-user", "m"));
+  backend.advance(300ms);
+  REQUIRE(limiter.allow(costing("swl-mix-user", "m", 5)));
+  CHECK(limiter.usage("swl-mix-user", "m") == 8);
+  // A cost-4 request needs 2 units: the three cost-1 entries (admitted at 0 ms) free them at 1000 ms.
+  const airl::Decision early = limiter.allow(costing("swl-mix-user", "m", 4));
+  CHECK_FALSE(early);
+  CHECK_THAT(early.retry_after, airl::test::within_slack<TestType>(700ms));
+  airl::test::advance_until_due(backend, early.retry_after);
+  CHECK(limiter.usage("swl-mix-user", "m") == 5);
+  REQUIRE(limiter.allow(costing("swl-mix-user", "m", 4)));
+  CHECK(limiter.usage("swl-mix-user", "m") == 9);
+  // Now a cost-6 request must wait for the cost-5 entry (admitted at 300 ms).
+  const airl::Decision later = limiter.allow(costing("swl-mix-user", "m", 6));
+  CHECK_FALSE(later);
+  CHECK_THAT(later.retry_after, airl::test::within_slack<TestType>(300ms));
+}

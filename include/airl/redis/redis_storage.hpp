@@ -294,14 +294,24 @@ class RedisStorage {
       scratch.numbers[2 + 3 * i] = std::to_string(window_us(charges[i].quota));
       scratch.numbers[3 + 3 * i] = std::to_string(charges[i].cost);
     }
-    // Members: "i" + the caller's (user, model, id) for request ids, "g" + seed + counter otherwise.
+    // Members: "i" + the caller's (user, model, id) for request ids, "g" + seed + counter otherwise; the two
+    // never collide, and a counter of 1..8 bytes after a fixed 8-byte seed never repeats a member.
     scratch.member.clear();
     if (!request_id.empty()) {
       scratch.member.push_back('i');
       scratch.member.append(request_id);
     } else {
-      const std::uint64_t count = state_->member_counter.fetch_add(1, std::memory_order_relaxed);
-      scratch.member = "g" + std::to_string(state_->member_seed) + "." + std::to_string(count);
+      // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
+      // storage instance, then the counter's significant bytes (little-endian): unique across processes.
+      std::uint64_t count = state_->member_counter.fetch_add(1, std::memory_order_relaxed);
+      scratch.member.push_back('g');
+      for (int byte = 0; byte < 8; ++byte) {
+        scratch.member.push_back(static_cast<char>((state_->member_seed >> (8 * byte)) & 0xffu));
+      }
+      do {
+        scratch.member.push_back(static_cast<char>(count & 0xffu));
+        count >>= 8;
+      } while (count != 0);
     }
     scratch.numbers[0] = std::to_string(2 * n);
     scratch.args.assign({"EVALSHA", "", scratch.numbers[0]});

@@ -9,7 +9,8 @@ namespace airl::detail {
 
 inline constexpr std::string_view sliding_window_script = R"lua(
 -- airl sliding window log. Bucket i is KEYS[2i-1], its log (sorted set: member -> admission time in
--- microseconds), and KEYS[2i], its costs (hash: member -> cost when it is not 1; field "" -> running sum).
+-- microseconds), and KEYS[2i], its costs (hash: member -> cost when it is not 1; field "" -> running sum;
+-- absent while every entry costs 1).
 -- ARGV[1] = 'acquire': ARGV[2] member, ARGV[3] '1' if the member is a caller's request id, then for each
 --           bucket: limit, window (us), cost. Returns {status, then per bucket: fits, remaining, retry_us,
 --           reset_us}; status 0 denied, 1 admitted, 2 replayed; retry_us -1 = never.
@@ -37,58 +38,56 @@ local function newest(log)
   return last[2] and tonumber(last[2]) or nil
 end
 
--- The running sum of a log's costs. If the costs key was lost while the log was not (an eviction policy
--- other than noeviction can drop one of the two), rebuild it from the log rather than trust a missing sum:
--- a sum that is too small would admit more than the limit.
--- Likewise a sum whose log is gone (evicted, or expired a moment before it) counts nothing.
+-- The running sum of a log's costs, and whether the bucket is weighted. A bucket that has only ever held
+-- cost-1 entries has no costs hash at all (its sum is ZCARD: memory matters per bucket); the first entry
+-- with another cost creates the hash, starting the sum from the entries already logged. A sum whose log is
+-- gone (evicted, or expired a moment before it) counts nothing.
 local function running_sum(log, costs)
   local sum = redis.call('HGET', costs, '')
   if sum then
     sum = tonumber(sum)
     if sum > 0 and redis.call('EXISTS', log) == 0 then
       redis.call('DEL', costs)
-      return 0
+      return 0, false
     end
-    return sum
+    return sum, true
   end
-  local members = redis.call('ZRANGE', log, 0, -1)
-  if #members == 0 then return 0 end
-  local total = 0
-  for first = 1, #members, 1000 do
-    local chunk = {unpack(members, first, math.min(first + 999, #members))}
-    local each = redis.call('HMGET', costs, unpack(chunk))
-    for i = 1, #chunk do total = total + (tonumber(each[i]) or 1) end
-  end
-  redis.call('HSET', costs, '', int(total))
-  local ttl = redis.call('PTTL', log)
-  if ttl > 0 then redis.call('PEXPIRE', costs, ttl) end
-  return total
+  return redis.call('ZCARD', log), false
 end
 
--- Drops the entries admitted at or before now - window and returns the cost still counting.
+-- Drops the entries admitted at or before now - window; returns the cost still counting and whether the
+-- bucket is weighted.
 local function expire(log, costs, window)
   local cutoff = int(now - window)
-  local sum = running_sum(log, costs)
+  local sum, weighted = running_sum(log, costs)
   local gone = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
-  if #gone == 0 then return sum end
-  local freed = 0
-  for first = 1, #gone, 1000 do  -- unpack() has a stack limit: work in chunks
-    local chunk = {unpack(gone, first, math.min(first + 999, #gone))}
-    local each = redis.call('HMGET', costs, unpack(chunk))
-    for i = 1, #chunk do freed = freed + (tonumber(each[i]) or 1) end
-    redis.call('HDEL', costs, unpack(chunk))
+  if #gone == 0 then return sum, weighted end
+  local freed = #gone
+  if weighted then
+    freed = 0
+    for first = 1, #gone, 1000 do  -- unpack() has a stack limit: work in chunks
+      local chunk = {unpack(gone, first, math.min(first + 999, #gone))}
+      local each = redis.call('HMGET', costs, unpack(chunk))
+      for i = 1, #chunk do freed = freed + (tonumber(each[i]) or 1) end
+      redis.call('HDEL', costs, unpack(chunk))
+    end
   end
   redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
   if redis.call('ZCARD', log) == 0 then
     redis.call('DEL', log, costs)
-    return 0
+    return 0, false
   end
   if freed > sum then freed = sum end  -- never below zero, whatever happened to the keys
-  return redis.call('HINCRBY', costs, '', int(-freed))
+  if not weighted then return sum - freed, false end
+  return redis.call('HINCRBY', costs, '', int(-freed)), true
 end
 
 -- Admission time of the oldest entry whose expiry frees at least `need` units (walks oldest first).
-local function time_freeing(log, costs, need)
+local function time_freeing(log, costs, weighted, need)
+  if not weighted then  -- every entry costs 1: the need-th oldest
+    local entry = redis.call('ZRANGE', log, need - 1, need - 1, 'WITHSCORES')
+    return entry[2] and tonumber(entry[2]) or now
+  end
   local freed, start = 0, 0
   while true do
     local page = redis.call('ZRANGE', log, start, start + 99, 'WITHSCORES')
@@ -107,7 +106,7 @@ end
 local op = ARGV[1]
 if op == 'usage' then
   if #KEYS ~= 2 or #ARGV ~= 2 then error('airl: usage takes one bucket and a window') end
-  return expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1))
+  return (expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1)))
 end
 if op ~= 'acquire' then error('airl: unknown operation ' .. tostring(op)) end
 
@@ -122,9 +121,9 @@ for i = 1, n do
   cost[i] = whole(ARGV[3 * i + 3], 'cost', 1)
 end
 
-local usage, replayed = {}, false
+local usage, weighted, replayed = {}, {}, false
 for i = 1, n do
-  usage[i] = expire(KEYS[2 * i - 1], KEYS[2 * i], window[i])
+  usage[i], weighted[i] = expire(KEYS[2 * i - 1], KEYS[2 * i], window[i])
   if is_request_id and redis.call('ZSCORE', KEYS[2 * i - 1], member) then replayed = true end
 end
 
@@ -139,7 +138,7 @@ for i = 1, n do
     if charge > limit[i] then
       retry = -1
     else
-      retry = time_freeing(log, costs, usage[i] + charge - limit[i]) + window[i] - now
+      retry = time_freeing(log, costs, weighted[i], usage[i] + charge - limit[i]) + window[i] - now
     end
   end
   if charge > room or replayed then
@@ -160,12 +159,15 @@ elseif all_fit then
     local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
     local last = newest(log)
     local at = (last and last > now) and last or now  -- never log back in time, even if the clock steps back
-    redis.call('ZADD', log, int(at), member)
-    if cost[i] ~= 1 then redis.call('HSET', costs, member, int(cost[i])) end
-    redis.call('HINCRBY', costs, '', int(cost[i]))
     local ttl = int(math.ceil(window[i] / 1000))
+    redis.call('ZADD', log, int(at), member)
     redis.call('PEXPIRE', log, ttl)
-    redis.call('PEXPIRE', costs, ttl)
+    if weighted[i] or cost[i] ~= 1 then
+      if not weighted[i] then redis.call('HSET', costs, '', int(usage[i])) end  -- the cost-1 entries so far
+      if cost[i] ~= 1 then redis.call('HSET', costs, member, int(cost[i])) end
+      redis.call('HINCRBY', costs, '', int(cost[i]))
+      redis.call('PEXPIRE', costs, ttl)
+    end
   end
 end
 return reply
