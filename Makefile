@@ -4,7 +4,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_PACKAGES := cmake g++ make
 TEST_PACKAGES := $(BUILD_PACKAGES) catch2 pkg-config libhiredis-dev redis-server
-BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev
+BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
 .PHONY: demo test test-asan test-tsan bench bench-redis clean
 
@@ -35,12 +35,12 @@ test-tsan:
 	cmake --build build/tsan -j$(JOBS)
 	ctest --test-dir build/tsan --output-on-failure -j$(JOBS)
 
-# Builds the benchmarks in Release and runs them.
+# Builds the benchmarks in Release, runs them (5 repetitions, medians) and prints the ratio table.
 bench:
 	@.ci/ensure-packages $(BENCH_PACKAGES)
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF -DAIRL_BUILD_BENCH=ON
-	cmake --build build/bench -j$(JOBS)
-	./build/bench/bench/airl_bench
+	cmake --build build/bench -j$(JOBS) --target airl_bench airl_bench_memory
+	python3 bench/summary.py --build build/bench/bench --repetitions 5
 
 # Sequential allow() latency against a private redis-server, next to raw PING and EVALSHA, plus memory per entry.
 bench-redis:

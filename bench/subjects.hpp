@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The limiters under test behind one call, allow(user, model, cost) -> bool, so each scenario is written once
+// and registered for every subject: the floor, the naive ports, airl's RateLimiter and a 3-tier
+// MultiTierRateLimiter (user_model at the scenario's quota, user at 10x, global at 1000x, same window).
+
+#include <airl/airl.hpp>
+
+#include <cstdint>
+#include <string_view>
+
+#include "baselines.hpp"
+
+namespace airl_bench {
+
+class AirlSingle {
+ public:
+  explicit AirlSingle(airl::Quota quota) : limiter_(quota) {}
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    return limiter_.allow(airl::Request{user, model, cost}).allowed;
+  }
+
+ private:
+  airl::RateLimiter limiter_;
+};
+
+class AirlMulti {
+ public:
+  explicit AirlMulti(airl::Quota quota)
+      : limiter_({{"user_model", airl::Scope::user_model, quota},
+                  {"user", airl::Scope::user, {quota.limit * 10, quota.window}},
+                  {"global", airl::Scope::global, {quota.limit * 1000, quota.window}}}) {}
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    return limiter_.allow(airl::Request{user, model, cost}).allowed;
+  }
+
+ private:
+  airl::MultiTierRateLimiter limiter_;
+};
+
+// Names used in benchmark names (and by summary.py).
+template <class Subject> inline constexpr std::string_view subject_name = "?";
+template <> inline constexpr std::string_view subject_name<Floor> = "floor";
+template <> inline constexpr std::string_view subject_name<NaiveLimiter> = "naive";
+template <> inline constexpr std::string_view subject_name<NaiveWeightedLimiter> = "naive_weighted";
+template <> inline constexpr std::string_view subject_name<AirlSingle> = "airl";
+template <> inline constexpr std::string_view subject_name<AirlMulti> = "airl_multi3";
+
+}  // namespace airl_bench
