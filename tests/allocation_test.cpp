@@ -1,69 +1,22 @@
 // SPDX-License-Identifier: MIT
 // The decision path does not touch the heap for existing keys, even with ids longer than the small-string
-// buffer (a 36-character UUID user, a 20-character model): this binary replaces the global operator new and
-// counts every allocation made while a test's loop runs.
+// buffer (a 36-character UUID user, a 20-character model), counted by allocation_counter.cpp.
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cstddef>
-#include <cstdlib>
-#include <new>
 #include <string>
 
+#include "allocation_counter.hpp"
 #include "support.hpp"
 
 namespace {
 
-std::atomic<bool> counting{false};
-std::atomic<std::size_t> allocations{0};
-
-// Runs `body` and returns how many heap allocations it made.
-template <class Body>
-std::size_t allocations_during(Body&& body) {
-  allocations.store(0);
-  counting.store(true);
-  body();
-  counting.store(false);
-  return allocations.load();
-}
+using airl::test::allocations_during;
 
 const std::string uuid_user = "5b0c2f0e-8d4a-4c6e-9a1f-3e7d2b6c9f10";  // 36 characters
 const std::string long_model = "llama-3.1-70b-instru";                 // 20 characters
 
 }  // namespace
-
-// The whole family of plain and nothrow forms is replaced, so every new is paired with a matching delete
-// (sanitizers check the pairing). The aligned forms stay the runtime's, pairing among themselves.
-namespace {
-void* counted_allocation(std::size_t size) noexcept {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(size == 0 ? 1 : size);
-}
-}  // namespace
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // malloc/free on both sides: matched by design
-#endif
-void* operator new(std::size_t size) {
-  if (void* memory = counted_allocation(size)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) {
-  if (void* memory = counted_allocation(size)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
-void operator delete(void* memory) noexcept { std::free(memory); }
-void operator delete[](void* memory) noexcept { std::free(memory); }
-void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
-void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 using namespace airl::test;
 

@@ -3,6 +3,7 @@
 // can reach another user's bucket by choosing an id with separators, braces or NUL bytes in it.
 #include <catch2/catch.hpp>
 
+#include "allocation_counter.hpp"
 #include "support.hpp"
 
 #include <airl/detail/bucket_key.hpp>
@@ -17,32 +18,6 @@
 #include <vector>
 
 using namespace std::literals;
-
-// Count every heap allocation of this test binary, so "does not allocate" is measured, not guessed.
-// The whole family of (unaligned) forms is replaced, so every pointer is freed by the function that matches
-// its allocation (AddressSanitizer checks that).
-namespace {
-std::atomic<std::size_t> heap_allocations{0};
-
-void* counted_allocation(std::size_t size) noexcept {
-  heap_allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(size == 0 ? 1 : size);
-}
-}  // namespace
-
-void* operator new(std::size_t size) {
-  if (void* memory = counted_allocation(size)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return ::operator new(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
-void operator delete(void* memory) noexcept { std::free(memory); }
-void operator delete[](void* memory) noexcept { std::free(memory); }
-void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
-void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
 
 namespace {
 
@@ -142,12 +117,12 @@ TEST_CASE("encoding into a warm buffer reuses its capacity and never allocates",
   const std::string first = buffer;
   const auto capacity = buffer.capacity();
 
-  const std::size_t allocations_before = heap_allocations.load();
+  const std::size_t allocations_before = airl::test::heap_allocations();
   for (int i = 0; i < 100; ++i) {
     airl::detail::encode_bucket_key(buffer, shorter);
     airl::detail::encode_bucket_key(buffer, longest);
   }
-  const std::size_t allocations = heap_allocations.load() - allocations_before;
+  const std::size_t allocations = airl::test::heap_allocations() - allocations_before;
 
   CHECK(allocations == 0);
   CHECK(buffer.capacity() == capacity);
