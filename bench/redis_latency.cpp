@@ -1,32 +1,39 @@
 // SPDX-License-Identifier: MIT
-// Sequential decision latency of the Redis backend, next to its floor, measured in one run:
-//   PING     raw hiredis round trip: the network and the server's event loop, nothing else
-//   EVALSHA  raw hiredis call of airl's Lua script with the arguments allow() sends: the floor plus the script
-//   allow()  RedisRateLimiter::allow(): the script plus airl's client side (pool, keys, SIGPIPE guard, parsing)
-// The three are interleaved in rounds, so a noisy machine moves them together and the ratios hold.
+// The Redis backend against its floors, measured in one run so the ratios survive a noisy machine (a plain
+// program: no Google Benchmark). The baseline is plain hiredis sending the very script call airl sends
+// (redis_raw.hpp), so each ratio is airl's client side (pool, key building, SIGPIPE guard, reply parsing):
 //
-// With --memory it also measures Redis memory per bucket and per entry (INFO memory used_memory before and
-// after creating buckets through the limiter), for unit costs and weighted costs (docs/REDIS.md).
+//   sequential  PING (network floor), raw EVALSHA (client floor) and RedisRateLimiter::allow(), one call at a
+//               time, interleaved in rounds; p50/p99 per call.            target: allow() / EVALSHA p50 <= 1.15
+//   batch       allow_many() of 64 requests (pipelined on one connection) and 64 raw EVALSHA pipelined on one
+//               hiredis context (64 redisAppendCommandArgv + 64 redisGetReply), interleaved; p50/p99 per batch.
+//                                                                   target: allow_many / pipelined p50 <= 1.15
+//   threads     decisions/s of allow() with 1 and 4 threads (each thread its own users, one shared limiter,
+//               so its connection pool is shared) and of raw EVALSHA with 1 and 4 threads (one connection
+//               each); fixed call counts with a time bound, in rounds; medians.
+//
+// With --memory it also measures Redis memory per bucket and per entry (redis_memory.hpp). At the end, a
+// summary table: | what | measured | target | status |.
 //
 // Usage: airl_redis_latency [--redis host:port] [--calls N] [--memory]
-// Without --redis it starts its own redis-server (found on PATH) on a free 127.0.0.1 port in a temporary
-// directory, and stops it by its PID at the end. --memory needs that private server (it runs FLUSHALL).
+// Without --redis it starts its own redis-server (tests/redis_server.hpp: found on PATH, a free 127.0.0.1
+// port, a temporary directory, stopped by its PID). --memory needs that private server (it runs FLUSHALL).
+// --calls (default 10000) scales every count: N sequential calls of each kind, N/10 batches of each kind,
+// N/4 calls per thread phase (21 rounds of 4 phases).
 
-#include <airl/redis.hpp>
-#include <airl/redis/key_layout.hpp>
-#include <airl/redis/script.hpp>
-
-#include <hiredis/hiredis.h>
+#include "../tests/redis_server.hpp"
+#include "redis_memory.hpp"
+#include "redis_raw.hpp"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
+#include <ctime>
+#include <latch>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -37,350 +44,379 @@
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using airl::bench::Pairs;
+using airl::bench::RawRedis;
+using airl::bench::RawScriptCall;
+using airl::bench::Reply;
 
-// ---- a raw hiredis connection -------------------------------------------------------------------------
+constexpr airl::Quota bench_quota{1'000'000, std::chrono::minutes(1)};  // high: every call is admitted
+constexpr std::size_t batch_size = 64;
+constexpr std::size_t max_threads = 4;
+constexpr double target_ratio = 1.15;
 
-struct ReplyDeleter {
-  void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+// ---- statistics ---------------------------------------------------------------------------------------
 
-class RawRedis {
- public:
-  RawRedis(const std::string& host, int port) {
-    const timeval timeout{1, 0};
-    context_.reset(redisConnectWithTimeout(host.c_str(), port, timeout));
-    if (!context_ || context_->err != 0) {
-      throw std::runtime_error("cannot connect to Redis at " + host + ":" + std::to_string(port) +
-                               (context_ ? std::string(": ") + context_->errstr : std::string()));
-    }
-    redisSetTimeout(context_.get(), timeout);
-  }
-
-  // Runs one command; throws on a connection fault or an error reply.
-  Reply command(const std::vector<std::string_view>& args) {
-    argv_.clear();
-    lengths_.clear();
-    for (const std::string_view arg : args) {
-      argv_.push_back(arg.data());
-      lengths_.push_back(arg.size());
-    }
-    Reply reply(static_cast<redisReply*>(
-        redisCommandArgv(context_.get(), static_cast<int>(argv_.size()), argv_.data(), lengths_.data())));
-    if (!reply) throw std::runtime_error(std::string("Redis connection failed: ") + context_->errstr);
-    if (reply->type == REDIS_REPLY_ERROR) {
-      throw std::runtime_error("Redis error: " + std::string(reply->str, reply->len));
-    }
-    return reply;
-  }
-
-  // A field of INFO <section>, e.g. info("memory", "used_memory").
-  std::string info(std::string_view section, std::string_view field) {
-    const Reply reply = command({"INFO", section});
-    const std::string_view text(reply->str, reply->len);
-    const std::string needle = "\n" + std::string(field) + ":";
-    const std::size_t at = ("\n" + std::string(text)).find(needle);
-    if (at == std::string::npos) throw std::runtime_error("INFO has no field " + std::string(field));
-    const std::size_t start = at + needle.size() - 1;
-    return std::string(text.substr(start, text.find_first_of("\r\n", start) - start));
-  }
-
- private:
-  struct ContextDeleter {
-    void operator()(redisContext* context) const noexcept { redisFree(context); }
-  };
-  std::unique_ptr<redisContext, ContextDeleter> context_;
-  std::vector<const char*> argv_;
-  std::vector<std::size_t> lengths_;
-};
-
-// ---- a private redis-server ---------------------------------------------------------------------------
-
-std::string find_on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  const std::string dirs = std::string(path != nullptr ? path : "") + ":/usr/bin:/usr/sbin:/usr/local/bin";
-  for (std::size_t start = 0; start <= dirs.size();) {
-    const std::size_t end = std::min(dirs.find(':', start), dirs.size());
-    const std::filesystem::path candidate = std::filesystem::path(dirs.substr(start, end - start)) / name;
-    if (!candidate.parent_path().empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-    start = end + 1;
-  }
-  throw std::runtime_error(name + " not found on PATH (Debian/Ubuntu: apt-get install redis-server), "
-                           "or pass --redis host:port");
+// CPU time this thread or this process has used (the client's side only: Redis is another process).
+std::int64_t cpu_ns(clockid_t which) {
+  timespec now{};
+  ::clock_gettime(which, &now);
+  return std::int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
 }
 
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("socket() failed");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof(address);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) == 0;
-  ::close(fd);
-  if (!ok) throw std::runtime_error("could not find a free port");
-  return ntohs(address.sin_port);
-}
-
-// redis-server on a free 127.0.0.1 port in a temporary directory, without persistence; stopped by its PID.
-class PrivateRedis {
- public:
-  PrivateRedis() {
-    const std::string binary = find_on_path("redis-server");
-    char pattern[] = "/tmp/airl-bench-redis-XXXXXX";
-    if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-    directory_ = pattern;
-    port_ = free_loopback_port();
-    std::vector<std::string> args = {binary,     "--port",    std::to_string(port_), "--bind",    "127.0.0.1",
-                                     "--save",   "",          "--appendonly",        "no",        "--dir",
-                                     directory_, "--logfile", directory_ + "/redis.log"};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    if (::posix_spawn(&pid_, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
-      throw std::runtime_error("could not start " + binary);
-    }
-    for (const auto deadline = Clock::now() + 5s; Clock::now() < deadline; std::this_thread::sleep_for(10ms)) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("redis-server exited at start (see " + directory_ + "/redis.log)");
-      }
-      try {
-        RawRedis("127.0.0.1", port_).command({"PING"});
-        return;
-      } catch (const std::runtime_error&) {
-      }
-    }
-    stop();
-    throw std::runtime_error("redis-server did not answer within 5 s");
-  }
-  ~PrivateRedis() {
-    stop();
-    std::error_code ignored;
-    std::filesystem::remove_all(directory_, ignored);
-  }
-  PrivateRedis(const PrivateRedis&) = delete;
-  PrivateRedis& operator=(const PrivateRedis&) = delete;
-
-  int port() const noexcept { return port_; }
-
- private:
-  void stop() noexcept {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    for (const auto deadline = Clock::now() + 5s; ::waitpid(pid_, &status, WNOHANG) == 0;) {
-      if (Clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    pid_ = -1;
-  }
-
-  std::string directory_;
-  int port_ = 0;
-  pid_t pid_ = -1;
+// Wall time of each call, and the calling thread's CPU time over all of them.
+struct Samples {
+  std::vector<std::int64_t> ns;
+  std::int64_t cpu_ns = 0;
 };
-
-// ---- latency ------------------------------------------------------------------------------------------
 
 struct Summary {
   double mean_us, p50_us, p99_us, max_us;
+  double cpu_us;  // the client's CPU time per call
 };
 
-Summary summarize(std::vector<std::int64_t> ns) {
+Summary summarize(const Samples& samples) {
+  std::vector<std::int64_t> ns = samples.ns;
   std::sort(ns.begin(), ns.end());
   const auto at = [&](double q) {
     return static_cast<double>(ns[static_cast<std::size_t>(q * static_cast<double>(ns.size() - 1) + 0.5)]) / 1e3;
   };
   const double sum = static_cast<double>(std::accumulate(ns.begin(), ns.end(), std::int64_t{0}));
-  return {sum / static_cast<double>(ns.size()) / 1e3, at(0.50), at(0.99), static_cast<double>(ns.back()) / 1e3};
+  const double count = static_cast<double>(ns.size());
+  return {sum / count / 1e3, at(0.50), at(0.99), static_cast<double>(ns.back()) / 1e3,
+          static_cast<double>(samples.cpu_ns) / count / 1e3};
 }
 
-// A handful of users and models, as one gateway sees them in a short interval.
-constexpr std::array<std::string_view, 4> users = {"alice", "bob", "carol", "dave"};
-constexpr std::array<std::string_view, 2> models = {"llama-3-70b", "mistral-7b"};
-constexpr std::size_t pairs = users.size() * models.size();
-constexpr airl::Quota bench_quota{1'000'000, std::chrono::minutes(1)};  // high: every call is admitted
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
 
 template <class Call>
-void time_calls(std::vector<std::int64_t>& samples, std::size_t count, Call&& call) {
+void time_calls(Samples& samples, std::size_t count, Call&& call) {
+  const std::int64_t cpu_started = cpu_ns(CLOCK_THREAD_CPUTIME_ID);
   for (std::size_t i = 0; i < count; ++i) {
     const Clock::time_point started = Clock::now();
-    call(i);
-    samples.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
+    call();
+    samples.ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count());
   }
+  samples.cpu_ns += cpu_ns(CLOCK_THREAD_CPUTIME_ID) - cpu_started;
 }
 
-int measure_latency(const airl::RedisOptions& server, RawRedis& raw, std::size_t calls) {
-  const std::string prefix = "airl-bench-" + std::to_string(::getpid());
-  airl::RedisOptions options = server;
-  options.key_prefix = prefix;
-  airl::RedisRateLimiter limiter(bench_quota, airl::RedisStorage(options));
-
-  // The raw EVALSHA path gets the same script, key shapes and arguments as allow(), under its own prefix.
-  const std::string sha = [&] {
-    const Reply reply = raw.command({"SCRIPT", "LOAD", airl::detail::sliding_window_script});
-    return std::string(reply->str, reply->len);
-  }();
-  std::vector<std::array<std::string, 2>> raw_keys(pairs);
-  for (std::size_t p = 0; p < pairs; ++p) {
-    const airl::BucketRef bucket{airl::Scope::user_model, "default", users[p % users.size()], models[p / users.size()]};
-    airl::detail::redis_bucket_key(raw_keys[p][0], prefix + "-raw", bucket);
-    airl::detail::redis_costs_key(raw_keys[p][1], raw_keys[p][0]);
-  }
-  const std::string limit = std::to_string(bench_quota.limit);
-  const std::string window_us = std::to_string(std::chrono::microseconds(bench_quota.window).count());
-  std::string member;
-
-  std::size_t not_admitted = 0;
-  const auto ping = [&](std::size_t) { raw.command({"PING"}); };
-  const auto evalsha = [&](std::size_t i) {
-    member.assign(1, 'r').append(std::to_string(i));
-    const auto& keys = raw_keys[i % pairs];
-    const Reply reply =
-        raw.command({"EVALSHA", sha, "2", keys[0], keys[1], "acquire", member, "0", limit, window_us, "1"});
-    if (reply->type != REDIS_REPLY_ARRAY || reply->element[0]->integer != 1) ++not_admitted;
-  };
-  std::size_t call_index = 0;
-  const auto allow = [&](std::size_t i) {
-    const airl::Decision decision = limiter.allow(users[i % users.size()], models[(i / users.size()) % models.size()]);
-    if (!decision || decision.degraded) ++not_admitted;
-  };
-
-  std::vector<std::int64_t> ping_ns, evalsha_ns, allow_ns, ignored;
-  time_calls(ignored, 500, ping);  // warm up: connections made, script loaded, caches and branch predictors warm
-  time_calls(ignored, 500, [&](std::size_t) { evalsha(call_index++); });
-  time_calls(ignored, 500, [&](std::size_t) { allow(call_index++); });
-  constexpr std::size_t rounds = 10;
-  for (std::size_t round = 0; round < rounds; ++round) {
-    const std::size_t count = calls / rounds + (round < calls % rounds ? 1 : 0);
-    time_calls(ping_ns, count, ping);
-    time_calls(evalsha_ns, count, [&](std::size_t) { evalsha(call_index++); });
-    time_calls(allow_ns, count, [&](std::size_t) { allow(call_index++); });
-  }
-
-  for (const std::string_view user : users) limiter.reset(user);
-  for (const auto& keys : raw_keys) raw.command({"UNLINK", keys[0], keys[1]});
-  if (not_admitted != 0 || limiter.metrics().backend_errors != 0) {
-    std::fprintf(stderr, "error: %zu calls were not admitted by Redis (backend_errors %llu): the numbers are void\n",
-                 not_admitted, static_cast<unsigned long long>(limiter.metrics().backend_errors));
-    return 1;
-  }
-
-  const Summary floor = summarize(ping_ns);
-  std::printf("%zu sequential calls each (one connection each), interleaved in %zu rounds; every call admitted\n",
-              calls, rounds);
-  std::printf("%-44s %9s %9s %9s %9s %11s\n", "", "mean us", "p50 us", "p99 us", "max us", "p50 / PING");
-  const auto row = [&](const char* what, const std::vector<std::int64_t>& ns) {
-    const Summary s = summarize(ns);
-    std::printf("%-44s %9.1f %9.1f %9.1f %9.1f %10.2fx\n", what, s.mean_us, s.p50_us, s.p99_us, s.max_us,
-                s.p50_us / floor.p50_us);
-  };
-  row("PING (raw hiredis round trip)", ping_ns);
-  row("EVALSHA airl script, 1 bucket (raw hiredis)", evalsha_ns);
-  row("RedisRateLimiter::allow()", allow_ns);
-  return 0;
+void print_header(const char* unit) {
+  const auto head = [&](const char* what) { return std::string(what) + " " + unit; };
+  std::printf("%-50s %9s %9s %9s %9s %11s\n", "", head("mean").c_str(), head("p50").c_str(), head("p99").c_str(),
+              head("max").c_str(), head("client CPU").c_str());
 }
 
-// ---- memory -------------------------------------------------------------------------------------------
-
-// Empties the server and waits until its background thread has freed what UNLINK handed it (large values are
-// freed lazily), so used_memory does not shrink during a measurement.
-void flush_and_settle(RawRedis& raw) {
-  raw.command({"FLUSHALL"});  // lazily freed parts are waited for below
-  for (const auto deadline = Clock::now() + 10s; Clock::now() < deadline; std::this_thread::sleep_for(10ms)) {
-    if (raw.info("memory", "lazyfree_pending_objects") == "0") return;
-  }
-  throw std::runtime_error("Redis kept freeing objects in the background for 10 s");
+void print_row(const char* what, const Summary& s) {
+  std::printf("%-50s %9.1f %9.1f %9.1f %9.1f %11.1f\n", what, s.mean_us, s.p50_us, s.p99_us, s.max_us, s.cpu_us);
 }
 
-struct MemoryRow {
-  double bytes_per_bucket;
-  std::string encodings;  // of the log and the costs key
+// ---- what every measurement shares --------------------------------------------------------------------
+
+// The server, the script's SHA and the key prefixes; counts calls Redis did not admit (which void the run).
+struct Bench {
+  airl::RedisOptions options;  // the server, with the limiter's key prefix
+  std::string raw_prefix;      // the raw baseline's keys: same layout, another prefix
+  std::string sha;
+  std::size_t calls;
+  std::atomic<std::size_t> not_admitted{0};
+  std::vector<std::string> users_to_reset;  // the limiter's users, cleared at the end
+
+  // A generated-member seed for raw calls, distinct per (phase, round, thread) so members never repeat.
+  static std::uint64_t seed(std::uint64_t phase, std::uint64_t round, std::uint64_t thread) {
+    return 0x9E3779B97F4A7C15ull * (1 + (phase << 16) + (round << 8) + thread);
+  }
+  airl::RedisRateLimiter make_limiter() const { return airl::RedisRateLimiter(bench_quota, airl::RedisStorage(options)); }
+  void remember(const Pairs& pairs) { users_to_reset.insert(users_to_reset.end(), pairs.users.begin(), pairs.users.end()); }
+  void check(const airl::Decision& decision) {
+    if (!decision || decision.degraded) not_admitted.fetch_add(1, std::memory_order_relaxed);
+  }
+  void check(const redisReply& reply) {
+    if (!RawScriptCall::admitted(reply)) not_admitted.fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
-// Creates `buckets` buckets of `entries` entries of cost `cost` each through the limiter, with realistic key
-// names (prefix "airl", users "user-000042", model "llama-3-70b"), and measures used_memory's growth.
-MemoryRow fill_buckets(RawRedis& raw, int port, std::size_t buckets, std::size_t entries, std::uint64_t cost) {
-  flush_and_settle(raw);
-  airl::RedisOptions options;
-  options.port = port;
-  airl::RedisRateLimiter limiter({1'000'000'000, std::chrono::minutes(10)}, airl::RedisStorage(options));
-  const long long before = std::stoll(raw.info("memory", "used_memory"));
-  char user[32];
-  for (std::size_t b = 0; b < buckets; ++b) {
-    std::snprintf(user, sizeof(user), "user-%06zu", b);
-    for (std::size_t e = 0; e < entries; ++e) {
-      const airl::Decision decision = limiter.allow({.user = user, .model = "llama-3-70b", .cost = cost});
-      if (!decision || decision.degraded) throw std::runtime_error("a memory-measuring request was not admitted");
-    }
+// ---- 1. sequential ------------------------------------------------------------------------------------
+
+struct SequentialResult {
+  Summary ping, evalsha, allow;
+};
+
+SequentialResult measure_sequential(Bench& bench, RawRedis& raw) {
+  const Pairs pairs("seq");
+  bench.remember(pairs);
+  airl::RedisRateLimiter limiter = bench.make_limiter();
+  RawScriptCall script(bench.sha, bench.raw_prefix, pairs, bench_quota, Bench::seed(1, 0, 0));
+  std::array<const char*, RawScriptCall::argc> argv{};
+  std::array<std::size_t, RawScriptCall::argc> lengths{};
+  std::string member;
+  std::size_t raw_index = 0, allow_index = 0;
+
+  const auto ping = [&] { raw.command({"PING"}); };
+  const auto evalsha = [&] {
+    script.fill(raw_index++, member, argv.data(), lengths.data());
+    raw.append(RawScriptCall::argc, argv.data(), lengths.data());
+    bench.check(*raw.get_reply());
+  };
+  const auto allow = [&] {
+    const std::size_t i = allow_index++;
+    bench.check(limiter.allow(pairs.user(i), pairs.model(i)));
+  };
+
+  Samples ping_ns, evalsha_ns, allow_ns, ignored;
+  time_calls(ignored, 500, ping);  // warm up: connections made, script loaded, caches and branch predictors warm
+  time_calls(ignored, 500, evalsha);
+  time_calls(ignored, 500, allow);
+  constexpr std::size_t rounds = 50;
+  for (std::size_t round = 0; round < rounds; ++round) {
+    const std::size_t count = bench.calls / rounds + (round < bench.calls % rounds ? 1 : 0);
+    time_calls(ping_ns, count, ping);
+    time_calls(evalsha_ns, count, evalsha);
+    time_calls(allow_ns, count, allow);
   }
-  std::this_thread::sleep_for(300ms);  // lets Redis's cron finish rehashing the keyspace tables
-  const long long after = std::stoll(raw.info("memory", "used_memory"));
-  // Cost-1 buckets keep only their log; weighted ones also a costs hash.
-  const long long keys_per_bucket = cost == 1 ? 1 : 2;
-  if (raw.command({"DBSIZE"})->integer != keys_per_bucket * static_cast<long long>(buckets)) {
-    throw std::runtime_error("unexpected number of keys per bucket");
-  }
-  std::string log_key, costs_key;
-  airl::detail::redis_bucket_key(log_key, "airl", {airl::Scope::user_model, "default", "user-000000", "llama-3-70b"});
-  airl::detail::redis_costs_key(costs_key, log_key);
-  const Reply log_encoding = raw.command({"OBJECT", "ENCODING", log_key});
-  std::string encodings(log_encoding->str, log_encoding->len);
-  if (cost == 1) {
-    encodings += " (no costs key)";
-  } else {
-    const Reply costs_encoding = raw.command({"OBJECT", "ENCODING", costs_key});
-    encodings += " + " + std::string(costs_encoding->str, costs_encoding->len);
-  }
-  return {static_cast<double>(after - before) / static_cast<double>(buckets), encodings};
+  script.unlink(raw);
+
+  const SequentialResult result{summarize(ping_ns), summarize(evalsha_ns), summarize(allow_ns)};
+  std::printf("\n1. Sequential: %zu calls of each kind on one connection each, interleaved in %zu rounds\n",
+              bench.calls, rounds);
+  print_header("us");
+  print_row("PING, raw hiredis (network floor)", result.ping);
+  print_row("EVALSHA airl script, raw hiredis (client floor)", result.evalsha);
+  print_row("RedisRateLimiter::allow()", result.allow);
+  return result;
 }
 
-void measure_memory(RawRedis& raw, int port) {
-  std::printf(
-      "\nRedis memory: INFO used_memory growth while allow() creates the buckets (10 min window: nothing expires).\n"
-      "Keys: airl:{u=user-000042}:um:default:llama-3-70b, plus its :c costs hash once an entry costs more than 1;\n"
-      "B/extra entry = growth over a 1-entry bucket, per added entry.\n");
-  std::printf("%-5s %8s %8s %11s %14s   %s\n", "cost", "buckets", "entries", "B/bucket", "B/extra entry",
-              "encodings (log + costs)");
-  struct Shape {
-    std::size_t buckets, entries;
-  };
-  for (const std::uint64_t cost : {std::uint64_t{1}, std::uint64_t{1200}}) {
-    double one_entry = 0;
-    for (const Shape shape : {Shape{10'000, 1}, Shape{10'000, 10}, Shape{100, 1'000}}) {
-      const MemoryRow row = fill_buckets(raw, port, shape.buckets, shape.entries, cost);
-      if (shape.entries == 1) one_entry = row.bytes_per_bucket;
-      std::printf("%-5llu %8zu %8zu %11.1f ", static_cast<unsigned long long>(cost), shape.buckets, shape.entries,
-                  row.bytes_per_bucket);
-      if (shape.entries == 1) {
-        std::printf("%14s", "-");
-      } else {
-        std::printf("%14.1f", (row.bytes_per_bucket - one_entry) / static_cast<double>(shape.entries - 1));
-      }
-      std::printf("   %s\n", row.encodings.c_str());
+// ---- 2. batch -----------------------------------------------------------------------------------------
+
+struct BatchResult {
+  Summary raw, airl;
+  std::size_t batches;
+};
+
+BatchResult measure_batch(Bench& bench, RawRedis& raw) {
+  const Pairs pairs("batch");
+  bench.remember(pairs);
+  airl::RedisRateLimiter limiter = bench.make_limiter();
+  RawScriptCall script(bench.sha, bench.raw_prefix, pairs, bench_quota, Bench::seed(2, 0, 0));
+  std::array<std::array<const char*, RawScriptCall::argc>, batch_size> argv{};
+  std::array<std::array<std::size_t, RawScriptCall::argc>, batch_size> lengths{};
+  std::array<std::string, batch_size> members;
+  std::vector<airl::Request> requests(batch_size);
+  for (std::size_t i = 0; i < batch_size; ++i) requests[i] = {.user = pairs.user(i), .model = pairs.model(i)};
+
+  const auto pipelined = [&] {
+    for (std::size_t i = 0; i < batch_size; ++i) {
+      script.fill(i, members[i], argv[i].data(), lengths[i].data());
+      raw.append(RawScriptCall::argc, argv[i].data(), lengths[i].data());
     }
+    for (std::size_t i = 0; i < batch_size; ++i) bench.check(*raw.get_reply());
+  };
+  const auto allow_many = [&] {
+    for (const airl::Decision& decision : limiter.allow_many(requests)) bench.check(decision);
+  };
+
+  const std::size_t batches = std::max<std::size_t>(bench.calls / 10, 20);
+  Samples raw_ns, airl_ns, ignored;
+  time_calls(ignored, 20, pipelined);
+  time_calls(ignored, 20, allow_many);
+  constexpr std::size_t rounds = 50;
+  for (std::size_t round = 0; round < rounds; ++round) {
+    const std::size_t count = batches / rounds + (round < batches % rounds ? 1 : 0);
+    time_calls(raw_ns, count, pipelined);
+    time_calls(airl_ns, count, allow_many);
   }
-  flush_and_settle(raw);
+  script.unlink(raw);
+
+  const BatchResult result{summarize(raw_ns), summarize(airl_ns), batches};
+  std::printf("\n2. Batch: %zu batches of %zu requests of each kind, pipelined on one connection, interleaved in "
+              "%zu rounds\n",
+              batches, batch_size, rounds);
+  print_header("us");
+  print_row("64 x EVALSHA pipelined, raw hiredis (per batch)", result.raw);
+  print_row("RedisRateLimiter::allow_many(64) (per batch)", result.airl);
+  return result;
+}
+
+// ---- 3. threads ---------------------------------------------------------------------------------------
+
+struct Throughput {
+  double per_second;
+  double cpu_us;  // the client process's CPU time per decision, all threads together
+  bool bounded;   // the time bound stopped it before all its calls were made
+};
+
+// Runs `threads` threads, each calling the callable `make(t)` made (before the clock starts) up to
+// `calls_per_thread` times or until `bound` has passed; returns the aggregate decisions per second.
+template <class MakeWorker>
+Throughput run_threads(std::size_t threads, std::size_t calls_per_thread, Clock::duration bound, MakeWorker&& make) {
+  std::latch ready(static_cast<std::ptrdiff_t>(threads));
+  std::latch go(1);
+  std::vector<std::size_t> done(threads, 0);
+  std::atomic<Clock::rep> deadline{0};
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      auto worker = make(t);
+      ready.count_down();
+      go.wait();
+      const Clock::time_point stop{Clock::duration(deadline.load())};
+      std::size_t i = 0;
+      for (; i < calls_per_thread; ++i) {
+        if (i % 32 == 0 && Clock::now() > stop) break;
+        worker();
+      }
+      done[t] = i;
+    });
+  }
+  ready.wait();  // every thread has its connection and waits
+  const std::int64_t cpu_started = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
+  const Clock::time_point started = Clock::now();
+  deadline.store((started + bound).time_since_epoch().count());  // read by the threads once they pass `go`
+  go.count_down();
+  for (std::thread& thread : pool) thread.join();
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  const double cpu_us = static_cast<double>(cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_started) / 1e3;
+  const std::size_t total = std::accumulate(done.begin(), done.end(), std::size_t{0});
+  return {static_cast<double>(total) / seconds, cpu_us / static_cast<double>(total), total < threads * calls_per_thread};
+}
+
+// Medians over the rounds.
+struct ThreadsKind {
+  double one, four;              // decisions/s with 1 and with 4 threads
+  double cpu_one_us, cpu_four_us;  // client CPU per decision
+};
+
+ThreadsKind medians(const std::vector<Throughput>& one, const std::vector<Throughput>& four) {
+  const auto of = [](const std::vector<Throughput>& runs, double Throughput::*field) {
+    std::vector<double> values;
+    for (const Throughput& run : runs) values.push_back(run.*field);
+    return median(values);
+  };
+  return {of(one, &Throughput::per_second), of(four, &Throughput::per_second), of(one, &Throughput::cpu_us),
+          of(four, &Throughput::cpu_us)};
+}
+
+struct ThreadsResult {
+  ThreadsKind raw, airl;
+  double airl_over_raw1, airl_over_raw4;  // medians over the rounds of airl / raw with 1 and 4 threads
+};
+
+ThreadsResult measure_threads(Bench& bench) {
+  std::array<Pairs, max_threads> pairs1{Pairs("t1-0"), Pairs("t1-1"), Pairs("t1-2"), Pairs("t1-3")};
+  std::array<Pairs, max_threads> pairs4{Pairs("t4-0"), Pairs("t4-1"), Pairs("t4-2"), Pairs("t4-3")};
+  for (const auto* set : {&pairs1, &pairs4}) {
+    for (const Pairs& p : *set) bench.remember(p);
+  }
+  airl::RedisRateLimiter limiter = bench.make_limiter();  // one limiter, its pool shared by the threads
+  // Short phases and many rounds: a shared machine's noise comes and goes over seconds, so the four kinds
+  // are interleaved finely and the medians taken.
+  const std::size_t calls_per_phase = std::max<std::size_t>(bench.calls / 4, 400);
+  constexpr auto bound = 2s;
+  constexpr std::size_t rounds = 21;
+
+  // A phase: `threads` threads over the pair sets, `calls` calls in all.
+  const auto raw_phase = [&](std::size_t threads, const std::array<Pairs, max_threads>& sets, std::size_t round,
+                             std::size_t calls) {
+    std::vector<std::unique_ptr<RawScriptCall>> scripts;
+    for (std::size_t t = 0; t < threads; ++t) {
+      scripts.push_back(std::make_unique<RawScriptCall>(bench.sha, bench.raw_prefix, sets[t], bench_quota,
+                                                        Bench::seed(3 + threads, round, t)));
+    }
+    return run_threads(threads, calls / threads, bound, [&](std::size_t t) {
+      // Its own connection, made before the clock starts.
+      return [&, script = scripts[t].get(), raw = std::make_unique<RawRedis>(bench.options.host, bench.options.port),
+              argv = std::array<const char*, RawScriptCall::argc>{},
+              lengths = std::array<std::size_t, RawScriptCall::argc>{}, member = std::string(),
+              i = std::size_t{0}]() mutable {
+        script->fill(i++, member, argv.data(), lengths.data());
+        raw->append(RawScriptCall::argc, argv.data(), lengths.data());
+        bench.check(*raw->get_reply());
+      };
+    });
+  };
+  const auto airl_phase = [&](std::size_t threads, const std::array<Pairs, max_threads>& sets, std::size_t calls) {
+    return run_threads(threads, calls / threads, bound, [&](std::size_t t) {
+      return [&, pairs = &sets[t], i = std::size_t{0}]() mutable {
+        bench.check(limiter.allow(pairs->user(i), pairs->model(i)));
+        ++i;
+      };
+    });
+  };
+
+  // Warm up: the limiter's pool gets its 4 connections, the server its keys.
+  raw_phase(max_threads, pairs4, rounds, 800);
+  airl_phase(max_threads, pairs4, 800);
+
+  std::vector<Throughput> raw1, raw4, airl1, airl4;
+  std::vector<double> ratio1, ratio4;
+  for (std::size_t round = 0; round < rounds; ++round) {
+    raw1.push_back(raw_phase(1, pairs1, round, calls_per_phase));
+    airl1.push_back(airl_phase(1, pairs1, calls_per_phase));
+    raw4.push_back(raw_phase(max_threads, pairs4, round, calls_per_phase));
+    airl4.push_back(airl_phase(max_threads, pairs4, calls_per_phase));
+    ratio1.push_back(airl1.back().per_second / raw1.back().per_second);
+    ratio4.push_back(airl4.back().per_second / raw4.back().per_second);
+  }
+  bool bounded = false;
+  for (const auto* runs : {&raw1, &raw4, &airl1, &airl4}) {
+    for (const Throughput& run : *runs) bounded = bounded || run.bounded;
+  }
+  RawRedis cleanup(bench.options.host, bench.options.port);
+  for (const auto* set : {&pairs1, &pairs4}) {
+    for (const Pairs& p : *set) RawScriptCall(bench.sha, bench.raw_prefix, p, bench_quota, 0).unlink(cleanup);
+  }
+
+  const ThreadsResult result{medians(raw1, raw4), medians(airl1, airl4), median(ratio1), median(ratio4)};
+  std::printf("\n3. Threads: %zu calls per phase (split between the threads, each its own users), at most %lld s "
+              "each;\n   %zu rounds of raw 1, airl 1, raw 4, airl 4 threads; medians%s\n",
+              calls_per_phase, static_cast<long long>(std::chrono::seconds(bound).count()), rounds,
+              bounded ? " (the time bound cut some phases short)" : "");
+  std::printf("%-50s %12s %12s %9s %15s\n", "", "1 thread/s", "4 threads/s", "scaling", "client CPU us");
+  const auto row = [](const char* what, const ThreadsKind& kind) {
+    std::printf("%-50s %12.0f %12.0f %8.2fx %7.1f / %5.1f\n", what, kind.one, kind.four, kind.four / kind.one,
+                kind.cpu_one_us, kind.cpu_four_us);
+  };
+  row("EVALSHA, raw hiredis, one connection per thread", result.raw);
+  row("RedisRateLimiter::allow(), one shared limiter", result.airl);
+  return result;
+}
+
+// ---- summary ------------------------------------------------------------------------------------------
+
+void print_summary(const SequentialResult& seq, const BatchResult& batch, const ThreadsResult& threads,
+                   std::optional<double> memory) {
+  std::printf("\nSummary (ratios of figures measured in this run)\n");
+  std::printf("| %-52s | %9s | %-8s | %-7s |\n", "what", "measured", "target", "status");
+  std::printf("|%s|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(11, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(9, '-').c_str());
+  const auto row = [](const char* what, double measured, const char* unit, const char* target,
+                      std::optional<bool> met) {
+    char value[32];
+    std::snprintf(value, sizeof(value), "%.2f%s", measured, unit);
+    std::printf("| %-52s | %9s | %-8s | %-7s |\n", what, value, target, !met ? "info" : *met ? "MET" : "NOT MET");
+  };
+  const double sequential = seq.allow.p50_us / seq.evalsha.p50_us;
+  const double batched = batch.airl.p50_us / batch.raw.p50_us;
+  row("allow() / raw EVALSHA, p50 per call", sequential, "x", "<= 1.15", sequential <= target_ratio);
+  row("allow_many(64) / raw pipelined 64 x EVALSHA, p50", batched, "x", "<= 1.15", batched <= target_ratio);
+  row("allow() / raw EVALSHA, p99 per call", seq.allow.p99_us / seq.evalsha.p99_us, "x", "-", std::nullopt);
+  row("allow_many(64) / raw pipelined, p99 per batch", batch.airl.p99_us / batch.raw.p99_us, "x", "-", std::nullopt);
+  row("allow() p50 / PING p50", seq.allow.p50_us / seq.ping.p50_us, "x", "-", std::nullopt);
+  row("allow_many(64) per request / allow() p50", batch.airl.p50_us / batch_size / seq.allow.p50_us, "x", "-",
+      std::nullopt);
+  row("allow() / raw EVALSHA, 1 thread, decisions/s", threads.airl_over_raw1, "x", "-", std::nullopt);
+  row("allow() / raw EVALSHA, 4 threads, decisions/s", threads.airl_over_raw4, "x", "-", std::nullopt);
+  row("allow() scaling, 4 threads / 1 thread", threads.airl.four / threads.airl.one, "x", "-", std::nullopt);
+  row("raw EVALSHA scaling, 4 threads / 1 thread", threads.raw.four / threads.raw.one, "x", "-", std::nullopt);
+  if (memory) row("Redis bytes per bucket of 10 unit-cost entries", *memory, " B", "<= 600", *memory <= 600);
 }
 
 // ---- main ---------------------------------------------------------------------------------------------
@@ -406,13 +442,11 @@ std::optional<Args> parse_args(int argc, char** argv) {
       if (error != std::errc{} || end != value.data() + value.size() || args.calls < 100) return std::nullopt;
     } else if (arg == "--redis") {
       if (value.find(':') == std::string_view::npos) return std::nullopt;
-      airl::RedisOptions options;
       try {
-        options = airl::redis_options_from_address(value);
+        args.redis = airl::redis_options_from_address(value);
       } catch (const std::invalid_argument&) {
         return std::nullopt;
       }
-      args.redis = options;
     } else {
       return std::nullopt;
     }
@@ -428,26 +462,50 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: %s [--redis host:port] [--calls N] [--memory]\n"
                  "  without --redis: starts its own redis-server on a free 127.0.0.1 port\n"
+                 "  --calls N (>= 100, default 10000): N sequential calls, N/10 batches, N/4 calls per thread phase\n"
                  "  --memory: also measures memory per bucket and entry (own server only: it runs FLUSHALL)\n",
                  argv[0]);
     return 2;
   }
   try {
-    std::unique_ptr<PrivateRedis> own;
-    airl::RedisOptions server;
+    std::unique_ptr<airl::test::RedisServer> own;
+    Bench bench;
     if (args->redis) {
-      server = *args->redis;
+      bench.options = *args->redis;
     } else {
-      own = std::make_unique<PrivateRedis>();
-      server.port = own->port();
+      own = std::make_unique<airl::test::RedisServer>();
+      bench.options.port = own->port();
     }
-    RawRedis raw(server.host, server.port);
-    std::printf("airl %s, Redis %s at %s:%d (%s), hiredis %d.%d.%d\n", AIRL_VERSION_STRING,
-                raw.info("server", "redis_version").c_str(), server.host.c_str(), server.port,
-                own ? "started by this benchmark" : "given with --redis", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
-    const int status = measure_latency(server, raw, args->calls);
-    if (status == 0 && args->memory) measure_memory(raw, server.port);
-    return status;
+    bench.calls = args->calls;
+    bench.options.key_prefix = "airl-bench-" + std::to_string(::getpid());
+    bench.raw_prefix = bench.options.key_prefix + "-raw";
+    RawRedis raw(bench.options.host, bench.options.port);
+    const Reply sha = raw.command({"SCRIPT", "LOAD", airl::detail::sliding_window_script});
+    bench.sha.assign(sha->str, sha->len);
+    std::printf("airl %s, Redis %s at %s:%d (%s), hiredis %d.%d.%d, %u hardware threads\n", AIRL_VERSION_STRING,
+                raw.info("server", "redis_version").c_str(), bench.options.host.c_str(), bench.options.port,
+                own ? "started by this benchmark" : "given with --redis", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+                std::thread::hardware_concurrency());
+    std::printf("One tier (user_model), quota %llu per minute: every call is admitted. Keys of 8 (user, model) "
+                "pairs per thread.\n",
+                static_cast<unsigned long long>(bench_quota.limit));
+
+    const SequentialResult sequential = measure_sequential(bench, raw);
+    const BatchResult batch = measure_batch(bench, raw);
+    const ThreadsResult threads = measure_threads(bench);
+    {
+      airl::RedisRateLimiter limiter = bench.make_limiter();
+      for (const std::string& user : bench.users_to_reset) limiter.reset(user);
+    }
+    if (bench.not_admitted != 0) {
+      std::fprintf(stderr, "error: %zu calls were not admitted by Redis (or were degraded): the numbers are void\n",
+                   bench.not_admitted.load());
+      return 1;
+    }
+    std::optional<double> memory;
+    if (args->memory) memory = airl::bench::measure_memory(raw, bench.options.port);
+    print_summary(sequential, batch, threads, memory);
+    return 0;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "error: %s\n", error.what());
     return 1;

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstring>
 #include <ctime>
+#include <exception>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
@@ -50,26 +52,28 @@ inline std::string_view reply_text(const redisReply& reply) noexcept {
 
 // Writing to a socket the server closed raises SIGPIPE, which would kill the serving process. Block it on
 // this thread for the duration of one hiredis call and swallow any SIGPIPE that call raised, without
-// touching the process's signal dispositions.
+// touching the process's signal dispositions. A SIGPIPE comes only with a failed write (EPIPE), which
+// hiredis reports as an error and airl then throws; so a call that returns normally raised none, and costs
+// two syscalls (block, restore). Only a call that throws looks for a SIGPIPE to swallow.
 class SigpipeGuard {
  public:
-  SigpipeGuard() noexcept {
+  SigpipeGuard() noexcept : exceptions_(std::uncaught_exceptions()) {
     sigemptyset(&pipe_);
     sigaddset(&pipe_, SIGPIPE);
-    sigset_t pending;
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
     blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &previous_) == 0;
+    // While SIGPIPE was unblocked on this thread none can be pending for it (it would have been delivered);
+    // a caller that blocks SIGPIPE itself may have one pending, which is the caller's and is left alone.
+    if (blocked_ && sigismember(&previous_, SIGPIPE) == 1) {
+      sigset_t pending;
+      sigpending(&pending);
+      was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    }
   }
   ~SigpipeGuard() {
     if (!blocked_) return;
-    if (!was_pending_) {
-      sigset_t pending;
-      sigpending(&pending);
-      if (sigismember(&pending, SIGPIPE) == 1) {
-        const timespec zero{0, 0};
-        sigtimedwait(&pipe_, nullptr, &zero);
-      }
+    if (std::uncaught_exceptions() > exceptions_ && !was_pending_) {
+      const timespec zero{0, 0};
+      sigtimedwait(&pipe_, nullptr, &zero);  // swallows this call's SIGPIPE if it raised one; else EAGAIN
     }
     pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
   }
@@ -79,6 +83,7 @@ class SigpipeGuard {
  private:
   sigset_t pipe_{};
   sigset_t previous_{};
+  int exceptions_;
   bool was_pending_ = false;
   bool blocked_ = false;
 };
@@ -143,12 +148,15 @@ class RedisConnection {
   // Runs one command. Throws like connect(); a connection-level fault also closes the connection.
   // An error reply is returned as a reply (type REDIS_REPLY_ERROR), not thrown: the caller decides.
   Reply command(std::span<const std::string_view> args) {
-    const std::vector<std::string_view> only(args.begin(), args.end());
-    return std::move(pipeline(*context_, std::span(&only, 1), "command").front());
+    SigpipeGuard no_sigpipe;
+    append(*context_, args, "command");
+    return read_reply(*context_, "command");
   }
 
-  // Runs several commands in one round trip. Same error handling as command().
-  std::vector<Reply> pipeline(std::span<const std::vector<std::string_view>> commands) {
+  // Runs several commands in one round trip: `commands` is a range of commands, each convertible to
+  // std::span<const std::string_view>. Same error handling as command().
+  template <class Commands>
+  std::vector<Reply> pipeline(const Commands& commands) {
     return pipeline(*context_, commands, "command");
   }
 
@@ -170,30 +178,35 @@ class RedisConnection {
     return options_.unix_socket.empty() ? options_.host + ":" + std::to_string(options_.port) : options_.unix_socket;
   }
 
-  std::vector<Reply> pipeline(redisContext& context, std::span<const std::vector<std::string_view>> commands,
-                              std::string_view what) {
+  template <class Commands>
+  std::vector<Reply> pipeline(redisContext& context, const Commands& commands, std::string_view what) {
     SigpipeGuard no_sigpipe;
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lengths;
-    for (const auto& command : commands) {
-      argv.clear();
-      lengths.clear();
-      for (const std::string_view arg : command) {
-        argv.push_back(arg.data());
-        lengths.push_back(arg.size());
-      }
-      if (redisAppendCommandArgv(&context, static_cast<int>(argv.size()), argv.data(), lengths.data()) != REDIS_OK) {
-        fail(context, what);
-      }
-    }
+    for (const auto& command : commands) append(context, command, what);
     std::vector<Reply> replies;
-    replies.reserve(commands.size());
-    for (std::size_t i = 0; i < commands.size(); ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(&context, &raw) != REDIS_OK || raw == nullptr) fail(context, what);
-      replies.emplace_back(static_cast<redisReply*>(raw));
-    }
+    replies.reserve(std::size(commands));
+    for (std::size_t i = 0; i < std::size(commands); ++i) replies.push_back(read_reply(context, what));
     return replies;
+  }
+
+  // Queues one command in hiredis's output buffer (sent by the next read_reply). The argument arrays are
+  // the connection's own, reused: no allocation per call once they have grown.
+  void append(redisContext& context, std::span<const std::string_view> args, std::string_view what) {
+    argv_.clear();
+    lengths_.clear();
+    for (const std::string_view arg : args) {
+      argv_.push_back(arg.data());
+      lengths_.push_back(arg.size());
+    }
+    if (redisAppendCommandArgv(&context, static_cast<int>(argv_.size()), argv_.data(), lengths_.data()) != REDIS_OK) {
+      fail(context, what);
+    }
+  }
+
+  // Sends what is queued (the first time) and reads the next reply. Call under a SigpipeGuard.
+  Reply read_reply(redisContext& context, std::string_view what) {
+    void* raw = nullptr;
+    if (redisGetReply(&context, &raw) != REDIS_OK || raw == nullptr) fail(context, what);
+    return Reply(static_cast<redisReply*>(raw));
   }
 
   [[noreturn]] void fail(redisContext& context, std::string_view what) {
@@ -226,6 +239,8 @@ class RedisConnection {
   std::unique_ptr<redisContext, ContextDeleter> context_;
   std::chrono::milliseconds timeout_{0};  // the socket timeout now in force
   std::string script_sha_;
+  std::vector<const char*> argv_;  // append()'s argument arrays, kept between calls
+  std::vector<std::size_t> lengths_;
 };
 
 }  // namespace airl::detail

@@ -4,6 +4,7 @@
 // sorted set plus a small hash (docs/REDIS.md); one Lua script decides all of a request's buckets atomically
 // on Redis's clock. When Redis fails, acquire() applies RedisOptions::on_failure instead of throwing.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -61,6 +62,11 @@ struct RedisScratch {
     thread_local RedisScratch scratch;
     return scratch;
   }
+  // One per call of a batch, reused by the thread's next batches (their strings keep their capacity).
+  static std::vector<RedisScratch>& batch_for_this_thread() {
+    thread_local std::vector<RedisScratch> batch;
+    return batch;
+  }
 };
 
 }  // namespace detail
@@ -103,7 +109,9 @@ class RedisStorage {
     for (const AcquireCall& call : calls) validate(call.charges);
     std::vector<AcquireResult> results;
     if (calls.empty()) return results;
-    std::vector<detail::RedisScratch> built(calls.size());  // sized once: the args point into it
+    std::vector<detail::RedisScratch>& batch = detail::RedisScratch::batch_for_this_thread();
+    if (batch.size() < calls.size()) batch.resize(calls.size());  // sized before building: args point into it
+    const std::span<detail::RedisScratch> built(batch.data(), calls.size());
     for (std::size_t i = 0; i < calls.size(); ++i) build_acquire_call(calls[i].charges, calls[i].request_id, built[i]);
     results.reserve(calls.size());
     try {
@@ -129,7 +137,7 @@ class RedisStorage {
     detail::redis_bucket_key(scratch.keys[0], state_->options.key_prefix, bucket);
     detail::redis_costs_key(scratch.keys[1], scratch.keys[0]);
     const std::string window = std::to_string(window_us(quota));
-    const std::string_view args[] = {"EVALSHA", "", "2", scratch.keys[0], scratch.keys[1], "usage", window};
+    std::string_view args[] = {"EVALSHA", "", "2", scratch.keys[0], scratch.keys[1], "usage", window};
     detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) { return evalsha(connection, args); });
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
     return static_cast<std::uint64_t>(reply->integer);
@@ -213,14 +221,15 @@ class RedisStorage {
   }
 
   // The pipelined form of evalsha(): every call in one round trip; calls answered NOSCRIPT are sent again
-  // as EVAL in a second round trip. Error replies become typed exceptions.
+  // as EVAL in a second round trip. Writes the connection's SHA into each call's args. Error replies become
+  // typed exceptions.
   static std::vector<detail::Reply> evalsha_many(detail::RedisConnection& connection,
-                                                 std::span<const detail::RedisScratch> built) {
-    std::vector<std::vector<std::string_view>> commands;
+                                                 std::span<detail::RedisScratch> built) {
+    std::vector<std::span<const std::string_view>> commands;
     commands.reserve(built.size());
-    for (const detail::RedisScratch& call : built) {
-      commands.emplace_back(call.args.begin(), call.args.end());
-      commands.back()[1] = connection.script_sha();
+    for (detail::RedisScratch& call : built) {
+      call.args[1] = connection.script_sha();
+      commands.emplace_back(call.args);
     }
     std::vector<detail::Reply> replies = connection.pipeline(commands);
     std::vector<std::size_t> reload;
@@ -232,7 +241,7 @@ class RedisStorage {
     if (!reload.empty()) {
       std::vector<std::vector<std::string_view>> again;
       for (const std::size_t i : reload) {
-        again.push_back(commands[i]);
+        again.emplace_back(commands[i].begin(), commands[i].end());
         again.back()[0] = "EVAL";
         again.back()[1] = detail::sliding_window_script;
       }
@@ -255,8 +264,9 @@ class RedisStorage {
   // EVALSHA with the connection's script. After a NOSCRIPT (restart, SCRIPT FLUSH, failover) the same call
   // is sent as EVAL with the script's text, which loads it and runs it in one atomic step (so no flush can
   // slip in between), and leaves it cached for the next EVALSHA. Error replies become typed exceptions.
-  static detail::Reply evalsha(detail::RedisConnection& connection, std::span<const std::string_view> args) {
-    std::vector<std::string_view> call(args.begin(), args.end());
+  // Writes the command name and SHA into `call` (the caller's buffer: no copy per call).
+  static detail::Reply evalsha(detail::RedisConnection& connection, std::span<std::string_view> call) {
+    call[0] = "EVALSHA";
     call[1] = connection.script_sha();
     detail::Reply reply = connection.command(call);
     if (reply->type == REDIS_REPLY_ERROR && detail::reply_text(*reply).starts_with("NOSCRIPT")) {
@@ -320,6 +330,8 @@ class RedisStorage {
     scratch.args.insert(scratch.args.end(), scratch.numbers.begin() + 1, scratch.numbers.end());
   }
 
+  static constexpr std::size_t inline_verdicts = 8;
+
   static AcquireResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 1 + 4 * n) {
       throw ReplyError("airl: unexpected reply from the airl script");
@@ -329,13 +341,16 @@ class RedisStorage {
       if (element.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected reply from the airl script");
       return element.integer;
     };
-    std::vector<detail::WindowVerdict> verdicts(n);
+    std::array<detail::WindowVerdict, inline_verdicts> inline_room;  // up to 8 tiers without an allocation
+    std::vector<detail::WindowVerdict> heap_room(n > inline_verdicts ? n : 0);
+    const std::span<detail::WindowVerdict> verdicts =
+        n > inline_verdicts ? std::span(heap_room) : std::span(inline_room).first(n);
     for (std::size_t i = 0; i < n; ++i) {
       const std::size_t at = 1 + 4 * i;
       verdicts[i].fits = integer(at) == 1;
       verdicts[i].remaining = static_cast<std::uint64_t>(integer(at + 1));
       const long long retry_us = integer(at + 2);
-      verdicts[i].retry_after = retry_us < 0 ? detail::never_ns : retry_us * 1000;
+      verdicts[i].retry_after = retry_us < 0 ? detail::never_ticks : retry_us * 1000;
       verdicts[i].reset_after = integer(at + 3) * 1000;
     }
     AcquireResult result = detail::combine_verdicts(verdicts);
