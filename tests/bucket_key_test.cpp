@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: MIT
-// Bucket keys (airl::detail::encode_bucket_key / user_of_key): binary-safe and collision-free, so no user
+// Bucket keys and hashes (airl::detail::encode_bucket_key, key_matches, user_of_key, hash_bucket): binary-safe and collision-free, so no user
 // can reach another user's bucket by choosing an id with separators, braces or NUL bytes in it.
 #include <catch2/catch.hpp>
 
-#include "allocation_counter.hpp"
 #include "support.hpp"
 
 #include <airl/detail/bucket_key.hpp>
+#include <airl/detail/key_hash.hpp>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
+#include <cstdint>
 #include <optional>
 #include <set>
 #include <string>
@@ -25,9 +23,7 @@ using airl::BucketRef;
 using airl::Scope;
 
 std::string key_of(Scope scope, std::string_view tier, std::string_view user, std::string_view model) {
-  std::string key;
-  airl::detail::encode_bucket_key(key, BucketRef{scope, tier, user, model});
-  return key;
+  return airl::detail::encode_bucket_key(BucketRef{scope, tier, user, model});
 }
 
 }  // namespace
@@ -109,22 +105,65 @@ TEST_CASE("user_of_key returns nullopt for model and global keys and for malform
   CHECK_FALSE(user_of_key(lying).has_value());
 }
 
-TEST_CASE("encoding into a warm buffer reuses its capacity and never allocates", "[bucket_key]") {
-  std::string buffer;
-  const BucketRef longest{Scope::user_model, "tokens-per-minute", "a-user-id-long-enough-to-need-the-heap", "model"};
-  const BucketRef shorter{Scope::user, "rpm", "bob", ""};
-  airl::detail::encode_bucket_key(buffer, longest);  // the first use may allocate
-  const std::string first = buffer;
-  const auto capacity = buffer.capacity();
+TEST_CASE("a stored key matches exactly the bucket it was written for", "[bucket_key]") {
+  using airl::detail::key_matches;
+  const BucketRef alice{Scope::user_model, "rpm", "alice", "m1"};
+  const std::string key = airl::detail::encode_bucket_key(alice);
+  CHECK(key_matches(key, alice));
+  CHECK(key_matches(key, BucketRef{Scope::user_model, "rpm", "alice", "m1"}));
+  CHECK_FALSE(key_matches(key, BucketRef{Scope::user_model, "rpm", "alice", "m2"}));
+  CHECK_FALSE(key_matches(key, BucketRef{Scope::user_model, "rpm", "alicf", "m1"}));  // same lengths, other byte
+  CHECK_FALSE(key_matches(key, BucketRef{Scope::user_model, "tpm", "alice", "m1"}));
+  CHECK_FALSE(key_matches(key, BucketRef{Scope::user, "rpm", "alice", "m1"}));
+  CHECK_FALSE(key_matches(key, BucketRef{Scope::user_model, "rpm", "alic", "em1"}));  // bytes traded between parts
+  // Parts the scope does not use are ignored on both sides.
+  const std::string user_key = airl::detail::encode_bucket_key(BucketRef{Scope::user, "t", "bob", "m1"});
+  CHECK(key_matches(user_key, BucketRef{Scope::user, "t", "bob", "other model"}));
+  CHECK(key_matches(airl::detail::encode_bucket_key(BucketRef{Scope::global, "g", "x", "y"}),
+                    BucketRef{Scope::global, "g", "", ""}));
+}
 
-  const std::size_t allocations_before = airl::test::heap_allocations();
-  for (int i = 0; i < 100; ++i) {
-    airl::detail::encode_bucket_key(buffer, shorter);
-    airl::detail::encode_bucket_key(buffer, longest);
+TEST_CASE("a key decodes back into its bucket, and a malformed key does not decode", "[bucket_key]") {
+  const std::string long_user(5000, 'u');
+  for (const BucketRef& bucket : {BucketRef{Scope::user_model, "rpm", "a\0b"sv, "m"}, BucketRef{Scope::user, "t", long_user, ""},
+                                  BucketRef{Scope::model, "tpm", "", "llama"}, BucketRef{Scope::global, "g", "", ""}}) {
+    const std::string key = airl::detail::encode_bucket_key(bucket);
+    const auto decoded = airl::detail::decode_bucket_key(key);
+    REQUIRE(decoded.has_value());
+    CHECK(airl::detail::same_bucket(*decoded, bucket));
+    CHECK(decoded->tier == bucket.tier);
   }
-  const std::size_t allocations = airl::test::heap_allocations() - allocations_before;
+  std::string short_model = airl::detail::encode_bucket_key(BucketRef{Scope::model, "t", "", "m"});
+  short_model[2] = '\x02';  // a model length of 2 with only one byte left
+  CHECK_FALSE(airl::detail::decode_bucket_key(short_model).has_value());
+  CHECK_FALSE(airl::detail::decode_bucket_key("\x02\x81\x81\x81\x01t"sv).has_value());  // a length of 4 LEB128 bytes
+  CHECK_FALSE(airl::detail::decode_bucket_key(key_of(Scope::user, "t", "u", "") + "x").has_value());  // trailing byte
+}
 
-  CHECK(allocations == 0);
-  CHECK(buffer.capacity() == capacity);
-  CHECK(buffer == first);  // cleared first: no leftovers from the shorter key
+TEST_CASE("the bucket hash follows bucket identity and the store's seed", "[bucket_key]") {
+  using airl::detail::hash_bucket;
+  const std::uint64_t seed = 12345;
+  CHECK(hash_bucket(seed, {Scope::user, "t", "alice", "m1"}) == hash_bucket(seed, {Scope::user, "t", "alice", "m2"}));
+  CHECK(hash_bucket(seed, {Scope::model, "t", "alice", "m"}) == hash_bucket(seed, {Scope::model, "t", "bob", "m"}));
+  CHECK(hash_bucket(seed, {Scope::global, "t", "a", "b"}) == hash_bucket(seed, {Scope::global, "t", "", ""}));
+  CHECK(hash_bucket(seed, {Scope::user, "t", "alice", ""}) != hash_bucket(seed + 1, {Scope::user, "t", "alice", ""}));
+
+  // Distinct buckets (bytes traded between parts, every scope, lengths around the 8-byte step) hash apart.
+  std::set<std::uint64_t> hashes;
+  std::size_t buckets = 0;
+  const std::vector<std::string> ids = {"", "a", "ab", "a:b", "abcdefg", "abcdefgh", "abcdefghi", "\0"s, "\0\0"s, "b"};
+  for (const Scope scope : {Scope::user, Scope::model, Scope::user_model, Scope::global}) {
+    for (const std::string& tier : {"t"s, "ta"s}) {
+      for (const std::string& user : ids) {
+        for (const std::string& model : ids) {
+          if (!airl::detail::scope_has_user(scope) && !user.empty()) continue;
+          if (!airl::detail::scope_has_model(scope) && !model.empty()) continue;
+          hashes.insert(hash_bucket(seed, {scope, tier, user, model}));
+          ++buckets;
+        }
+      }
+    }
+  }
+  CHECK(buckets > 200);
+  CHECK(hashes.size() == buckets);
 }

@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The embedded storage: every bucket's window log in this process, behind sharded mutexes.
+// The embedded storage: every bucket's window log in this process, behind sharded locks.
 //
-// A bucket lives in the shard its key hashes to. acquire() locks the shards of all its charges in ascending
-// order, reads the clock once under those locks (so every log stays sorted), decides with the shared rule
+// A bucket lives in the shard its key hashes to. acquire() hashes each charge's bucket once (no key string is
+// built), reads the clock, locks the shards of all its charges in ascending order, decides with the shared rule
 // (detail/combine_verdicts.hpp) and records in every bucket or in none. Each call also sweeps a couple of
-// expired buckets from the shards it holds, so memory follows live entries without a stop-the-world scan.
+// expired buckets from the shards it holds and peeks at one more, so memory follows live entries without a
+// stop-the-world scan.
+//
+// Time keeps the clock's full precision (nanoseconds). The clock is read just before locking, and each shard's
+// timeline never goes back: a call that read the clock just before another call took the lock uses that call's
+// (later) time, so logs and expiry lists stay in time order.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -25,6 +31,7 @@
 #include "detail/bucket_key.hpp"
 #include "detail/bucket_shard.hpp"
 #include "detail/combine_verdicts.hpp"
+#include "detail/key_hash.hpp"
 #include "detail/shard_locks.hpp"
 #include "detail/validate.hpp"
 #include "detail/window_log.hpp"
@@ -39,36 +46,48 @@ struct InMemoryOptions {
 
 namespace detail {
 
-// Per-thread buffers for acquire(), so a warm thread decides without allocating.
-struct AcquireScratch {
-  std::vector<std::string> keys;
-  std::vector<std::size_t> shard_of;
-  std::vector<std::size_t> shards;  // sorted, unique
-  std::vector<Bucket*> buckets;
+// Where one charge of an acquire() lives, found once per call. Trivial, so arrays of it start uninitialised.
+struct PlannedCharge {
+  std::uint64_t hash;
+  std::size_t shard;
+  Bucket* bucket;  // nullptr while the bucket does not exist
+  bool created;    // made by this call (removed again if the call fails)
+};
+
+// Per-call working memory: on the stack for up to N charges.
+template <std::size_t N>
+struct InlinePlan {
+  std::array<PlannedCharge, N> charges;
+  std::array<WindowVerdict, N> verdicts;
+  std::array<std::size_t, N> shards;
+};
+
+// Per-thread working memory for calls with more charges than the stack plan holds.
+struct HeapPlan {
+  std::vector<PlannedCharge> charges;
   std::vector<WindowVerdict> verdicts;
-  std::vector<char> created;
+  std::vector<std::size_t> shards;
 
-  void prepare(std::size_t count) {
-    if (keys.size() < count) keys.resize(count);
-    shard_of.resize(count);
-    buckets.assign(count, nullptr);
-    verdicts.resize(count);
-    created.assign(count, 0);
-  }
-
-  static AcquireScratch& for_this_thread() {
-    thread_local AcquireScratch scratch;
-    return scratch;
+  static HeapPlan& for_this_thread(std::size_t count) {
+    thread_local HeapPlan plan;
+    plan.charges.resize(count);
+    plan.verdicts.resize(count);
+    plan.shards.resize(count);
+    return plan;
   }
 };
 
-inline std::string& key_scratch_for_this_thread() {
-  thread_local std::string key;
-  return key;
+// A seed for one store's hash, different per store and per process. Not secret, just not fixed.
+inline std::uint64_t fresh_seed(const void* where) noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  const auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  const auto address = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(where));
+  return finish_hash(now ^ finish_hash(address + counter.fetch_add(hash_multiplier, std::memory_order_relaxed)));
 }
 
-// Sliding windows in the clock's unit (nanoseconds).
-inline std::int64_t window_ns(const Quota& quota) noexcept {
+// The store's time unit: the clock's nanoseconds.
+inline std::int64_t to_ticks(std::chrono::nanoseconds time) noexcept { return time.count(); }
+inline std::int64_t window_ticks(const Quota& quota) noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(quota.window).count();
 }
 
@@ -88,6 +107,8 @@ class InMemoryStorage {
                                   std::to_string(options_.shards));
     }
     shards_ = std::make_unique<detail::BucketShard[]>(options_.shards);
+    seed_ = detail::fresh_seed(shards_.get());
+    for (std::size_t i = 0; i < options_.shards; ++i) shards_[i].set_seed(seed_);
     shard_bits_ = std::countr_zero(options_.shards);
     key_count_ = std::make_unique<std::atomic<std::size_t>>(0);
   }
@@ -96,82 +117,50 @@ class InMemoryStorage {
   InMemoryStorage& operator=(InMemoryStorage&&) noexcept = default;
 
   // Decides the charges all-or-nothing and records the request in every bucket if all have room.
-  // Thread safety: safe from any thread. Throws std::invalid_argument on no charges or two charges naming
-  // one bucket; std::bad_alloc (then nothing was recorded).
+  // Thread safety: safe from any thread. Throws std::invalid_argument on no charges, two charges naming one
+  // bucket, or a tier, user or model longer than 65535 bytes; std::bad_alloc (then nothing was recorded).
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     detail::validate_charges(charges, "airl::InMemoryStorage");
     require_usable();
-    auto& scratch = detail::AcquireScratch::for_this_thread();
-    scratch.prepare(charges.size());
-    for (std::size_t i = 0; i < charges.size(); ++i) {
-      detail::encode_bucket_key(scratch.keys[i], charges[i].bucket);
-      scratch.shard_of[i] = shard_index(scratch.keys[i]);
-      for (std::size_t j = 0; j < i; ++j) {
-        if (scratch.keys[j] == scratch.keys[i]) {
-          throw std::invalid_argument("airl::InMemoryStorage::acquire: two charges name the same bucket");
-        }
-      }
+    if (charges.size() == 1) {
+      detail::InlinePlan<1> plan;
+      return decide(charges, request_id, plan.charges, plan.verdicts, plan.shards);
     }
-    scratch.shards.assign(scratch.shard_of.begin(), scratch.shard_of.end());
-    std::sort(scratch.shards.begin(), scratch.shards.end());
-    scratch.shards.erase(std::unique(scratch.shards.begin(), scratch.shards.end()), scratch.shards.end());
-
-    AcquireResult result;
-    std::int64_t now = 0;
-    std::size_t short_of_keys = 0;  // new buckets that did not fit under max_keys
-    {
-      detail::ShardLocks locks(shards_.get(), scratch.shards);
-      now = clock_.now().count();
-      find_buckets(charges, scratch, now);
-      if (!request_id.empty() && holds_id(scratch, request_id)) {
-        for (std::size_t i = 0; i < charges.size(); ++i) {
-          scratch.verdicts[i] = log_of(scratch.buckets[i]).peek(now, detail::window_ns(charges[i].quota),
-                                                                 charges[i].quota.limit);
-        }
-        result = detail::combine_verdicts(scratch.verdicts);
-        result.status = AcquireStatus::replayed;
-      } else {
-        for (std::size_t i = 0; i < charges.size(); ++i) {
-          scratch.verdicts[i] = log_of(scratch.buckets[i]).check(now, detail::window_ns(charges[i].quota),
-                                                                  charges[i].quota.limit, charges[i].cost);
-        }
-        result = detail::combine_verdicts(scratch.verdicts);
-        if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, scratch, now);
-      }
-      sweep(scratch.shards, now, incremental_sweep);
+    if (charges.size() <= inline_charges) {
+      detail::InlinePlan<inline_charges> plan;
+      const std::size_t n = charges.size();
+      return decide(charges, request_id, std::span(plan.charges).first(n), std::span(plan.verdicts).first(n),
+                    std::span(plan.shards).first(n));
     }
-    sweep_next_shard(scratch.shards, now);
-    // Outside the locks: finding when enough buckets expire may have to look into every shard.
-    if (short_of_keys != 0) {
-      const auto missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
-      result = capacity_denial(missing, short_of_keys, now);
-    }
-    return result;
+    detail::HeapPlan& plan = detail::HeapPlan::for_this_thread(charges.size());
+    return decide(charges, request_id, plan.charges, plan.verdicts, plan.shards);
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
-  // Throws nothing but std::bad_alloc.
+  // Throws std::invalid_argument on a part longer than 65535 bytes.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
     require_usable();
-    std::string& key = detail::key_scratch_for_this_thread();
-    detail::encode_bucket_key(key, bucket);
-    detail::BucketShard& shard = shards_[shard_index(key)];
+    detail::validate_bucket(bucket, "airl::InMemoryStorage::usage");
+    const std::uint64_t hash = detail::hash_bucket(seed_, bucket);
+    detail::BucketShard& shard = shards_[shard_index(hash)];
+    const std::int64_t read = detail::to_ticks(clock_.now());
     std::lock_guard lock(shard.mutex);
-    detail::Bucket* found = shard.find(key);
+    detail::Bucket* found = shard.find(hash, bucket);
     if (found == nullptr) return 0;
-    found->log.expire(clock_.now().count(), detail::window_ns(quota));
+    found->log.expire(std::max(read, shard.latest), detail::window_ticks(quota));
     return found->log.usage();
   }
 
-  // Drops the given buckets. Thread safety: safe from any thread. Throws nothing but std::bad_alloc.
+  // Drops the given buckets. Thread safety: safe from any thread.
+  // Throws std::invalid_argument on a part longer than 65535 bytes (before dropping any).
   void erase(std::span<const BucketRef> buckets) {
     require_usable();
-    std::string& key = detail::key_scratch_for_this_thread();
+    for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::InMemoryStorage::erase");
     for (const BucketRef& bucket : buckets) {
-      detail::encode_bucket_key(key, bucket);
-      detail::BucketShard& shard = shards_[shard_index(key)];
+      const std::uint64_t hash = detail::hash_bucket(seed_, bucket);
+      detail::BucketShard& shard = shards_[shard_index(hash)];
       std::lock_guard lock(shard.mutex);
-      if (detail::Bucket* found = shard.find(key)) {
+      if (detail::Bucket* found = shard.find(hash, bucket)) {
         shard.erase(*found);
         shard.refresh_hint();
         key_count_->fetch_sub(1, std::memory_order_relaxed);
@@ -181,12 +170,13 @@ class InMemoryStorage {
 
   // Drops every Scope::user and Scope::user_model bucket of `user`, and nothing else. Visits every bucket,
   // one shard lock at a time: an administrative call, not for the request path. Thread safety: safe.
+  // Throws nothing.
   void erase_user(std::string_view user) {
     require_usable();
     for (std::size_t i = 0; i < options_.shards; ++i) {
       std::lock_guard lock(shards_[i].mutex);
-      const std::size_t dropped = shards_[i].erase_if([user](std::string_view key) {
-        const auto owner = detail::user_of_key(key);
+      const std::size_t dropped = shards_[i].erase_if([user](const detail::Bucket& bucket) {
+        const auto owner = detail::user_of_key(bucket.key());
         return owner && *owner == user;
       });
       key_count_->fetch_sub(dropped, std::memory_order_relaxed);
@@ -199,8 +189,9 @@ class InMemoryStorage {
     require_usable();
     std::size_t dropped = 0;
     for (std::size_t i = 0; i < options_.shards; ++i) {
+      const std::int64_t now = detail::to_ticks(clock_.now());
       std::lock_guard lock(shards_[i].mutex);
-      dropped += shards_[i].purge(clock_.now().count(), std::numeric_limits<std::size_t>::max());
+      dropped += shards_[i].purge(std::max(now, shards_[i].latest), std::numeric_limits<std::size_t>::max());
       shards_[i].compact();
     }
     key_count_->fetch_sub(dropped, std::memory_order_relaxed);
@@ -216,10 +207,70 @@ class InMemoryStorage {
  private:
   // Expired buckets dropped per shard per acquire(): more than one, so sweeping outpaces creation.
   static constexpr std::size_t incremental_sweep = 2;
+  // Charges decided with working memory on the stack (the limiters keep up to this many tiers inline too).
+  static constexpr std::size_t inline_charges = 8;
 
   // A moved-from storage holds no shards: using it is a caller mistake, reported instead of crashing.
   void require_usable() const {
     if (!shards_) throw std::logic_error("airl::InMemoryStorage: used after being moved from");
+  }
+
+  std::size_t shard_index(std::uint64_t hash) const noexcept {
+    return shard_bits_ == 0 ? 0 : static_cast<std::size_t>(hash >> (64 - shard_bits_));
+  }
+
+  AcquireResult decide(std::span<const Charge> charges, std::string_view request_id,
+                       std::span<detail::PlannedCharge> plan, std::span<detail::WindowVerdict> verdicts,
+                       std::span<std::size_t> shard_buffer) {
+    std::size_t held_count = 0;
+    for (std::size_t i = 0; i < charges.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (detail::same_bucket(charges[j].bucket, charges[i].bucket)) {
+          throw std::invalid_argument("airl::InMemoryStorage::acquire: two charges name the same bucket");
+        }
+      }
+      const std::uint64_t hash = detail::hash_bucket(seed_, charges[i].bucket);
+      plan[i] = detail::PlannedCharge{hash, shard_index(hash), nullptr, false};
+      // Insert the shard into the sorted, unique list of shards to lock.
+      std::size_t at = held_count;
+      while (at > 0 && shard_buffer[at - 1] > plan[i].shard) --at;
+      if (at > 0 && shard_buffer[at - 1] == plan[i].shard) continue;
+      for (std::size_t k = held_count; k > at; --k) shard_buffer[k] = shard_buffer[k - 1];
+      shard_buffer[at] = plan[i].shard;
+      ++held_count;
+    }
+    const std::span<const std::size_t> held = shard_buffer.first(held_count);
+    for (const detail::PlannedCharge& charge : plan) shards_[charge.shard].prefetch(charge.hash);
+    const std::int64_t read = detail::to_ticks(clock_.now());  // before locking: keeps the lock held briefly
+
+    AcquireResult result;
+    std::int64_t now = read;
+    std::size_t short_of_keys = 0;  // new buckets that did not fit under max_keys
+    {
+      detail::ShardLocks locks(shards_.get(), held);
+      for (const std::size_t index : held) now = std::max(now, shards_[index].latest);
+      for (const std::size_t index : held) shards_[index].latest = now;
+      find_buckets(charges, plan, now);
+      if (!request_id.empty() && holds_id(plan, request_id)) {
+        for (std::size_t i = 0; i < charges.size(); ++i) {
+          verdicts[i] = log_of(plan[i].bucket).peek(now, detail::window_ticks(charges[i].quota), charges[i].quota.limit);
+        }
+        result = detail::combine_verdicts(verdicts);
+        result.status = AcquireStatus::replayed;
+      } else {
+        for (std::size_t i = 0; i < charges.size(); ++i) {
+          verdicts[i] = log_of(plan[i].bucket).check(now, detail::window_ticks(charges[i].quota),
+                                                     charges[i].quota.limit, charges[i].cost);
+        }
+        result = detail::combine_verdicts(verdicts);
+        if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, plan, held, now);
+      }
+      sweep(held, now, incremental_sweep);
+    }
+    sweep_next_shard(held, now);
+    // Outside the locks: finding when enough buckets expire may have to look into every shard.
+    if (short_of_keys != 0) result = capacity_denial(count_missing(plan), short_of_keys, now);
+    return result;
   }
 
   // Normal traffic also sweeps shards it does not touch: each call looks at one more shard, round-robin per
@@ -228,18 +279,12 @@ class InMemoryStorage {
   void sweep_next_shard(std::span<const std::size_t> just_swept, std::int64_t now) noexcept {
     thread_local std::size_t cursor = 0;
     const std::size_t index = cursor++ & (options_.shards - 1);
-    if (std::binary_search(just_swept.begin(), just_swept.end(), index)) return;
     detail::BucketShard& shard = shards_[index];
-    if (shard.expiry_hint.load(std::memory_order_relaxed) > now || !shard.mutex.try_lock()) return;
-    const std::size_t dropped = shard.purge(now, incremental_sweep);
+    if (shard.expiry_hint.load(std::memory_order_relaxed) > now) return;
+    if (std::find(just_swept.begin(), just_swept.end(), index) != just_swept.end() || !shard.mutex.try_lock()) return;
+    const std::size_t dropped = shard.purge(std::max(now, shard.latest), incremental_sweep);
     shard.mutex.unlock();
     if (dropped != 0) key_count_->fetch_sub(dropped, std::memory_order_relaxed);
-  }
-
-  std::size_t shard_index(std::string_view key) const noexcept {
-    if (shard_bits_ == 0) return 0;
-    const std::uint64_t mixed = static_cast<std::uint64_t>(detail::TransparentHash{}(key)) * 0x9E3779B97F4A7C15ull;
-    return static_cast<std::size_t>(mixed >> (64 - shard_bits_));
   }
 
   static const detail::WindowLog& log_of(const detail::Bucket* bucket) noexcept {
@@ -247,51 +292,62 @@ class InMemoryStorage {
     return bucket == nullptr ? empty : bucket->log;
   }
 
-  void find_buckets(std::span<const Charge> charges, detail::AcquireScratch& scratch, std::int64_t now) noexcept {
+  static std::size_t count_missing(std::span<const detail::PlannedCharge> plan) noexcept {
+    return static_cast<std::size_t>(
+        std::count_if(plan.begin(), plan.end(), [](const detail::PlannedCharge& c) { return c.bucket == nullptr; }));
+  }
+
+  void find_buckets(std::span<const Charge> charges, std::span<detail::PlannedCharge> plan, std::int64_t now) noexcept {
     for (std::size_t i = 0; i < charges.size(); ++i) {
-      detail::Bucket* bucket = shards_[scratch.shard_of[i]].find(scratch.keys[i]);
-      if (bucket != nullptr) bucket->log.expire(now, detail::window_ns(charges[i].quota));
-      scratch.buckets[i] = bucket;
+      detail::Bucket* bucket = shards_[plan[i].shard].find(plan[i].hash, charges[i].bucket);
+      if (bucket != nullptr) {
+        bucket->log.prefetch();
+        bucket->log.expire(now, detail::window_ticks(charges[i].quota));
+      }
+      plan[i].bucket = bucket;
     }
   }
 
-  static bool holds_id(const detail::AcquireScratch& scratch, std::string_view id) noexcept {
-    return std::any_of(scratch.buckets.begin(), scratch.buckets.end(),
-                       [id](const detail::Bucket* bucket) { return bucket != nullptr && bucket->log.holds_id(id); });
+  static bool holds_id(std::span<const detail::PlannedCharge> plan, std::string_view id) noexcept {
+    return std::any_of(plan.begin(), plan.end(), [id](const detail::PlannedCharge& charge) {
+      return charge.bucket != nullptr && charge.bucket->log.holds_id(id);
+    });
   }
 
   // Records the request in every bucket, creating missing ones. Returns 0, or when the store is full, how many
   // of the new buckets it needs did not fit (nothing recorded then). Strong guarantee: on an exception nothing
   // is recorded and no bucket is created.
-  std::size_t admit(std::span<const Charge> charges, std::string_view request_id, detail::AcquireScratch& scratch,
-                    std::int64_t now) {
+  std::size_t admit(std::span<const Charge> charges, std::string_view request_id,
+                    std::span<detail::PlannedCharge> plan, std::span<const std::size_t> held, std::int64_t now) {
     std::size_t missing = 0;
-    if (const std::size_t short_of_keys = reserve_keys(charges, scratch, now, missing); short_of_keys != 0) {
+    if (const std::size_t short_of_keys = reserve_keys(charges, plan, held, now, missing); short_of_keys != 0) {
       return short_of_keys;
     }
     std::size_t recorded = 0;
     try {
       for (std::size_t i = 0; i < charges.size(); ++i) {
-        detail::BucketShard& shard = shards_[scratch.shard_of[i]];
-        shard.prepare_list(detail::window_ns(charges[i].quota));
-        if (scratch.buckets[i] == nullptr) {
-          scratch.buckets[i] = &shard.create(scratch.keys[i]);
-          scratch.created[i] = 1;
+        detail::BucketShard& shard = shards_[plan[i].shard];
+        shard.prepare_list(detail::window_ticks(charges[i].quota));
+        if (plan[i].bucket == nullptr) {
+          plan[i].bucket = &shard.create(plan[i].hash, charges[i].bucket);
+          plan[i].created = true;
         }
       }
-      for (; recorded < charges.size(); ++recorded) {
-        scratch.buckets[recorded]->log.record(now, charges[recorded].cost, request_id);
-      }
+      for (; recorded < charges.size(); ++recorded) plan[recorded].bucket->log.record(now, charges[recorded].cost, request_id);
     } catch (...) {
-      while (recorded > 0) scratch.buckets[--recorded]->log.undo_record();
-      for (std::size_t i = 0; i < charges.size(); ++i) {
-        if (scratch.created[i] != 0) shards_[scratch.shard_of[i]].erase(*scratch.buckets[i]);
+      while (recorded > 0) plan[--recorded].bucket->log.undo_record();
+      for (detail::PlannedCharge& charge : plan) {
+        if (charge.created) {
+          shards_[charge.shard].erase(*charge.bucket);
+          charge.bucket = nullptr;
+          charge.created = false;
+        }
       }
       key_count_->fetch_sub(missing, std::memory_order_relaxed);
       throw;
     }
     for (std::size_t i = 0; i < charges.size(); ++i) {
-      shards_[scratch.shard_of[i]].touch(*scratch.buckets[i], detail::window_ns(charges[i].quota), now);
+      shards_[plan[i].shard].touch(*plan[i].bucket, detail::window_ticks(charges[i].quota));
     }
     return 0;
   }
@@ -299,31 +355,31 @@ class InMemoryStorage {
   // Counts the buckets admit() must create and reserves room for them under max_keys, sweeping expired
   // buckets first from the shards held, then from other shards that may have some (without waiting on them).
   // Returns 0 when reserved, else how many buckets are missing beyond max_keys.
-  std::size_t reserve_keys(std::span<const Charge> charges, detail::AcquireScratch& scratch, std::int64_t now,
-                           std::size_t& missing) {
-    missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
+  std::size_t reserve_keys(std::span<const Charge> charges, std::span<detail::PlannedCharge> plan,
+                           std::span<const std::size_t> held, std::int64_t now, std::size_t& missing) {
+    missing = count_missing(plan);
     if (missing == 0) return 0;
     if (options_.max_keys == 0) {
       key_count_->fetch_add(missing, std::memory_order_relaxed);
       return 0;
     }
     if (try_reserve(missing)) return 0;
-    if (sweep(scratch.shards, now, std::numeric_limits<std::size_t>::max()) != 0) {
-      find_buckets(charges, scratch, now);  // a swept bucket may have been one of ours
-      missing = static_cast<std::size_t>(std::count(scratch.buckets.begin(), scratch.buckets.end(), nullptr));
+    if (sweep(held, now, std::numeric_limits<std::size_t>::max()) != 0) {
+      find_buckets(charges, plan, now);  // a swept bucket may have been one of ours
+      missing = count_missing(plan);
       if (try_reserve(missing)) return 0;
     }
     for (std::size_t i = 0; i < options_.shards; ++i) {
       detail::BucketShard& shard = shards_[i];
-      if (std::binary_search(scratch.shards.begin(), scratch.shards.end(), i)) continue;
+      if (std::find(held.begin(), held.end(), i) != held.end()) continue;
       if (shard.expiry_hint.load(std::memory_order_relaxed) > now || !shard.mutex.try_lock()) continue;
-      const std::size_t dropped = shard.purge(now, std::numeric_limits<std::size_t>::max());
+      const std::size_t dropped = shard.purge(std::max(now, shard.latest), std::numeric_limits<std::size_t>::max());
       shard.mutex.unlock();
       key_count_->fetch_sub(dropped, std::memory_order_relaxed);
     }
     if (try_reserve(missing)) return 0;
-    const std::size_t held = key_count_->load(std::memory_order_relaxed);
-    return missing - std::min(missing, options_.max_keys - std::min(held, options_.max_keys));
+    const std::size_t count = key_count_->load(std::memory_order_relaxed);
+    return missing - std::min(missing, options_.max_keys - std::min(count, options_.max_keys));
   }
 
   bool try_reserve(std::size_t count) noexcept {
@@ -340,23 +396,20 @@ class InMemoryStorage {
   AcquireResult capacity_denial(std::size_t missing, std::size_t short_of_keys, std::int64_t now) const {
     AcquireResult result;
     result.status = AcquireStatus::key_capacity;
-    const std::int64_t ready = missing > options_.max_keys ? detail::never_ns : nth_earliest_expiry(short_of_keys);
-    result.retry_after = ready == detail::never_ns ? std::chrono::milliseconds::max()
-                                                   : detail::ceil_to_ms(ready <= now ? 1 : ready - now);
+    const std::int64_t ready = missing > options_.max_keys ? detail::never_ticks : nth_earliest_expiry(short_of_keys);
+    result.retry_after = ready == detail::never_ticks ? std::chrono::milliseconds::max()
+                                                      : detail::ceil_to_ms(ready <= now ? 1 : ready - now);
     return result;
   }
 
-  // When the `n`-th bucket to expire (counting from 1) expires; never_ns only when n > max_keys (then no wait
-  // helps). Buckets another thread is creating right now are not visible yet: if fewer than n expiries are
-  // seen, the answer is "soon" (now), which capacity_denial turns into 1 ms.
+  // When the `n`-th bucket to expire (counting from 1) expires; never_ticks only when n > max_keys (then no
+  // wait helps). Buckets another thread is creating right now are not visible yet: if fewer than n expiries
+  // are seen, the answer is "soon" (expired_ticks), which capacity_denial turns into 1 ms.
   std::int64_t nth_earliest_expiry(std::size_t n) const {
-    if (n > options_.max_keys) return detail::never_ns;
-    std::int64_t earliest = detail::never_ns;
-    if (n == 1) {  // the common case: each shard publishes its earliest expiry
-      for (std::size_t i = 0; i < options_.shards; ++i) {
-        earliest = std::min(earliest, shards_[i].expiry_hint.load(std::memory_order_relaxed));
-      }
-      return earliest == detail::never_ns ? std::numeric_limits<std::int64_t>::min() : earliest;
+    if (n > options_.max_keys) return detail::never_ticks;
+    if (n == 1) {
+      const std::int64_t earliest = earliest_expiry();
+      return earliest == detail::never_ticks ? detail::expired_ticks : earliest;
     }
     thread_local std::vector<std::int64_t> expiries;
     expiries.clear();
@@ -364,15 +417,41 @@ class InMemoryStorage {
       std::lock_guard lock(shards_[i].mutex);
       shards_[i].earliest_expiries(n, expiries);
     }
-    if (expiries.size() < n) return std::numeric_limits<std::int64_t>::min();
+    if (expiries.size() < n) return detail::expired_ticks;
     std::nth_element(expiries.begin(), expiries.begin() + static_cast<std::ptrdiff_t>(n - 1), expiries.end());
     return expiries[n - 1];
   }
 
-  // Drops up to `at_most` expired buckets from each held shard; returns how many.
+  // The earliest bucket expiry of the store. Each shard's hint is a lower bound (an admission to its oldest
+  // bucket does not raise it), so the shard with the lowest hint is refreshed under its lock until the lowest
+  // value is an exact one: usually one or two shards are locked, not all of them.
+  std::int64_t earliest_expiry() const {
+    struct Candidate {
+      std::int64_t expiry;
+      bool exact;
+    };
+    thread_local std::vector<Candidate> candidates;
+    candidates.resize(options_.shards);
+    for (std::size_t i = 0; i < options_.shards; ++i) {
+      candidates[i] = Candidate{shards_[i].expiry_hint.load(std::memory_order_relaxed), false};
+    }
+    for (;;) {
+      const auto lowest = std::min_element(candidates.begin(), candidates.end(),
+                                           [](const Candidate& a, const Candidate& b) { return a.expiry < b.expiry; });
+      if (lowest->exact || lowest->expiry == detail::never_ticks) return lowest->expiry;
+      detail::BucketShard& shard = shards_[static_cast<std::size_t>(lowest - candidates.begin())];
+      std::lock_guard lock(shard.mutex);
+      shard.refresh_hint();
+      *lowest = Candidate{shard.expiry_hint.load(std::memory_order_relaxed), true};
+    }
+  }
+
+  // Drops up to `at_most` expired buckets from each held shard that has some; returns how many.
   std::size_t sweep(std::span<const std::size_t> held, std::int64_t now, std::size_t at_most) noexcept {
     std::size_t dropped = 0;
-    for (std::size_t index : held) dropped += shards_[index].purge(now, at_most);
+    for (const std::size_t index : held) {
+      if (shards_[index].expiry_hint.load(std::memory_order_relaxed) <= now) dropped += shards_[index].purge(now, at_most);
+    }
     if (dropped != 0) key_count_->fetch_sub(dropped, std::memory_order_relaxed);
     return dropped;
   }
@@ -380,6 +459,7 @@ class InMemoryStorage {
   InMemoryOptions options_;
   Clock clock_;
   std::unique_ptr<detail::BucketShard[]> shards_;
+  std::uint64_t seed_ = 0;
   int shard_bits_ = 0;
   std::unique_ptr<std::atomic<std::size_t>> key_count_;
 };

@@ -5,8 +5,8 @@
 // a Decision and a count in the metrics. SlidingWindowLimiter is this with a single tier.
 
 #include <algorithm>
-#include <array>
 #include <cstddef>
+#include <memory>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -54,8 +54,8 @@ class MultiTierLimiter {
     const std::string_view request_id = qualified_request_id(request);
     const AcquireResult result = counting_backend_errors([&] {
       if (tiers_.size() <= inline_tiers) {
-        std::array<Charge, inline_tiers> charges;
-        return storage_.acquire(fill_charges(charges, request), request_id);
+        UninitializedCharges charges;  // only the first tiers_.size() are written and read
+        return storage_.acquire(fill_charges(charges.items, request), request_id);
       }
       std::vector<Charge> charges(tiers_.size());
       return storage_.acquire(fill_charges(charges, request), request_id);
@@ -142,6 +142,12 @@ class MultiTierLimiter {
  private:
   static constexpr std::size_t inline_tiers = 8;  // up to this many tiers decide without a heap allocation
 
+  // Stack room for the charges of one request, left uninitialised: filling them is the only write.
+  union UninitializedCharges {
+    UninitializedCharges() noexcept {}
+    Charge items[inline_tiers];
+  };
+
   // Runs a storage call; a BackendError it throws is counted in the metrics, then passed on.
   template <class Call>
   decltype(auto) counting_backend_errors(Call&& call) {
@@ -171,13 +177,13 @@ class MultiTierLimiter {
     return buffer;
   }
 
-  template <class Charges>
-  std::span<const Charge> fill_charges(Charges& charges, const Request& request) const noexcept {
+  // Writes one charge per tier into `charges` (room for tiers_.size()) and returns them.
+  std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const noexcept {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
       const std::uint64_t cost = tiers_[i].unit == Unit::requests ? 1 : request.cost;
-      charges[i] = Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost};
+      std::construct_at(&charges[i], Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost});
     }
-    return std::span<const Charge>(charges.data(), tiers_.size());
+    return charges.first(tiers_.size());
   }
 
   const Tier& tier_named(std::string_view name) const {

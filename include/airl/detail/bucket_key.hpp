@@ -1,67 +1,143 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Binary-safe, collision-free encoding of a BucketRef into one string key for the in-memory store.
+// How the in-memory store writes a bucket's name next to its log: binary-safe, collision-free and short.
 //
-// Layout: one scope byte, then each component the scope uses (tier, then user and/or model) as a 4-byte
-// little-endian length followed by its bytes. Lengths make the encoding prefix-free, so ("a:b","c") and
-// ("a","b:c") differ, and any byte (':', '{', '\0', UTF-8) is just data.
+// Layout: the scope byte; the length of the tier, then of the user and/or model the scope uses, each as a
+// LEB128 number (one byte below 128); then those parts' bytes. The lengths make the encoding prefix-free, so
+// ("a:b","c") and ("a","b:c") differ, and any byte (':', '{', '\0', UTF-8) is just data.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "../storage_policy.hpp"
+#include "key_hash.hpp"
 
 namespace airl::detail {
 
-constexpr bool scope_has_user(Scope scope) noexcept { return scope == Scope::user || scope == Scope::user_model; }
-constexpr bool scope_has_model(Scope scope) noexcept { return scope == Scope::model || scope == Scope::user_model; }
+// Longest key header: the scope byte and three lengths of up to 3 LEB128 bytes (parts are < 2^21 bytes).
+inline constexpr std::size_t max_key_header = 10;
 
-inline void append_component(std::string& out, std::string_view part) {
-  const auto size = static_cast<std::uint32_t>(part.size());
-  for (int shift = 0; shift < 32; shift += 8) out.push_back(static_cast<char>((size >> shift) & 0xffu));
-  out.append(part);
+struct KeyHeader {
+  std::array<char, max_key_header> bytes;
+  std::size_t size = 0;
+
+  void push_length(std::size_t length) noexcept {
+    while (length >= 0x80) {
+      bytes[size++] = static_cast<char>((length & 0x7Fu) | 0x80u);
+      length >>= 7;
+    }
+    bytes[size++] = static_cast<char>(length);
+  }
+};
+
+// The header of `bucket`'s key. Requires each part shorter than 2^21 bytes (storages accept 65535).
+inline KeyHeader key_header(const BucketRef& bucket) noexcept {
+  KeyHeader header{};
+  header.bytes[header.size++] = static_cast<char>(bucket.scope);
+  header.push_length(bucket.tier.size());
+  if (scope_has_user(bucket.scope)) header.push_length(bucket.user.size());
+  if (scope_has_model(bucket.scope)) header.push_length(bucket.model.size());
+  return header;
 }
 
-// Writes the key of `bucket` into `out` (cleared first; reuses its capacity, so a warm buffer never allocates).
-inline void encode_bucket_key(std::string& out, const BucketRef& bucket) {
-  out.clear();
-  out.push_back(static_cast<char>(bucket.scope));
-  append_component(out, bucket.tier);
-  if (scope_has_user(bucket.scope)) append_component(out, bucket.user);
-  if (scope_has_model(bucket.scope)) append_component(out, bucket.model);
+inline std::size_t parts_size(const BucketRef& bucket) noexcept {
+  return bucket.tier.size() + (scope_has_user(bucket.scope) ? bucket.user.size() : 0) +
+         (scope_has_model(bucket.scope) ? bucket.model.size() : 0);
 }
 
-// The identity under which a request id is remembered: (user, model, id), length-prefixed. A retry is the
-// same request, so an id replays only for the user and model that were admitted with it: another user (or
-// the same user on another model) reusing the id is charged like any new request.
+// Bytes of the encoded key of `bucket`.
+inline std::size_t key_size(const BucketRef& bucket) noexcept { return key_header(bucket).size + parts_size(bucket); }
+
+// Writes the key of `bucket` to `out`, which holds key_size(bucket) bytes.
+inline void write_key(char* out, const BucketRef& bucket) noexcept {
+  const KeyHeader header = key_header(bucket);
+  std::memcpy(out, header.bytes.data(), header.size);
+  out += header.size;
+  const auto append = [&out](std::string_view part) {
+    if (!part.empty()) std::memcpy(out, part.data(), part.size());
+    out += part.size();
+  };
+  append(bucket.tier);
+  if (scope_has_user(bucket.scope)) append(bucket.user);
+  if (scope_has_model(bucket.scope)) append(bucket.model);
+}
+
+// The key of `bucket` as a string (tests and tools; the store writes keys in place).
+inline std::string encode_bucket_key(const BucketRef& bucket) {
+  std::string key(key_size(bucket), '\0');
+  write_key(key.data(), bucket);
+  return key;
+}
+
+// Reads a key back into the bucket it names (views into `key`); nullopt when `key` is not a well-formed key.
+inline std::optional<BucketRef> decode_bucket_key(std::string_view key) noexcept {
+  if (key.empty()) return std::nullopt;
+  const auto scope = static_cast<Scope>(static_cast<unsigned char>(key[0]));
+  if (scope != Scope::user && scope != Scope::model && scope != Scope::user_model && scope != Scope::global) {
+    return std::nullopt;
+  }
+  std::size_t at = 1;
+  const auto read_length = [&key, &at]() -> std::optional<std::size_t> {
+    std::size_t length = 0;
+    for (int shift = 0; shift < 21; shift += 7) {
+      if (at >= key.size()) return std::nullopt;
+      const auto byte = static_cast<unsigned char>(key[at++]);
+      length |= std::size_t{byte & 0x7Fu} << shift;
+      if ((byte & 0x80u) == 0) return length;
+    }
+    return std::nullopt;
+  };
+  const auto tier = read_length();
+  const auto user = scope_has_user(scope) ? read_length() : std::optional<std::size_t>(0);
+  const auto model = scope_has_model(scope) ? read_length() : std::optional<std::size_t>(0);
+  if (!tier || !user || !model || key.size() - at != *tier + *user + *model) return std::nullopt;
+  BucketRef bucket;
+  bucket.scope = scope;
+  bucket.tier = key.substr(at, *tier);
+  bucket.user = key.substr(at + *tier, *user);
+  bucket.model = key.substr(at + *tier + *user, *model);
+  return bucket;
+}
+
+// Whether `key` (a key written by write_key) names `bucket`. Compares the header first, then the bytes.
+inline bool key_matches(std::string_view key, const BucketRef& bucket) noexcept {
+  const KeyHeader header = key_header(bucket);
+  if (key.size() != header.size + parts_size(bucket) || std::memcmp(key.data(), header.bytes.data(), header.size) != 0) {
+    return false;
+  }
+  const char* at = key.data() + header.size;
+  const auto same = [&at](std::string_view part) {
+    const bool equal = part.empty() || std::memcmp(at, part.data(), part.size()) == 0;
+    at += part.size();
+    return equal;
+  };
+  return same(bucket.tier) && (!scope_has_user(bucket.scope) || same(bucket.user)) &&
+         (!scope_has_model(bucket.scope) || same(bucket.model));
+}
+
+// The user of a key whose scope has one; nullopt for model and global keys or malformed input.
+inline std::optional<std::string_view> user_of_key(std::string_view key) noexcept {
+  const auto bucket = decode_bucket_key(key);
+  if (!bucket || !scope_has_user(bucket->scope)) return std::nullopt;
+  return bucket->user;
+}
+
+// The identity under which a request id is remembered: (user, model, id), each with a 4-byte length. A retry
+// is the same request, so an id replays only for the user and model that were admitted with it: another user
+// (or the same user on another model) reusing the id is charged like any new request.
 inline void encode_request_id(std::string& out, std::string_view user, std::string_view model,
                               std::string_view request_id) {
   out.clear();
-  append_component(out, user);
-  append_component(out, model);
-  append_component(out, request_id);
-}
-
-// The user of an encoded key whose scope has one; nullopt for model and global keys or malformed input.
-inline std::optional<std::string_view> user_of_key(std::string_view key) noexcept {
-  if (key.empty()) return std::nullopt;
-  const auto scope = static_cast<Scope>(static_cast<unsigned char>(key[0]));
-  if (!scope_has_user(scope)) return std::nullopt;
-  std::size_t pos = 1;
-  std::string_view component;
-  for (int part = 0; part < 2; ++part) {  // skip the tier, then read the user
-    if (key.size() - pos < 4) return std::nullopt;
-    std::uint32_t size = 0;
-    for (std::size_t i = 0; i < 4; ++i) size |= std::uint32_t{static_cast<unsigned char>(key[pos + i])} << (8 * i);
-    pos += 4;
-    if (key.size() - pos < size) return std::nullopt;
-    component = key.substr(pos, size);
-    pos += size;
+  for (const std::string_view part : {user, model, request_id}) {
+    const auto size = static_cast<std::uint32_t>(part.size());
+    for (int shift = 0; shift < 32; shift += 8) out.push_back(static_cast<char>((size >> shift) & 0xFFu));
+    out.append(part);
   }
-  return component;
 }
 
 }  // namespace airl::detail

@@ -1,84 +1,106 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// One shard of the in-memory store: a mutex, the buckets it guards, and their expiry order.
+// One shard of the in-memory store: a lock, the buckets it guards (owned here, indexed by a BucketTable), and
+// their expiry order.
 //
-// Buckets that share a window sit on one intrusive list ordered by their last admission, so the oldest end
-// of each list is always the next bucket to expire. Purging pops expired buckets from those ends: O(1) per
+// Buckets that share a window sit on one intrusive list ordered by their last admission, so the oldest end of
+// each list is always the next bucket to expire. Purging pops expired buckets from those ends: O(1) per
 // dropped bucket and never a scan, which is what lets normal traffic sweep a few keys per call.
+// The shard also keeps the latest time any call used under its lock: calls read the clock before locking, and
+// clamping to that time keeps every log and list of the shard in time order.
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
-#include <string>
+#include <limits>
+#include <stdexcept>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
-#include "transparent_hash.hpp"
+#include "bucket.hpp"
+#include "bucket_table.hpp"
+#include "key_hash.hpp"
+#include "shard_mutex.hpp"
 #include "window_log.hpp"
 
 namespace airl::detail {
 
-struct Bucket {
-  WindowLog log;
-  std::int64_t window = 0;      // the expiry list this bucket is on, when `listed`
-  bool listed = false;          // on an expiry list (a new bucket is not, until its first admission)
-  std::int64_t expires_at = 0;  // last admission + window: from then on the bucket holds nothing
-  Bucket* newer = nullptr;
-  Bucket* older = nullptr;
-  const std::string* key = nullptr;  // the map key that owns this bucket
-};
+// "Already expired": the expiry reported for a bucket whose log holds nothing any more.
+inline constexpr std::int64_t expired_ticks = std::numeric_limits<std::int64_t>::min();
 
-// All members except expiry_hint require `mutex` to be held.
-class BucketShard {
+// All members except mutex and expiry_hint require `mutex` to be held.
+class alignas(64) BucketShard {
  public:
-  std::mutex mutex;
-  // Earliest expires_at in this shard (never_ns when empty), readable without the lock to skip idle shards.
-  std::atomic<std::int64_t> expiry_hint{never_ns};
+  ShardMutex mutex;
+  // Earliest bucket expiry in this shard (never_ticks when none; possibly earlier than the truth, never later),
+  // readable without the lock so sweeps skip idle shards.
+  std::atomic<std::int64_t> expiry_hint{never_ticks};
+  std::int64_t latest = std::numeric_limits<std::int64_t>::min();  // latest time used under the lock
 
-  Bucket* find(std::string_view key) noexcept {
-    const auto found = buckets_.find(key);
-    return found == buckets_.end() ? nullptr : &found->second;
+  explicit BucketShard(std::uint64_t seed = 0) noexcept : seed_(seed) {}
+  BucketShard(const BucketShard&) = delete;
+  BucketShard& operator=(const BucketShard&) = delete;
+  ~BucketShard() {
+    table_.for_each([](Bucket& bucket) { Bucket::Deleter{}(&bucket); });
   }
 
+  void set_seed(std::uint64_t seed) noexcept { seed_ = seed; }
+
+  // The bucket named `name` (whose hash is `hash`), or nullptr. Throws nothing.
+  Bucket* find(std::uint64_t hash, const BucketRef& name) const noexcept {
+    return table_.find(hash, [&name](const Bucket& bucket) { return bucket.names(name); });
+  }
+
+  // Starts loading the index slot where `hash` is looked up. Safe without the lock. Throws nothing.
+  void prefetch(std::uint64_t hash) const noexcept { table_.prefetch_slot(hash); }
+
   // A new bucket, on no expiry list yet. Strong guarantee.
-  Bucket& create(std::string_view key) {
-    auto [it, inserted] = buckets_.try_emplace(std::string(key));
-    it->second.key = &it->first;
-    return it->second;
+  Bucket& create(std::uint64_t hash, const BucketRef& name) {
+    table_.reserve_one();
+    Bucket::Owner bucket = Bucket::make(name);
+    table_.insert(hash, bucket.get());
+    return *bucket.release();
   }
 
   // Makes sure touch() with this window cannot fail. Strong guarantee.
   void prepare_list(std::int64_t window) {
-    if (list_for(window) == nullptr) lists_.push_back(ExpiryList{window, nullptr, nullptr});
+    if (list_for(window) != lists_.size()) return;
+    if (lists_.size() >= Bucket::unlisted) {
+      throw std::length_error("airl::InMemoryStorage: more than 65536 distinct windows in one shard");
+    }
+    lists_.push_back(ExpiryList{window, nullptr, nullptr});
   }
 
-  // Marks an admission at `now`: moves the bucket to the newest end of its window's list.
-  // Requires prepare_list(window).
-  void touch(Bucket& bucket, std::int64_t window, std::int64_t now) noexcept {
+  // Marks an admission: moves the bucket to the newest end of its window's list. Requires prepare_list(window)
+  // and a non-empty log whose newest entry is the newest admission of the shard's lists.
+  void touch(Bucket& bucket, std::int64_t window) noexcept {
+    const auto index = static_cast<std::uint16_t>(list_for(window));
+    ExpiryList& list = lists_[index];
+    if (bucket.list == index && list.newest == &bucket) return;  // already the newest
     unlink(bucket);
-    ExpiryList& list = *list_for(window);
-    bucket.window = window;
-    bucket.listed = true;
-    bucket.expires_at = now + window;
+    bucket.list = index;
     bucket.older = list.newest;
     bucket.newer = nullptr;
     if (list.newest != nullptr) list.newest->newer = &bucket; else list.oldest = &bucket;
     list.newest = &bucket;
+    // A shorter window (or a first bucket) can expire before anything else here: the hint must not be later.
+    const std::int64_t expiry = expiry_of(bucket, window);
+    if (expiry < expiry_hint.load(std::memory_order_relaxed)) expiry_hint.store(expiry, std::memory_order_relaxed);
   }
 
+  // Unlinks and frees `bucket`. Throws nothing.
   void erase(Bucket& bucket) noexcept {
     unlink(bucket);
-    buckets_.erase(buckets_.find(std::string_view(*bucket.key)));
+    table_.erase(hash_bucket(seed_, bucket.ref()), &bucket);
+    Bucket::Deleter{}(&bucket);
   }
 
   // Drops up to `at_most` buckets whose window holds nothing at `now`. Returns how many.
   std::size_t purge(std::int64_t now, std::size_t at_most) noexcept {
     std::size_t dropped = 0;
     for (ExpiryList& list : lists_) {
-      while (dropped < at_most && list.oldest != nullptr && list.oldest->expires_at <= now) {
+      while (dropped < at_most && list.oldest != nullptr && expiry_of(*list.oldest, list.window) <= now) {
         erase(*list.oldest);
         ++dropped;
       }
@@ -87,52 +109,43 @@ class BucketShard {
     return dropped;
   }
 
-  // Drops every bucket whose key satisfies `doomed`. Returns how many. Visits every bucket of the shard.
+  // Drops every bucket `doomed` accepts. Returns how many. Visits every bucket of the shard.
   template <class Predicate>
   std::size_t erase_if(Predicate doomed) noexcept {
     std::size_t dropped = 0;
-    for (auto it = buckets_.begin(); it != buckets_.end();) {
-      if (doomed(std::string_view(it->first))) {
-        unlink(it->second);
-        it = buckets_.erase(it);
-        ++dropped;
-      } else {
-        ++it;
-      }
-    }
+    table_.for_each([&](Bucket& bucket) {
+      if (!doomed(bucket)) return;
+      erase(bucket);
+      ++dropped;
+    });
     refresh_hint();
     return dropped;
   }
 
-  // Appends the expiry times of (up to) the `count` buckets that expire first in this shard.
+  // Appends the expiry times of (up to) the `count` buckets that expire first in each list of this shard.
   void earliest_expiries(std::size_t count, std::vector<std::int64_t>& out) const {
     for (const ExpiryList& list : lists_) {
       std::size_t taken = 0;
       for (const Bucket* bucket = list.oldest; bucket != nullptr && taken < count; bucket = bucket->newer, ++taken) {
-        out.push_back(bucket->expires_at);
+        out.push_back(expiry_of(*bucket, list.window));
       }
     }
   }
 
   void refresh_hint() noexcept {
-    std::int64_t earliest = never_ns;
+    std::int64_t earliest = never_ticks;
     for (const ExpiryList& list : lists_) {
-      if (list.oldest != nullptr) earliest = std::min(earliest, list.oldest->expires_at);
+      if (list.oldest != nullptr) earliest = std::min(earliest, expiry_of(*list.oldest, list.window));
     }
     // Store only on change: other threads read the hint, so an unchanged value should not dirty its line.
     if (expiry_hint.load(std::memory_order_relaxed) != earliest) expiry_hint.store(earliest, std::memory_order_relaxed);
   }
 
-  // Gives back the hash table's slots after a mass expiry, so memory follows live buckets. Best effort.
-  void compact() noexcept {
-    if (buckets_.bucket_count() <= 64 || buckets_.size() * 8 > buckets_.bucket_count()) return;
-    try {
-      buckets_.rehash(0);
-    } catch (...) {
-    }
-  }
+  // Gives the index's slots back after a mass expiry, so memory follows live buckets. Best effort.
+  void compact() noexcept { table_.compact(); }
 
-  std::size_t size() const noexcept { return buckets_.size(); }
+  std::size_t size() const noexcept { return table_.size(); }
+  const BucketTable& table() const noexcept { return table_; }
 
  private:
   struct ExpiryList {
@@ -141,24 +154,29 @@ class BucketShard {
     Bucket* oldest;
   };
 
-  ExpiryList* list_for(std::int64_t window) noexcept {
-    for (ExpiryList& list : lists_) {
-      if (list.window == window) return &list;
-    }
-    return nullptr;
+  // When the bucket's window stops holding anything: its newest entry's time plus the window.
+  static std::int64_t expiry_of(const Bucket& bucket, std::int64_t window) noexcept {
+    return bucket.log.empty() ? expired_ticks : bucket.log.newest_time() + window;
+  }
+
+  std::size_t list_for(std::int64_t window) const noexcept {
+    std::size_t i = 0;
+    while (i < lists_.size() && lists_[i].window != window) ++i;
+    return i;
   }
 
   void unlink(Bucket& bucket) noexcept {
-    if (!bucket.listed) return;
-    ExpiryList& list = *list_for(bucket.window);
+    if (!bucket.listed()) return;
+    ExpiryList& list = lists_[bucket.list];
     if (bucket.newer != nullptr) bucket.newer->older = bucket.older; else list.newest = bucket.older;
     if (bucket.older != nullptr) bucket.older->newer = bucket.newer; else list.oldest = bucket.newer;
     bucket.newer = bucket.older = nullptr;
-    bucket.listed = false;
+    bucket.list = Bucket::unlisted;
   }
 
-  std::unordered_map<std::string, Bucket, TransparentHash, std::equal_to<>> buckets_;
+  BucketTable table_;
   std::vector<ExpiryList> lists_;  // one per distinct window seen; a handful at most
+  std::uint64_t seed_;
 };
 
 }  // namespace airl::detail

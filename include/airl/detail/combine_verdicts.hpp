@@ -16,11 +16,11 @@
 
 namespace airl::detail {
 
-// Nanoseconds to whole milliseconds, rounded up; never_ns stays "never". Throws nothing.
+// Nanoseconds to whole milliseconds, rounded up; never_ticks stays "never". Throws nothing.
 inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
-  if (ns >= never_ns) return std::chrono::milliseconds::max();
+  if (ns >= never_ticks) return std::chrono::milliseconds::max();
   if (ns <= 0) return std::chrono::milliseconds{0};
-  return std::chrono::milliseconds{(ns + 999'999) / 1'000'000};
+  return std::chrono::milliseconds{ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0)};
 }
 
 inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {

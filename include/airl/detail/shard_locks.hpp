@@ -12,27 +12,19 @@ namespace airl::detail {
 
 class ShardLocks {
  public:
-  // `indices` must be sorted and unique, and outlive this object.
-  ShardLocks(BucketShard* shards, std::span<const std::size_t> indices) : shards_(shards), indices_(indices) {
-    try {
-      for (; locked_ < indices_.size(); ++locked_) shards_[indices_[locked_]].mutex.lock();
-    } catch (...) {
-      unlock_all();
-      throw;
-    }
+  // `indices` must be sorted and unique, and outlive this object. Throws nothing.
+  ShardLocks(BucketShard* shards, std::span<const std::size_t> indices) noexcept : shards_(shards), indices_(indices) {
+    for (const std::size_t index : indices_) shards_[index].mutex.lock();
   }
-  ~ShardLocks() { unlock_all(); }
+  ~ShardLocks() {
+    for (std::size_t i = indices_.size(); i > 0; --i) shards_[indices_[i - 1]].mutex.unlock();
+  }
   ShardLocks(const ShardLocks&) = delete;
   ShardLocks& operator=(const ShardLocks&) = delete;
 
  private:
-  void unlock_all() noexcept {
-    while (locked_ > 0) shards_[indices_[--locked_]].mutex.unlock();
-  }
-
   BucketShard* shards_;
   std::span<const std::size_t> indices_;
-  std::size_t locked_ = 0;
 };
 
 }  // namespace airl::detail

@@ -12,6 +12,7 @@
 #include "../decision.hpp"
 #include "../quota.hpp"
 #include "../request.hpp"
+#include "../storage_policy.hpp"
 #include "../tier.hpp"
 
 namespace airl::detail {
@@ -39,12 +40,21 @@ inline void validate_request(std::string_view user, std::string_view model, std:
   if (request_id.size() > max_id_length) validate_id(request_id, "request_id");
 }
 
+// Checks a bucket name handed to a storage directly: each part at most 65535 bytes (limiters allow 4096).
+inline void validate_bucket(const BucketRef& bucket, const char* where) {
+  constexpr std::size_t most = 0xFFFF;
+  if (bucket.tier.size() > most || bucket.user.size() > most || bucket.model.size() > most) {
+    refuse(std::string(where) + ": a tier, user or model is longer than 65535 bytes");
+  }
+}
+
 // Checks what a storage is handed directly (limiters have validated their tiers and requests already):
-// 1..n charges, each with a window in (0, max_window] and a cost >= 1.
+// 1..n charges, each with a window in (0, max_window], a cost >= 1 and parts of at most 65535 bytes.
 template <class Charges>
 void validate_charges(const Charges& charges, const char* storage) {
   if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
   for (const auto& charge : charges) {
+    validate_bucket(charge.bucket, storage);
     if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
       refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
     }
