@@ -40,8 +40,12 @@ class Floor {
  public:
   explicit Floor(airl::Quota /*unused*/) {}
 
-  bool allow(std::string_view user, std::string_view model, std::uint64_t /*cost*/) {
-    const std::int64_t now = steady_now_ns();
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    return allow_at(steady_now_ns(), user, model, cost);
+  }
+
+  // The same work after the clock was read (by a caller with another clock).
+  bool allow_at(std::int64_t now, std::string_view user, std::string_view model, std::uint64_t /*cost*/) {
     const std::size_t hash = hash_pair(user, model);
     std::lock_guard lock(mutexes_[hash % mutexes_.size()].mutex);
     return ((static_cast<std::uint64_t>(now) ^ hash) & 1u) == 0;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Single-thread decisions by key set: 1 hot key (limit 100 per 1 s, so nearly every decision is a denial, as
 // in a flood), and 10k or 1M keys round-robin (limit 100 per 60 s, keys created before timing), each with
-// short ids and with 36-character UUID users and a 20-character model.
+// short ids and with 36-character UUID users and a 20-character model; and, for short ids, the RateLimiter and
+// the floor on CoarseSteadyClock.
 
 #include <chrono>
 #include <cstddef>
@@ -23,6 +24,10 @@ using namespace airl_bench;
     register_scenario<Floor, NaiveLimiter, AirlSingle, AirlMulti>(
         "keys", {.name = "rr1m/" + style, .keys = 1'000'000, .ids = ids, .quota = {100, 60s}, .prefill = true});
   }
+  // The coarse clock's effect, on the short-id hot key and 10k keys: RateLimiter and floor on both clocks.
+  register_scenario<FloorCoarse, AirlCoarse>("keys", {.name = "hot/short", .keys = 1, .quota = {100, 1s}});
+  register_scenario<FloorCoarse, AirlCoarse>(
+      "keys", {.name = "rr10k/short", .keys = 10'000, .quota = {100, 60s}, .prefill = true});
   return true;
 }();
 

@@ -2,10 +2,12 @@
 #pragma once
 // The limiters under test behind one call, allow(user, model, cost) -> bool, so each scenario is written once
 // and registered for every subject: the floor, the naive ports, airl's RateLimiter and a 3-tier
-// MultiTierRateLimiter (user_model at the scenario's quota, user at 10x, global at 1000x, same window).
+// MultiTierRateLimiter (user_model at the scenario's quota, user at 10x, global at 1000x, same window), and the
+// RateLimiter and the floor on the coarse clock.
 
 #include <airl/airl.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <string_view>
 
@@ -22,6 +24,31 @@ class AirlSingle {
 
  private:
   airl::RateLimiter limiter_;
+};
+
+// RateLimiter on CoarseSteadyClock (CLOCK_MONOTONIC_COARSE): the same decisions at tick resolution, for the
+// clock's share of the floor.
+class AirlCoarse {
+ public:
+  explicit AirlCoarse(airl::Quota quota) : limiter_(quota) {}
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    return limiter_.allow(airl::Request{user, model, cost}).allowed;
+  }
+
+ private:
+  airl::SlidingWindowLimiter<airl::InMemoryStorage<airl::CoarseSteadyClock>> limiter_;
+};
+
+// The floor with the coarse clock: what AirlCoarse is compared with.
+class FloorCoarse {
+ public:
+  explicit FloorCoarse(airl::Quota /*unused*/) {}
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    return floor_.allow_at(airl::CoarseSteadyClock{}.now().count(), user, model, cost);
+  }
+
+ private:
+  Floor floor_{airl::Quota{1, std::chrono::seconds(1)}};
 };
 
 class AirlMulti {
@@ -45,5 +72,7 @@ template <> inline constexpr std::string_view subject_name<NaiveLimiter> = "naiv
 template <> inline constexpr std::string_view subject_name<NaiveWeightedLimiter> = "naive_weighted";
 template <> inline constexpr std::string_view subject_name<AirlSingle> = "airl";
 template <> inline constexpr std::string_view subject_name<AirlMulti> = "airl_multi3";
+template <> inline constexpr std::string_view subject_name<AirlCoarse> = "airl_coarse";
+template <> inline constexpr std::string_view subject_name<FloorCoarse> = "floor_coarse";
 
 }  // namespace airl_bench

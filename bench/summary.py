@@ -28,7 +28,8 @@ def run_binary(path, repetitions, min_time, extra):
     try:
         command = [path, f"--benchmark_out={out_path}", "--benchmark_out_format=json"]
         if repetitions > 1:
-            command += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true"]
+            command += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true",
+                        "--benchmark_enable_random_interleaving=true"]  # noise spreads over every subject alike
         if min_time is not None:
             command.append(f"--benchmark_min_time={min_time}")
         command += extra
@@ -118,10 +119,15 @@ def build_table(records):
     for limiter, label in (("airl", "RateLimiter"), ("airl_multi3", "MultiTier (3 tiers)"), ("naive", "naive")):
         t.add(f"36-char UUID ids, existing keys: {label} allocations per decision",
               t.value(f"decision_allocs/uuid/{limiter}", "allocs_per_decision"), 0, "==")
-    for limiter, label in (("airl", "RateLimiter"), ("airl_multi3", "MultiTier (3 tiers: user_model + user bucket per key, 1 global)")):
-        for ids in ("short", "uuid"):
-            t.add(f"bytes per key, 100k keys x 10 entries, {ids} ids: {label}",
-                  t.value(f"memory/{ids}/{limiter}", "bytes_per_key"), 160, "<=")
+    for ids in ("short", "uuid"):
+        t.add(f"bytes per key, 100k keys x 10 entries, {ids} ids: RateLimiter",
+              t.value(f"memory/{ids}/airl", "bytes_per_key"), 160, "<=")
+    for ids in ("short", "uuid"):
+        t.info(f"bytes per key, 100k keys x 10 entries spread over the 60 s window, {ids} ids: RateLimiter",
+               t.value(f"memory_spread/{ids}/airl", "bytes_per_key"))
+    for ids in ("short", "uuid"):
+        t.info(f"bytes per key, 100k keys x 10 entries, {ids} ids: MultiTier (2 buckets per key + 1 global)",
+               t.value(f"memory/{ids}/airl_multi3", "bytes_per_key"))
     for ids in ("short", "uuid"):
         t.info(f"bytes per key, 100k keys x 10 entries, {ids} ids: naive", t.value(f"memory/{ids}/naive", "bytes_per_key"))
     ok = lambda x: x is not None
@@ -132,6 +138,14 @@ def build_table(records):
                (mine[1] / mine[0]) / (floor[1] / floor[0]) if all(map(ok, mine + floor)) else None)
     t.info("hot key, 1 thread, short ids: floor (ns per call)", t.value("keys/hot/short/floor", "cpu_time"), " ns")
     t.info("hot key, 1 thread, short ids: RateLimiter (ns per decision)", t.value("keys/hot/short/airl", "cpu_time"), " ns")
+    t.info("hot key, 1 thread, short ids: naive (ns per decision)", t.value("keys/hot/short/naive", "cpu_time"), " ns")
+    for keys, keys_label in (("hot", "hot key"), ("rr10k", "10k keys")):
+        coarse, steady = t.value(f"keys/{keys}/short/airl_coarse", "cpu_time"), t.value(f"keys/{keys}/short/airl", "cpu_time")
+        t.info(f"coarse clock, {keys_label}: RateLimiter on CoarseSteadyClock / on SteadyClock",
+               coarse / steady if coarse and steady else None)
+        mine, floor = coarse, t.value(f"keys/{keys}/short/floor_coarse", "cpu_time")
+        t.info(f"coarse clock, {keys_label}: RateLimiter / floor, both on CoarseSteadyClock",
+               mine / floor if mine and floor else None)
     return t
 
 

@@ -122,9 +122,10 @@ class InMemoryStorage {
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     detail::validate_charges(charges, "airl::InMemoryStorage");
     require_usable();
-    if (charges.size() == 1) {
+    if (charges.size() == 1) {  // the common case, compiled with every loop over charges unrolled
       detail::InlinePlan<1> plan;
-      return decide(charges, request_id, plan.charges, plan.verdicts, plan.shards);
+      return decide(charges.first<1>(), request_id, std::span(plan.charges), std::span(plan.verdicts),
+                    std::span(plan.shards));
     }
     if (charges.size() <= inline_charges) {
       detail::InlinePlan<inline_charges> plan;
@@ -133,7 +134,7 @@ class InMemoryStorage {
                     std::span(plan.shards).first(n));
     }
     detail::HeapPlan& plan = detail::HeapPlan::for_this_thread(charges.size());
-    return decide(charges, request_id, plan.charges, plan.verdicts, plan.shards);
+    return decide(charges, request_id, std::span(plan.charges), std::span(plan.verdicts), std::span(plan.shards));
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
@@ -219,9 +220,11 @@ class InMemoryStorage {
     return shard_bits_ == 0 ? 0 : static_cast<std::size_t>(hash >> (64 - shard_bits_));
   }
 
-  AcquireResult decide(std::span<const Charge> charges, std::string_view request_id,
-                       std::span<detail::PlannedCharge> plan, std::span<detail::WindowVerdict> verdicts,
-                       std::span<std::size_t> shard_buffer) {
+  // The decision for 1..n charges; E is their count when known at compile time (1), else dynamic_extent.
+  template <std::size_t E>
+  AcquireResult decide(std::span<const Charge, E> charges, std::string_view request_id,
+                       std::span<detail::PlannedCharge, E> plan, std::span<detail::WindowVerdict, E> verdicts,
+                       std::span<std::size_t, E> shard_buffer) {
     std::size_t held_count = 0;
     for (std::size_t i = 0; i < charges.size(); ++i) {
       for (std::size_t j = 0; j < i; ++j) {
@@ -292,12 +295,15 @@ class InMemoryStorage {
     return bucket == nullptr ? empty : bucket->log;
   }
 
-  static std::size_t count_missing(std::span<const detail::PlannedCharge> plan) noexcept {
+  template <std::size_t E>
+  static std::size_t count_missing(std::span<detail::PlannedCharge, E> plan) noexcept {
     return static_cast<std::size_t>(
         std::count_if(plan.begin(), plan.end(), [](const detail::PlannedCharge& c) { return c.bucket == nullptr; }));
   }
 
-  void find_buckets(std::span<const Charge> charges, std::span<detail::PlannedCharge> plan, std::int64_t now) noexcept {
+  template <std::size_t E>
+  void find_buckets(std::span<const Charge, E> charges, std::span<detail::PlannedCharge, E> plan,
+                    std::int64_t now) noexcept {
     for (std::size_t i = 0; i < charges.size(); ++i) {
       detail::Bucket* bucket = shards_[plan[i].shard].find(plan[i].hash, charges[i].bucket);
       if (bucket != nullptr) {
@@ -308,7 +314,8 @@ class InMemoryStorage {
     }
   }
 
-  static bool holds_id(std::span<const detail::PlannedCharge> plan, std::string_view id) noexcept {
+  template <std::size_t E>
+  static bool holds_id(std::span<detail::PlannedCharge, E> plan, std::string_view id) noexcept {
     return std::any_of(plan.begin(), plan.end(), [id](const detail::PlannedCharge& charge) {
       return charge.bucket != nullptr && charge.bucket->log.holds_id(id);
     });
@@ -317,8 +324,9 @@ class InMemoryStorage {
   // Records the request in every bucket, creating missing ones. Returns 0, or when the store is full, how many
   // of the new buckets it needs did not fit (nothing recorded then). Strong guarantee: on an exception nothing
   // is recorded and no bucket is created.
-  std::size_t admit(std::span<const Charge> charges, std::string_view request_id,
-                    std::span<detail::PlannedCharge> plan, std::span<const std::size_t> held, std::int64_t now) {
+  template <std::size_t E>
+  std::size_t admit(std::span<const Charge, E> charges, std::string_view request_id,
+                    std::span<detail::PlannedCharge, E> plan, std::span<const std::size_t> held, std::int64_t now) {
     std::size_t missing = 0;
     if (const std::size_t short_of_keys = reserve_keys(charges, plan, held, now, missing); short_of_keys != 0) {
       return short_of_keys;
@@ -355,7 +363,8 @@ class InMemoryStorage {
   // Counts the buckets admit() must create and reserves room for them under max_keys, sweeping expired
   // buckets first from the shards held, then from other shards that may have some (without waiting on them).
   // Returns 0 when reserved, else how many buckets are missing beyond max_keys.
-  std::size_t reserve_keys(std::span<const Charge> charges, std::span<detail::PlannedCharge> plan,
+  template <std::size_t E>
+  std::size_t reserve_keys(std::span<const Charge, E> charges, std::span<detail::PlannedCharge, E> plan,
                            std::span<const std::size_t> held, std::int64_t now, std::size_t& missing) {
     missing = count_missing(plan);
     if (missing == 0) return 0;

@@ -27,6 +27,10 @@ struct KeyHeader {
   std::size_t size = 0;
 
   void push_length(std::size_t length) noexcept {
+    if (length < 0x80) [[likely]] {
+      bytes[size++] = static_cast<char>(length);
+      return;
+    }
     while (length >= 0x80) {
       bytes[size++] = static_cast<char>((length & 0x7Fu) | 0x80u);
       length >>= 7;
@@ -104,20 +108,38 @@ inline std::optional<BucketRef> decode_bucket_key(std::string_view key) noexcept
   return bucket;
 }
 
-// Whether `key` (a key written by write_key) names `bucket`. Compares the header first, then the bytes.
-inline bool key_matches(std::string_view key, const BucketRef& bucket) noexcept {
-  const KeyHeader header = key_header(bucket);
-  if (key.size() != header.size + parts_size(bucket) || std::memcmp(key.data(), header.bytes.data(), header.size) != 0) {
+// Bytes of the LEB128 form of `length`.
+constexpr std::size_t length_bytes(std::size_t length) noexcept {
+  std::size_t bytes = 1;
+  for (; length >= 0x80; length >>= 7) ++bytes;
+  return bytes;
+}
+
+// Whether `key` (a key written by write_key) names `bucket`: reads the stored header in place (one byte per
+// length below 128) and compares the parts' bytes; builds nothing.
+AIRL_DETAIL_HOT_INLINE bool key_matches(std::string_view key, const BucketRef& bucket) noexcept {
+  const bool user = scope_has_user(bucket.scope), model = scope_has_model(bucket.scope);
+  const std::size_t user_size = user ? bucket.user.size() : 0, model_size = model ? bucket.model.size() : 0;
+  const std::size_t header = 1 + length_bytes(bucket.tier.size()) + (user ? length_bytes(user_size) : 0) +
+                             (model ? length_bytes(model_size) : 0);
+  if (key.size() != header + bucket.tier.size() + user_size + model_size) return false;
+  const char* at = key.data();
+  if (static_cast<unsigned char>(*at++) != static_cast<unsigned char>(bucket.scope)) return false;
+  const auto same_length = [&at](std::size_t length) {
+    for (; length >= 0x80; length >>= 7) {
+      if (static_cast<unsigned char>(*at++) != ((length & 0x7Fu) | 0x80u)) return false;
+    }
+    return static_cast<unsigned char>(*at++) == length;
+  };
+  if (!same_length(bucket.tier.size()) || (user && !same_length(user_size)) || (model && !same_length(model_size))) {
     return false;
   }
-  const char* at = key.data() + header.size;
   const auto same = [&at](std::string_view part) {
-    const bool equal = part.empty() || std::memcmp(at, part.data(), part.size()) == 0;
+    const bool equal = same_bytes(at, part.data(), part.size());
     at += part.size();
     return equal;
   };
-  return same(bucket.tier) && (!scope_has_user(bucket.scope) || same(bucket.user)) &&
-         (!scope_has_model(bucket.scope) || same(bucket.model));
+  return same(bucket.tier) && (!user || same(bucket.user)) && (!model || same(bucket.model));
 }
 
 // The user of a key whose scope has one; nullopt for model and global keys or malformed input.

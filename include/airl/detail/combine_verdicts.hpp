@@ -25,6 +25,14 @@ inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
 
 inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {
   AcquireResult result;
+  if (verdicts.size() == 1) {  // one tier: the verdict is the result
+    const WindowVerdict& only = verdicts.front();
+    result.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied;
+    result.remaining = only.remaining;
+    result.retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after);
+    result.reset_after = ceil_to_ms(only.reset_after);
+    return result;
+  }
   const WindowVerdict* binding = nullptr;
   std::int64_t retry = 0;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {

@@ -40,9 +40,12 @@ class DecisionCounters {
   };
 
   // Threads take stripes round-robin in the order they first count, so a few threads never share one.
+  // The slot is constant-initialised (no per-call guard for a dynamic initialiser) and set on first use.
   Stripe& mine() noexcept {
     static std::atomic<std::size_t> next_thread{0};
-    thread_local const std::size_t slot = next_thread.fetch_add(1, std::memory_order_relaxed) % stripe_count;
+    constexpr std::size_t unset = ~std::size_t{0};
+    thread_local std::size_t slot = unset;
+    if (slot == unset) [[unlikely]] slot = next_thread.fetch_add(1, std::memory_order_relaxed) % stripe_count;
     return stripes_[slot];
   }
 

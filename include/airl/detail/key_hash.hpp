@@ -14,6 +14,13 @@
 
 #include "../storage_policy.hpp"
 
+// Hot helpers that must be inlined into the decision (a call per id part costs more than the work).
+#if defined(__GNUC__) || defined(__clang__)
+#define AIRL_DETAIL_HOT_INLINE [[gnu::always_inline]] inline
+#else
+#define AIRL_DETAIL_HOT_INLINE inline
+#endif
+
 namespace airl::detail {
 
 constexpr bool scope_has_user(Scope scope) noexcept { return scope == Scope::user || scope == Scope::user_model; }
@@ -47,14 +54,16 @@ inline std::uint64_t load_u32(const char* at) noexcept {
   return word;
 }
 
-// Mixes `part` (its length first, then its bytes) into `h`. Reads are whole words, never a byte-sized copy
-// into a word (that stalls store forwarding): a tail is read as the last 8 bytes, overlapping the previous
-// word, and short parts as two overlapping 4-byte words or three single bytes, as wyhash does. Given the
-// length, each reading covers every byte, so distinct parts of one length give distinct words.
-inline std::uint64_t hash_part(std::uint64_t h, std::string_view part) noexcept {
+// The digest of one part, started from `lane` (the seed, varied per part) and its length, then its bytes.
+// Reads are whole words, never a byte-sized copy into a word (that stalls store forwarding): a tail is read
+// as the last 8 bytes, overlapping the previous word, and short parts as two overlapping 4-byte words or
+// three single bytes, as wyhash does. Given the length, each reading covers every byte, so distinct parts of
+// one length give distinct words. The parts of a bucket are digested independently, so the CPU works on
+// them in parallel; only their combination is a serial chain.
+AIRL_DETAIL_HOT_INLINE std::uint64_t hash_part(std::uint64_t lane, std::string_view part) noexcept {
   const char* bytes = part.data();
   const std::size_t size = part.size();
-  h = mix_word(h, size);
+  std::uint64_t h = lane ^ (size * hash_multiplier);
   if (size >= 8) {
     std::size_t at = 0;
     for (; at + 8 <= size; at += 8) h = mix_word(h, load_u64(bytes + at));
@@ -64,16 +73,36 @@ inline std::uint64_t hash_part(std::uint64_t h, std::string_view part) noexcept 
   } else if (size != 0) {
     const auto byte = [bytes](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(bytes[i])}; };
     h = mix_word(h, (byte(0) << 16) | (byte(size / 2) << 8) | byte(size - 1));
+  } else {
+    h = mix_word(h, 0);
   }
   return h;
 }
 
+// Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short).
+AIRL_DETAIL_HOT_INLINE bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
+  if (n >= 8) {
+    for (std::size_t at = 0; at + 8 <= n; at += 8) {
+      if (load_u64(a + at) != load_u64(b + at)) return false;
+    }
+    return load_u64(a + n - 8) == load_u64(b + n - 8);
+  }
+  if (n >= 4) return load_u32(a) == load_u32(b) && load_u32(a + n - 4) == load_u32(b + n - 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 // The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part.
-inline std::uint64_t hash_bucket(std::uint64_t seed, const BucketRef& bucket) noexcept {
+AIRL_DETAIL_HOT_INLINE std::uint64_t hash_bucket(std::uint64_t seed, const BucketRef& bucket) noexcept {
+  const std::uint64_t tier = hash_part(seed ^ 0x243F6A8885A308D3ull, bucket.tier);
+  const std::uint64_t user = scope_has_user(bucket.scope) ? hash_part(seed ^ 0x13198A2E03707344ull, bucket.user) : 0;
+  const std::uint64_t model = scope_has_model(bucket.scope) ? hash_part(seed ^ 0xA4093822299F31D0ull, bucket.model) : 0;
   std::uint64_t h = mix_word(seed, static_cast<std::uint64_t>(bucket.scope) + 1);
-  h = hash_part(h, bucket.tier);
-  if (scope_has_user(bucket.scope)) h = hash_part(h, bucket.user);
-  if (scope_has_model(bucket.scope)) h = hash_part(h, bucket.model);
+  h = mix_word(h, tier);
+  h = mix_word(h, user);
+  h = mix_word(h, model);
   return finish_hash(h);
 }
 

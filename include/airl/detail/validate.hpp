@@ -32,12 +32,23 @@ inline void validate_quota(const Quota& quota, std::string_view tier) {
   if (quota.window > max_window) refuse("tier '" + std::string(tier) + "': window must be at most 366 days");
 }
 
-inline void validate_request(std::string_view user, std::string_view model, std::uint64_t cost,
-                             std::string_view request_id) {
+// Says which argument of a request is wrong. Called only when validate_request found one.
+[[noreturn]] inline void refuse_request(std::string_view user, std::string_view model, std::uint64_t cost,
+                                        std::string_view request_id) {
   validate_id(user, "user");
   validate_id(model, "model");
   if (cost == 0) refuse("cost must be at least 1");
-  if (request_id.size() > max_id_length) validate_id(request_id, "request_id");
+  validate_id(request_id, "request_id");
+  refuse("invalid request");  // not reached: one of the checks above throws
+}
+
+// One test for the common case (a valid request), so validation costs a few instructions per decision.
+inline void validate_request(std::string_view user, std::string_view model, std::uint64_t cost,
+                             std::string_view request_id) {
+  if (user.empty() || model.empty() || cost == 0 || user.size() > max_id_length || model.size() > max_id_length ||
+      request_id.size() > max_id_length) [[unlikely]] {
+    refuse_request(user, model, cost, request_id);
+  }
 }
 
 // Checks a bucket name handed to a storage directly: each part at most 65535 bytes (limiters allow 4096).
@@ -54,6 +65,11 @@ template <class Charges>
 void validate_charges(const Charges& charges, const char* storage) {
   if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
   for (const auto& charge : charges) {
+    constexpr std::size_t most = 0xFFFF;
+    const bool fine = charge.quota.window.count() > 0 && charge.quota.window <= max_window && charge.cost != 0 &&
+                      charge.bucket.tier.size() <= most && charge.bucket.user.size() <= most &&
+                      charge.bucket.model.size() <= most;
+    if (fine) [[likely]] continue;
     validate_bucket(charge.bucket, storage);
     if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
       refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
