@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -443,4 +444,72 @@ TEST_CASE("a moved-from storage reports misuse instead of crashing", "[in_memory
   CHECK_THROWS_AS(storage.acquire(charges, {}), std::logic_error);  // NOLINT(bugprone-use-after-move): on purpose
   CHECK_THROWS_AS(storage.purge_expired(), std::logic_error);
   CHECK(storage.active_keys() == 0);
+}
+
+namespace {
+
+// A clock whose next reading, once armed, stops right after it read the time until released: it puts a
+// thread between "read the clock" and "take the shard's lock", where another call can overtake it.
+class GateClock {
+ public:
+  struct State {
+    std::atomic<std::int64_t> now{0};
+    std::atomic<bool> armed{false};
+    std::atomic<bool> holding{false};
+    std::atomic<bool> released{false};
+  };
+
+  std::chrono::nanoseconds now() const {
+    const std::int64_t time = state_->now.load();
+    bool armed = true;
+    if (state_->armed.compare_exchange_strong(armed, false)) {
+      state_->holding = true;
+      const auto give_up = std::chrono::steady_clock::now() + 10s;  // bounded: a broken test fails, never hangs
+      while (!state_->released.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    }
+    return std::chrono::nanoseconds{time};
+  }
+  State& state() const { return *state_; }
+
+ private:
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+}  // namespace
+
+TEST_CASE("a call that read the clock before another call's later time is decided at that later time",
+          "[in_memory][time]") {
+  // 1 per second. Admitted at 0 s; thread A reads 0.5 s and stops before locking; another call runs at 1.5 s
+  // (purging, or reading usage, which expires the 0 s entry); then A decides. If A were decided at 0.5 s with
+  // the 0 s entry already gone, it would be admitted and logged at 0.5 s, and one more request at 1.5 s
+  // would make three admissions within 1.5 s.
+  const bool via_usage = GENERATE(false, true);
+  CAPTURE(via_usage);
+  GateClock clock;
+  airl::InMemoryStorage<GateClock> storage(InMemoryOptions{1, 0}, clock);
+  const Charge charge{user_bucket("gate"), Quota{1, 1s}, 1};
+  REQUIRE(storage.acquire(std::span(&charge, 1), {}).status == AcquireStatus::allowed);
+
+  clock.state().now = 500'000'000;
+  clock.state().armed = true;
+  AcquireResult late{};
+  std::thread reader([&] { late = storage.acquire(std::span(&charge, 1), {}); });
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!clock.state().holding.load() && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+  REQUIRE(clock.state().holding.load());
+
+  clock.state().now = 1'500'000'000;
+  if (via_usage) {
+    CHECK(storage.usage(charge.bucket, charge.quota) == 0);
+  } else {
+    CHECK(storage.purge_expired() == 1);
+  }
+  clock.state().released = true;
+  reader.join();
+  // A was decided at 1.5 s: admitted (the 0 s entry has expired) and logged at 1.5 s, so a request at 1.5 s
+  // is denied and waits the whole second.
+  CHECK(late.status == AcquireStatus::allowed);
+  const AcquireResult next = storage.acquire(std::span(&charge, 1), {});
+  CHECK(next.status == AcquireStatus::denied);
+  CHECK(next.retry_after == 1000ms);
 }

@@ -256,3 +256,26 @@ TEST_CASE("InMemoryOptions::shards must be a power of two", "[validation][in_mem
     CHECK(limiter.usage("val-shards-user", "val-shards-model") == 1);
   }
 }
+
+// A storage driven directly (without a limiter) checks the scope and the length of each part itself, since
+// an unknown scope could not be decoded again when the bucket is purged or erased.
+TEST_CASE("a storage refuses an unknown scope and over-long parts before storing anything", "[validation][in_memory]") {
+  airl::ManualClock clock;
+  ManualStorage storage(airl::InMemoryOptions{}, clock);
+  const airl::Quota quota{5, 1000ms};
+  const auto bogus = static_cast<airl::Scope>(7);
+  const airl::Charge unknown{airl::BucketRef{bogus, "rpm", "alice", "m"}, quota, 1};
+  REQUIRE_REFUSED(storage.acquire(std::span(&unknown, 1), {}), "scope");
+  REQUIRE_REFUSED(storage.usage(unknown.bucket, quota), "scope");
+  REQUIRE_REFUSED(storage.erase(std::span(&unknown.bucket, 1)), "scope");
+  const std::string huge(70'000, 'u');
+  const airl::Charge too_long{airl::BucketRef{airl::Scope::user, "rpm", huge, {}}, quota, 1};
+  REQUIRE_REFUSED(storage.acquire(std::span(&too_long, 1), {}), "65535");
+  CHECK(storage.active_keys() == 0);
+  // The store still works, and purging (which decodes every stored key) finds nothing malformed.
+  const airl::Charge fine{airl::BucketRef{airl::Scope::user, "rpm", "alice", {}}, quota, 1};
+  CHECK(storage.acquire(std::span(&fine, 1), {}).status == airl::AcquireStatus::allowed);
+  clock.advance(1000ms);
+  CHECK(storage.purge_expired() == 1);
+  CHECK(storage.active_keys() == 0);
+}

@@ -540,3 +540,293 @@ TEST_CASE("costs are stored only once a cost above 1 arrives, and forgotten when
   CHECK(log.usage() == 1);
   CHECK_FALSE(log.weighted());
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Mixed randomized test and record()'s strong guarantee.
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+namespace {
+
+// Fault injection for the cases below: while armed, the `fail_at`-th allocation of this thread (counting from
+// 0) throws std::bad_alloc. The whole plain and nothrow operator new family is replaced (malloc/free on both
+// sides), so sanitizers still see matched pairs; the aligned forms stay the runtime's.
+thread_local long allocations_until_failure = -1;  // -1: disarmed
+
+void* injected_allocation(std::size_t size) noexcept {
+  if (allocations_until_failure == 0) {
+    allocations_until_failure = -1;  // one failure per arming
+    return nullptr;
+  }
+  if (allocations_until_failure > 0) --allocations_until_failure;
+  return std::malloc(size == 0 ? 1 : size);
+}
+
+// Everything observable about a log, to compare before and after a failed record().
+struct Observed {
+  std::size_t size;
+  std::uint64_t usage;
+  std::int64_t oldest, newest;
+  std::size_t capacity;
+  unsigned width;
+  std::vector<bool> ids_held;
+  std::vector<WindowVerdict> verdicts;
+
+  bool operator==(const Observed& other) const {
+    if (verdicts.size() != other.verdicts.size()) return false;
+    for (std::size_t i = 0; i < verdicts.size(); ++i) {
+      const WindowVerdict &a = verdicts[i], &b = other.verdicts[i];
+      if (a.fits != b.fits || a.remaining != b.remaining || a.retry_after != b.retry_after || a.reset_after != b.reset_after) {
+        return false;
+      }
+    }
+    return size == other.size && usage == other.usage && capacity == other.capacity && width == other.width &&
+           ids_held == other.ids_held && (size == 0 || (oldest == other.oldest && newest == other.newest));
+  }
+};
+
+Observed observe(const WindowLog& log, std::int64_t now, std::int64_t window, const std::vector<std::string>& ids) {
+  Observed seen{log.size(), log.usage(), log.empty() ? 0 : log.oldest_time(), log.empty() ? 0 : log.newest_time(),
+                log.capacity(), log.time_width(), {}, {}};
+  for (const std::string& id : ids) seen.ids_held.push_back(log.holds_id(id));
+  for (const std::uint64_t limit : {0ull, 1ull, 7ull, 64ull, 1000ull}) {
+    for (const std::uint64_t cost : {1ull, 3ull, 50ull}) seen.verdicts.push_back(log.check(now, window, limit, cost));
+  }
+  return seen;
+}
+
+}  // namespace
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // malloc/free on both sides: matched by design
+#endif
+void* operator new(std::size_t size) {
+  if (void* memory = injected_allocation(size)) return memory;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) {
+  if (void* memory = injected_allocation(size)) return memory;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return injected_allocation(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return injected_allocation(size); }
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete[](void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
+void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+TEST_CASE("mixed randomized test: weighted costs, ids, undo streaks, bursts and huge time gaps", "[window_log]") {
+  // Windows up to 2^59 ns keep entries across gaps of 2^33..2^58 ns, so offsets need every width 4..8, and the
+  // origin moves, the ring widens, grows, wraps and shrinks while costs switch between unit and weighted.
+  const std::uint64_t seed = GENERATE(as<std::uint64_t>{}, 1, 2, 3, 4, 5, 6);
+  CAPTURE(seed);
+  std::mt19937_64 rng(0x31C3'D000 + seed);
+  const auto below = [&rng](std::uint64_t bound) { return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(rng); };
+  constexpr std::int64_t top = std::int64_t{1} << 61;  // times stay below this, windows at most 2^60
+  const std::int64_t window =
+      seed <= 2 ? std::int64_t{1} << 59
+                : static_cast<std::int64_t>(1 + below(std::min(std::uint64_t{1} << (20 + 7 * seed), std::uint64_t{1} << 60)));
+  CAPTURE(window);
+
+  WindowLog log;
+  ReferenceLog reference;
+  std::vector<std::string> ids;
+  std::int64_t clock = 0;
+  int records = 0, denials = 0, undos = 0, replays = 0;
+  unsigned widths_seen = 0;  // bit w set: some state had time_width() == w
+  std::size_t peak_capacity = 0;
+  bool saw_weighted = false, saw_unweighted_after_weighted = false;
+
+  int restarts = 0;
+  const auto restart = [&] {  // time ran out of room: a fresh log (by move assignment) and model from 0
+    log = WindowLog{};
+    reference = ReferenceLog{};
+    ids.clear();
+    clock = 0;
+    ++restarts;
+  };
+
+  for (int step = 0; step < 15'000; ++step) {
+    CAPTURE(step);
+    // Scheduled gaps of 2^33, 2^36, ..., 2^57 ns over a live entry, each followed by a record that must fit:
+    // with the 2^59 ns window they force every width from 5 to 8 on every run.
+    const bool scheduled = seed <= 2 && step % 1500 == 750;
+    if (scheduled) {
+      const std::int64_t gap = std::int64_t{1} << (33 + 3 * ((step / 1500) % 9));
+      if (clock + gap > top) restart();
+      if (reference.size() == 0) {
+        log.record(clock, 1, {});
+        reference.record(clock, 1, {});
+      }
+      clock += gap;
+    } else {
+      switch (below(300)) {
+        case 0: clock += std::int64_t{1} << (33 + below(25)); break;  // a huge gap, up to 2^57 ns
+        case 1: case 2: clock += window; break;                       // everything expires
+        case 3: case 4: case 5: case 6: case 7: case 8: break;        // same nanosecond
+        default: clock += static_cast<std::int64_t>(below(1 + static_cast<std::uint64_t>(std::min<std::int64_t>(window / 8, std::int64_t{1} << 40)))); break;
+      }
+      if (clock > top) restart();  // keeps t + window inside int64
+    }
+    const std::int64_t now = !scheduled && below(16) == 0 ? clock - static_cast<std::int64_t>(below(static_cast<std::uint64_t>(window))) : clock;
+    CAPTURE(now);
+
+    REQUIRE(log.expire(now, window) == reference.expire(now, window));
+    REQUIRE(log.size() == reference.size());
+    REQUIRE(log.usage() == reference.usage());
+    if (!log.empty()) REQUIRE(log.oldest_time() + window > now);
+
+    const std::uint64_t limit = scheduled ? 1'000'000 : below(10) == 0 ? below(3) : 20 + below(200);
+    const int burst = !scheduled && below(30) == 0 ? 1 + static_cast<int>(below(60)) : 1;  // bursts grow the ring
+    for (int b = 0; b < burst; ++b) {
+      const std::uint64_t cost = below(3) == 0 ? 1 + below(40) : 1;
+      CAPTURE(limit, cost);
+      const WindowVerdict expected = reference.check(now, window, limit, cost);
+      require_same_verdict(log.check(now, window, limit, cost), expected);
+      require_same_verdict(log.peek(now, window, limit), reference.peek(now, window, limit));
+      // An id the storage would replay is never recorded again: probe one, as acquire() does.
+      std::string id;
+      if (!scheduled && below(3) == 0) {
+        id = below(2) == 0 && !ids.empty() ? ids[below(ids.size())]
+                                           : "a-request-id-long-enough-to-allocate-" + std::to_string(step) + "-" + std::to_string(b);
+        if (reference.holds_id(id)) {
+          REQUIRE(log.holds_id(id));
+          ++replays;
+          continue;
+        }
+        REQUIRE_FALSE(log.holds_id(id));
+      }
+      if (!expected.fits) {
+        ++denials;
+        continue;
+      }
+      log.record(now, cost, id);
+      reference.record(now, cost, id);
+      if (!id.empty()) ids.push_back(id);
+      ++records;
+    }
+    if (reference.size() != 0 && below(12) == 0) {  // an undo streak: several rolled-back records in a row
+      for (std::uint64_t n = 1 + below(4); n > 0 && reference.size() != 0; --n) {
+        log.undo_record();
+        reference.undo_record();
+        ++undos;
+      }
+    }
+    REQUIRE(log.size() == reference.size());
+    REQUIRE(log.usage() == reference.usage());
+    for (int probe = 0; probe < 2 && !ids.empty(); ++probe) {
+      const std::string& id = ids[below(ids.size())];
+      REQUIRE(log.holds_id(id) == reference.holds_id(id));
+    }
+    widths_seen |= 1u << log.time_width();
+    peak_capacity = std::max(peak_capacity, log.capacity());
+    if (log.weighted()) saw_weighted = true;
+    else if (saw_weighted && !log.empty()) saw_unweighted_after_weighted = true;
+    if (ids.size() > 4000) ids.erase(ids.begin(), ids.begin() + 2000);
+  }
+  CHECK(records > 3000);
+  CHECK(denials > 100);
+  CHECK(undos > 300);
+  CHECK(replays > 10);
+  CHECK(peak_capacity >= 17);
+  CHECK((widths_seen & (1u << 4)) != 0);
+  if (seed <= 2) {  // a 2^59 ns window holds entries across the largest gaps (2^56 and more need 8 bytes)
+    CHECK((widths_seen & (1u << 7)) != 0);
+    CHECK((widths_seen & (1u << 8)) != 0);
+  }
+  CHECK(saw_weighted);
+  CHECK(saw_unweighted_after_weighted);  // an emptied log went back to unit costs
+  CHECK(restarts < 200);
+}
+
+TEST_CASE("record() changes nothing when any of its allocations fails (strong guarantee)", "[window_log]") {
+  // Each trial builds a log, then fails the k-th allocation of one record() for k = 0, 1, 2, ... until the record
+  // succeeds: every failed attempt must throw std::bad_alloc and leave everything observable as it was, and the
+  // log must then keep matching the reference model.
+  std::mt19937_64 rng(0x57'0AC);
+  const auto below = [&rng](std::uint64_t bound) { return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(rng); };
+  const std::int64_t window = std::int64_t{1} << 45;
+  int failures = 0, trials = 0, expiries_under_failure = 0;
+
+  for (int trial = 0; trial < 400; ++trial) {
+    CAPTURE(trial);
+    WindowLog log;
+    ReferenceLog reference;
+    std::vector<std::string> ids;
+    std::int64_t now = static_cast<std::int64_t>(below(1000));
+    const int prefill = static_cast<int>(below(40));
+    for (int i = 0; i < prefill; ++i) {
+      now += below(4) == 0 ? static_cast<std::int64_t>(below(std::uint64_t{1} << 36)) : static_cast<std::int64_t>(below(100));
+      const std::uint64_t cost = below(5) == 0 ? 2 + below(9) : 1;
+      std::string id = below(3) == 0 ? "prefill-request-id-" + std::to_string(trial) + "-" + std::to_string(i) : std::string{};
+      log.record(now, cost, id);
+      reference.record(now, cost, id);
+      if (!id.empty()) ids.push_back(id);
+    }
+    // The record under test: a shape that makes it allocate (a first id or cost above 1, a full ring, a gap
+    // wide enough to widen the offsets), chosen at random.
+    switch (below(4)) {
+      case 0: now += std::int64_t{1} << (32 + below(12)); break;
+      case 1: now += 1; break;
+      default: break;
+    }
+    const std::uint64_t cost = below(2) == 0 ? 1 : 2 + below(20);
+    const std::string id = below(2) == 0 ? "the-record-under-test-" + std::to_string(trial) : std::string{};
+    std::vector<std::string> probes = ids;
+    if (!id.empty()) probes.push_back(id);
+    const Observed before = observe(log, now, window, probes);
+    for (long k = 0;; ++k) {
+      CAPTURE(k);
+      REQUIRE(k < 64);
+      allocations_until_failure = k;
+      bool threw = false;
+      try {
+        log.record(now, cost, id);
+      } catch (const std::bad_alloc&) {
+        threw = true;
+      }
+      const bool injected = allocations_until_failure == -1;  // the armed failure was used up
+      allocations_until_failure = -1;
+      if (!threw) {
+        REQUIRE_FALSE(injected);  // no allocation failed, so the record went through
+        break;
+      }
+      REQUIRE(injected);
+      ++failures;
+      REQUIRE(observe(log, now, window, probes) == before);
+    }
+    reference.record(now, cost, id);
+    if (!id.empty()) ids.push_back(id);
+    ++trials;
+    REQUIRE(log.usage() == reference.usage());
+    REQUIRE(log.size() == reference.size());
+    for (const std::string& probe : ids) REQUIRE(log.holds_id(probe) == reference.holds_id(probe));
+
+    // expire() is noexcept and shrinks the ring best-effort: a failing allocation there changes no answer.
+    const std::int64_t later = now + static_cast<std::int64_t>(below(static_cast<std::uint64_t>(window) + 1));
+    allocations_until_failure = 0;
+    const std::size_t dropped = log.expire(later, window);
+    allocations_until_failure = -1;
+    REQUIRE(dropped == reference.expire(later, window));
+    ++expiries_under_failure;
+    REQUIRE(log.usage() == reference.usage());
+    require_same_verdict(log.check(later, window, 30, 4), reference.check(later, window, 30, 4));
+    for (const std::string& probe : ids) REQUIRE(log.holds_id(probe) == reference.holds_id(probe));
+    // And it keeps working afterwards.
+    log.record(later, 3, "after-the-failures");
+    reference.record(later, 3, "after-the-failures");
+    REQUIRE(log.usage() == reference.usage());
+    REQUIRE(log.holds_id("after-the-failures"));
+  }
+  CHECK(trials == 400);
+  CHECK(failures > 200);
+  CHECK(expiries_under_failure == 400);
+}

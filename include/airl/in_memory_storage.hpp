@@ -148,7 +148,7 @@ class InMemoryStorage {
     std::lock_guard lock(shard.mutex);
     detail::Bucket* found = shard.find(hash, bucket);
     if (found == nullptr) return 0;
-    found->log.expire(std::max(read, shard.latest), detail::window_ticks(quota));
+    found->log.expire(shard.advance(read), detail::window_ticks(quota));
     return found->log.usage();
   }
 
@@ -171,7 +171,7 @@ class InMemoryStorage {
 
   // Drops every Scope::user and Scope::user_model bucket of `user`, and nothing else. Visits every bucket,
   // one shard lock at a time: an administrative call, not for the request path. Thread safety: safe.
-  // Throws nothing.
+  // Throws std::logic_error on a moved-from storage.
   void erase_user(std::string_view user) {
     require_usable();
     for (std::size_t i = 0; i < options_.shards; ++i) {
@@ -192,7 +192,7 @@ class InMemoryStorage {
     for (std::size_t i = 0; i < options_.shards; ++i) {
       const std::int64_t now = detail::to_ticks(clock_.now());
       std::lock_guard lock(shards_[i].mutex);
-      dropped += shards_[i].purge(std::max(now, shards_[i].latest), std::numeric_limits<std::size_t>::max());
+      dropped += shards_[i].purge(shards_[i].advance(now), std::numeric_limits<std::size_t>::max());
       shards_[i].compact();
     }
     key_count_->fetch_sub(dropped, std::memory_order_relaxed);
@@ -251,8 +251,8 @@ class InMemoryStorage {
     std::size_t short_of_keys = 0;  // new buckets that did not fit under max_keys
     {
       detail::ShardLocks locks(shards_.get(), held);
-      for (const std::size_t index : held) now = std::max(now, shards_[index].latest);
-      for (const std::size_t index : held) shards_[index].latest = now;
+      for (const std::size_t index : held) now = shards_[index].advance(now);
+      for (const std::size_t index : held) shards_[index].latest = now;  // all held shards at the latest of them
       find_buckets(charges, plan, now);
       if (!request_id.empty() && holds_id(plan, request_id)) {
         for (std::size_t i = 0; i < charges.size(); ++i) {
@@ -285,7 +285,7 @@ class InMemoryStorage {
     detail::BucketShard& shard = shards_[index];
     if (shard.expiry_hint.load(std::memory_order_relaxed) > now) return;
     if (std::find(just_swept.begin(), just_swept.end(), index) != just_swept.end() || !shard.mutex.try_lock()) return;
-    const std::size_t dropped = shard.purge(std::max(now, shard.latest), incremental_sweep);
+    const std::size_t dropped = shard.purge(shard.advance(now), incremental_sweep);
     shard.mutex.unlock();
     if (dropped != 0) key_count_->fetch_sub(dropped, std::memory_order_relaxed);
   }
@@ -382,7 +382,7 @@ class InMemoryStorage {
       detail::BucketShard& shard = shards_[i];
       if (std::find(held.begin(), held.end(), i) != held.end()) continue;
       if (shard.expiry_hint.load(std::memory_order_relaxed) > now || !shard.mutex.try_lock()) continue;
-      const std::size_t dropped = shard.purge(std::max(now, shard.latest), std::numeric_limits<std::size_t>::max());
+      const std::size_t dropped = shard.purge(shard.advance(now), std::numeric_limits<std::size_t>::max());
       shard.mutex.unlock();
       key_count_->fetch_sub(dropped, std::memory_order_relaxed);
     }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <string_view>
+#include <type_traits>
 
 #include "bucket_key.hpp"
 #include "window_log.hpp"
@@ -41,17 +42,21 @@ struct Bucket {
   // A new, empty bucket named `name`, header and key in one allocation. Throws std::bad_alloc.
   static Owner make(const BucketRef& name) {
     const std::size_t size = detail::key_size(name);
-    // key_start is the last member, so the key fits in sizeof(Bucket) - sizeof(key_start) + size bytes.
-    void* memory = ::operator new(std::max(sizeof(Bucket), sizeof(Bucket) - sizeof(key_start) + size));
+    void* memory = ::operator new(std::max(sizeof(Bucket), key_offset() + size));
     Owner bucket(new (memory) Bucket{});
     bucket->key_size = static_cast<std::uint32_t>(size);
-    write_key(bucket->key_start, name);
+    write_key(static_cast<char*>(memory) + key_offset(), name);
     return bucket;
   }
 
  private:
-  const char* key_data() const noexcept { return key_start; }
+  // The key starts at key_start (using the struct's tail padding) and runs on into the rest of the allocation,
+  // so it is addressed through the allocation's bytes rather than through the 2-byte member array.
+  static constexpr std::size_t key_offset() noexcept { return offsetof(Bucket, key_start); }
+  const char* key_data() const noexcept { return reinterpret_cast<const char*>(this) + key_offset(); }
 };
+
+static_assert(std::is_standard_layout_v<Bucket>, "airl: Bucket addresses its key with offsetof");
 
 }  // namespace airl::detail
 

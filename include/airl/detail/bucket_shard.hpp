@@ -39,6 +39,14 @@ class alignas(64) BucketShard {
   std::int64_t latest = std::numeric_limits<std::int64_t>::min();  // latest time used under the lock
 
   explicit BucketShard(std::uint64_t seed = 0) noexcept : seed_(seed) {}
+
+  // The time a call holding the lock decides at: its clock reading, or the latest time already used here if
+  // that is later (a call that read the clock before another took the lock). Every use of a time under the
+  // lock goes through here, so the shard's timeline never goes back. Throws nothing.
+  std::int64_t advance(std::int64_t read) noexcept {
+    if (read > latest) latest = read;
+    return latest;
+  }
   BucketShard(const BucketShard&) = delete;
   BucketShard& operator=(const BucketShard&) = delete;
   ~BucketShard() {
@@ -67,7 +75,7 @@ class alignas(64) BucketShard {
   void prepare_list(std::int64_t window) {
     if (list_for(window) != lists_.size()) return;
     if (lists_.size() >= Bucket::unlisted) {
-      throw std::length_error("airl::InMemoryStorage: more than 65536 distinct windows in one shard");
+      throw std::length_error("airl::InMemoryStorage: more than 65535 distinct windows in one shard");
     }
     lists_.push_back(ExpiryList{window, nullptr, nullptr});
   }

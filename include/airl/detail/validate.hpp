@@ -51,9 +51,15 @@ inline void validate_request(std::string_view user, std::string_view model, std:
   }
 }
 
-// Checks a bucket name handed to a storage directly: each part at most 65535 bytes (limiters allow 4096).
+// Checks a bucket name handed to a storage directly: a known scope, each part at most 65535 bytes (limiters
+// allow 4096).
+inline bool known_scope(Scope scope) noexcept {
+  return scope == Scope::user || scope == Scope::model || scope == Scope::user_model || scope == Scope::global;
+}
+
 inline void validate_bucket(const BucketRef& bucket, const char* where) {
   constexpr std::size_t most = 0xFFFF;
+  if (!known_scope(bucket.scope)) refuse(std::string(where) + ": unknown scope");
   if (bucket.tier.size() > most || bucket.user.size() > most || bucket.model.size() > most) {
     refuse(std::string(where) + ": a tier, user or model is longer than 65535 bytes");
   }
@@ -66,7 +72,8 @@ void validate_charges(const Charges& charges, const char* storage) {
   if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
   for (const auto& charge : charges) {
     constexpr std::size_t most = 0xFFFF;
-    const bool fine = charge.quota.window.count() > 0 && charge.quota.window <= max_window && charge.cost != 0 &&
+    const bool fine = known_scope(charge.bucket.scope) && charge.quota.window.count() > 0 &&
+                      charge.quota.window <= max_window && charge.cost != 0 &&
                       charge.bucket.tier.size() <= most && charge.bucket.user.size() <= most &&
                       charge.bucket.model.size() <= most;
     if (fine) [[likely]] continue;
