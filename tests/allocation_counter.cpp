@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Counting replacements of the global operator new and delete (see allocation_counter.hpp). The whole
+// Counting (and, on request, failing) replacements of the global operator new and delete (see
+// allocation_counter.hpp). The whole
 // family of plain and nothrow forms is replaced, so every pointer is freed by the function that matches its
 // allocation (sanitizers check the pairing); the aligned forms stay the runtime's, pairing among themselves.
 #include "allocation_counter.hpp"
@@ -11,8 +12,14 @@
 namespace {
 
 std::atomic<std::size_t> allocations{0};
+thread_local long allocations_until_failure = -1;  // -1: no failure armed on this thread
 
 void* counted_allocation(std::size_t size) noexcept {
+  if (allocations_until_failure == 0) {
+    allocations_until_failure = -1;  // one failure per arming
+    return nullptr;
+  }
+  if (allocations_until_failure > 0) --allocations_until_failure;
   allocations.fetch_add(1, std::memory_order_relaxed);
   return std::malloc(size == 0 ? 1 : size);
 }
@@ -20,6 +27,8 @@ void* counted_allocation(std::size_t size) noexcept {
 }  // namespace
 
 std::size_t airl::test::heap_allocations() noexcept { return allocations.load(std::memory_order_relaxed); }
+void airl::test::fail_allocation_after(long count) noexcept { allocations_until_failure = count; }
+bool airl::test::allocation_failure_armed() noexcept { return allocations_until_failure != -1; }
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push

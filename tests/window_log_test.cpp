@@ -3,6 +3,7 @@
 // raw nanosecond times, plus a randomized differential test against a plain std::deque model.
 #include <catch2/catch.hpp>
 
+#include "allocation_counter.hpp"
 #include "support.hpp"
 
 #include <airl/detail/window_log.hpp>
@@ -550,20 +551,6 @@ TEST_CASE("costs are stored only once a cost above 1 arrives, and forgotten when
 
 namespace {
 
-// Fault injection for the cases below: while armed, the `fail_at`-th allocation of this thread (counting from
-// 0) throws std::bad_alloc. The whole plain and nothrow operator new family is replaced (malloc/free on both
-// sides), so sanitizers still see matched pairs; the aligned forms stay the runtime's.
-thread_local long allocations_until_failure = -1;  // -1: disarmed
-
-void* injected_allocation(std::size_t size) noexcept {
-  if (allocations_until_failure == 0) {
-    allocations_until_failure = -1;  // one failure per arming
-    return nullptr;
-  }
-  if (allocations_until_failure > 0) --allocations_until_failure;
-  return std::malloc(size == 0 ? 1 : size);
-}
-
 // Everything observable about a log, to compare before and after a failed record().
 struct Observed {
   std::size_t size;
@@ -599,29 +586,6 @@ Observed observe(const WindowLog& log, std::int64_t now, std::int64_t window, co
 
 }  // namespace
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // malloc/free on both sides: matched by design
-#endif
-void* operator new(std::size_t size) {
-  if (void* memory = injected_allocation(size)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) {
-  if (void* memory = injected_allocation(size)) return memory;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return injected_allocation(size); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return injected_allocation(size); }
-void operator delete(void* memory) noexcept { std::free(memory); }
-void operator delete[](void* memory) noexcept { std::free(memory); }
-void operator delete(void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete[](void* memory, std::size_t) noexcept { std::free(memory); }
-void operator delete(void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
-void operator delete[](void* memory, const std::nothrow_t&) noexcept { std::free(memory); }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 TEST_CASE("mixed randomized test: weighted costs, ids, undo streaks, bursts and huge time gaps", "[window_log]") {
   // Windows up to 2^59 ns keep entries across gaps of 2^33..2^58 ns, so offsets need every width 4..8, and the
@@ -786,15 +750,15 @@ TEST_CASE("record() changes nothing when any of its allocations fails (strong gu
     for (long k = 0;; ++k) {
       CAPTURE(k);
       REQUIRE(k < 64);
-      allocations_until_failure = k;
+      airl::test::fail_allocation_after(k);
       bool threw = false;
       try {
         log.record(now, cost, id);
       } catch (const std::bad_alloc&) {
         threw = true;
       }
-      const bool injected = allocations_until_failure == -1;  // the armed failure was used up
-      allocations_until_failure = -1;
+      const bool injected = !airl::test::allocation_failure_armed();  // the armed failure was used up
+      airl::test::fail_allocation_after(-1);
       if (!threw) {
         REQUIRE_FALSE(injected);  // no allocation failed, so the record went through
         break;
@@ -812,9 +776,9 @@ TEST_CASE("record() changes nothing when any of its allocations fails (strong gu
 
     // expire() is noexcept and shrinks the ring best-effort: a failing allocation there changes no answer.
     const std::int64_t later = now + static_cast<std::int64_t>(below(static_cast<std::uint64_t>(window) + 1));
-    allocations_until_failure = 0;
+    airl::test::fail_allocation_after(0);
     const std::size_t dropped = log.expire(later, window);
-    allocations_until_failure = -1;
+    airl::test::fail_allocation_after(-1);
     REQUIRE(dropped == reference.expire(later, window));
     ++expiries_under_failure;
     REQUIRE(log.usage() == reference.usage());
