@@ -15,29 +15,24 @@
 
 namespace airl_bench {
 
-class AirlSingle {
+// airl's one-tier limiter on a given clock.
+template <class Clock>
+class AirlOnClock {
  public:
-  explicit AirlSingle(airl::Quota quota) : limiter_(quota) {}
+  explicit AirlOnClock(airl::Quota quota) : limiter_(quota) {}
   bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
     return limiter_.allow(airl::Request{user, model, cost}).allowed;
   }
 
  private:
-  airl::RateLimiter limiter_;
+  airl::SlidingWindowLimiter<airl::InMemoryStorage<Clock>> limiter_;
 };
 
+// airl::RateLimiter (steady clock).
+using AirlSingle = AirlOnClock<airl::SteadyClock>;
 // RateLimiter on CoarseSteadyClock (CLOCK_MONOTONIC_COARSE): the same decisions at tick resolution, for the
 // clock's share of the floor.
-class AirlCoarse {
- public:
-  explicit AirlCoarse(airl::Quota quota) : limiter_(quota) {}
-  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
-    return limiter_.allow(airl::Request{user, model, cost}).allowed;
-  }
-
- private:
-  airl::SlidingWindowLimiter<airl::InMemoryStorage<airl::CoarseSteadyClock>> limiter_;
-};
+using AirlCoarse = AirlOnClock<airl::CoarseSteadyClock>;
 
 // The floor with the coarse clock: what AirlCoarse is compared with.
 class FloorCoarse {

@@ -296,10 +296,10 @@ class WindowLog {
     return time_at(lo);
   }
 
-  // Growth by about 1.5x (2, 4, 7, 11, 17, ...): memory follows the live entries closely.
+  // Growth by about 1.5x (4, 7, 11, 17, ...): memory follows the live entries closely.
   static std::uint32_t next_capacity(std::uint32_t capacity) {
     if (capacity >= max_entries) throw std::length_error("airl: a bucket holds 2^28 - 1 live entries");
-    if (capacity < 2) return 2;
+    if (capacity < 4) return 4;  // a first ring of 4 saves a regrowth for the many keys with a few entries
     return capacity > max_entries / 3 * 2 ? max_entries : capacity + capacity / 2 + 1;
   }
 
