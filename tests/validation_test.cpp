@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -278,4 +279,24 @@ TEST_CASE("a storage refuses an unknown scope and over-long parts before storing
   clock.advance(1000ms);
   CHECK(storage.purge_expired() == 1);
   CHECK(storage.active_keys() == 0);
+}
+
+TEST_CASE("storage-level usage() refuses a bad window, and the Redis storage refuses unknown scopes before any I/O",
+          "[validation]") {
+  airl::ManualClock clock;
+  ManualStorage storage(airl::InMemoryOptions{}, clock);
+  const airl::BucketRef bucket{airl::Scope::user, "rpm", "alice", {}};
+  REQUIRE_REFUSED(storage.usage(bucket, airl::Quota{5, 0ms}), "window");
+  REQUIRE_REFUSED(storage.usage(bucket, airl::Quota{5, airl::max_window + 1ms}), "window");
+
+  // Port 1 on loopback has no server: a refusal here can only come from validation, never from Redis.
+  airl::RedisOptions options;
+  options.host = "127.0.0.1";
+  options.port = 1;
+  airl::RedisStorage redis(options);
+  const airl::BucketRef unknown{static_cast<airl::Scope>(7), "rpm", "alice", "m"};
+  const airl::Charge charge{unknown, airl::Quota{5, 1000ms}, 1};
+  REQUIRE_REFUSED(redis.acquire(std::span(&charge, 1), {}), "scope");
+  REQUIRE_REFUSED(redis.usage(unknown, airl::Quota{5, 1000ms}), "scope");
+  REQUIRE_REFUSED(redis.erase(std::span(&unknown, 1)), "scope");
 }

@@ -118,7 +118,9 @@ class InMemoryStorage {
 
   // Decides the charges all-or-nothing and records the request in every bucket if all have room.
   // Thread safety: safe from any thread. Throws std::invalid_argument on no charges, two charges naming one
-  // bucket, or a tier, user or model longer than 65535 bytes; std::bad_alloc (then nothing was recorded).
+  // bucket, an unknown scope, a window outside (0, max_window], cost 0, or a tier, user or model longer than
+  // 65535 bytes; std::bad_alloc or std::length_error (more than 65535 windows in a shard, or 2^28 - 1 live
+  // entries in a bucket), and then nothing was recorded; std::logic_error on a moved-from storage.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     detail::validate_charges(charges, "airl::InMemoryStorage");
     require_usable();
@@ -138,9 +140,11 @@ class InMemoryStorage {
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
-  // Throws std::invalid_argument on a part longer than 65535 bytes.
+  // Throws std::invalid_argument on a window outside (0, max_window], an unknown scope or a part longer than
+  // 65535 bytes; std::logic_error on a moved-from storage.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
     require_usable();
+    detail::validate_quota(quota, bucket.tier);
     detail::validate_bucket(bucket, "airl::InMemoryStorage::usage");
     const std::uint64_t hash = detail::hash_bucket(seed_, bucket);
     detail::BucketShard& shard = shards_[shard_index(hash)];
@@ -153,7 +157,8 @@ class InMemoryStorage {
   }
 
   // Drops the given buckets. Thread safety: safe from any thread.
-  // Throws std::invalid_argument on a part longer than 65535 bytes (before dropping any).
+  // Throws std::invalid_argument on an unknown scope or a part longer than 65535 bytes (before dropping any);
+  // std::logic_error on a moved-from storage.
   void erase(std::span<const BucketRef> buckets) {
     require_usable();
     for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::InMemoryStorage::erase");
@@ -185,7 +190,8 @@ class InMemoryStorage {
   }
 
   // Drops every bucket whose window holds nothing now; returns how many. Cost: O(shards + dropped).
-  // Thread safety: safe from any thread. Throws only what the clock throws.
+  // Thread safety: safe from any thread. Throws std::logic_error on a moved-from storage, else only what the
+  // clock throws.
   std::size_t purge_expired() {
     require_usable();
     std::size_t dropped = 0;

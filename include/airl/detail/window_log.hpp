@@ -8,10 +8,10 @@
 //   - the oldest and newest times sit beside the ring, so the common checks (does anything expire? when does a
 //     full bucket free its next unit? when does it empty?) do not read the ring at all;
 //   - stored times are offsets from an origin at or before the oldest entry, packed in the fewest bytes the
-//     live span needs (4 bytes up to 2^32 units: 4.29 s in nanoseconds; 5 bytes 18 minutes; up to 8); the origin
+//     live span needs when the ring is (re)built (4 bytes up to 2^32 units: 4.29 s in nanoseconds; 5 bytes 18 minutes; up to 8); the origin
 //     moves up to the oldest entry when the newest would not fit, and the width grows only when that is not enough;
-//   - while every cost is 1 (requests per window), costs are not stored at all: usage is the entry count and
-//     the k-th oldest entry is the one that frees k units;
+//   - until a cost above 1 arrives (requests per window), costs are not stored at all: usage is the entry
+//     count and the k-th oldest entry is the one that frees k units; a log that empties starts so again;
 //   - the first cost above 1 adds running totals (cost up to and including each entry) in the same allocation
 //     as the times, so usage stays one subtraction and the exact retry time a binary search, independent of
 //     the cost, without another pointer to follow;
@@ -86,7 +86,7 @@ class WindowLog {
   std::size_t capacity() const noexcept { return cap(); }
   // Bytes per stored time (4..8): what the span of the live entries needs.
   unsigned time_width() const noexcept { return width(); }
-  // Whether costs are stored (some live entry cost more than 1).
+  // Whether costs are stored (some entry since the log last emptied cost more than 1).
   bool weighted() const noexcept { return (shape_ & weighted_bit) != 0; }
 
   // Starts loading the oldest and newest entries (what a decision reads and an admission writes) together, so

@@ -88,6 +88,8 @@ class SigpipeGuard {
   bool blocked_ = false;
 };
 
+// One connection to Redis. Thread safety: one thread at a time (the pool hands each connection to one
+// caller), since it reuses its own argument buffers.
 class RedisConnection {
  public:
   explicit RedisConnection(const RedisOptions& options) : options_(options) {}

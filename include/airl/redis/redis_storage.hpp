@@ -86,7 +86,7 @@ class RedisStorage {
   // Decides the charges all-or-nothing in one script call. Thread safety: safe from any thread.
   // Never throws for backend faults: applies on_failure and sets AcquireResult::degraded.
   // Throws std::invalid_argument for no charges, a window outside (0, max_window], cost 0, a limit or cost
-  // above 2^53 (Lua numbers are doubles), or a repeated bucket.
+  // above 2^53 (Lua numbers are doubles), an unknown scope, a part longer than 65535 bytes, or a repeated bucket.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     validate(charges);
     auto& scratch = detail::RedisScratch::for_this_thread();
@@ -128,9 +128,11 @@ class RedisStorage {
     return results;
   }
 
-  // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails.
+  // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails;
+  // std::invalid_argument on a bad window, an unknown scope or a part longer than 65535 bytes.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
     detail::validate_quota(quota, bucket.tier);
+    detail::validate_bucket(bucket, "airl::RedisStorage::usage");
     require_usable();
     auto& scratch = detail::RedisScratch::for_this_thread();
     scratch.keys.resize(2);
@@ -143,9 +145,11 @@ class RedisStorage {
     return static_cast<std::uint64_t>(reply->integer);
   }
 
-  // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails.
+  // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails; std::invalid_argument on
+  // an unknown scope or a part longer than 65535 bytes (before deleting any).
   void erase(std::span<const BucketRef> buckets) {
     require_usable();
+    for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::RedisStorage::erase");
     if (buckets.empty()) return;
     std::vector<std::string> keys(buckets.size() * 2);
     std::vector<std::string_view> args = {"UNLINK"};
