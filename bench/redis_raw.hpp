@@ -22,10 +22,7 @@
 
 namespace airl::bench {
 
-struct ReplyDeleter {
-  void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+using Reply = airl::detail::Reply;  // a redisReply owned by freeReplyObject, as in the library
 
 // One hiredis connection with a 1 s timeout. Not thread-safe: one per thread.
 class RawRedis {
