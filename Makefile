@@ -22,16 +22,17 @@ test:
 	cmake --build build/test -j$(JOBS)
 	ctest --test-dir build/test --output-on-failure -j$(JOBS)
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer.
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer
+# (benchmarks are built by `make test` already; the sanitizer builds skip them).
 test-asan:
 	@.ci/ensure-packages $(TEST_PACKAGES)
-	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAIRL_SANITIZER=address,undefined
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAIRL_SANITIZER=address,undefined -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/asan -j$(JOBS)
 	ctest --test-dir build/asan --output-on-failure -j$(JOBS)
 
 test-tsan:
 	@.ci/ensure-packages $(TEST_PACKAGES)
-	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_SANITIZER=thread
+	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_SANITIZER=thread -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/tsan -j$(JOBS)
 	ctest --test-dir build/tsan --output-on-failure -j$(JOBS)
 
