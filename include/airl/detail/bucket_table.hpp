@@ -13,17 +13,9 @@
 #include <utility>
 
 #include "bucket.hpp"
+#include "prefetch.hpp"
 
 namespace airl::detail {
-
-// Asks the CPU to start loading `address` into cache; never faults, whatever the address.
-inline void prefetch(const void* address) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(address);
-#else
-  (void)address;
-#endif
-}
 
 class BucketTable {
  public:

@@ -34,6 +34,7 @@
 
 #include "key_hash.hpp"
 #include "packed_offsets.hpp"
+#include "prefetch.hpp"
 #include "transparent_hash.hpp"
 
 namespace airl::detail {
@@ -94,15 +95,13 @@ class WindowLog {
   void prefetch() const noexcept {
     if (size_ == 0) return;
     const std::size_t oldest = head_, newest = wrap(std::size_t{head_} + size_ - 1);
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(times() + oldest * width());
-    __builtin_prefetch(times() + newest * width());
+    detail::prefetch(times() + oldest * width());
+    detail::prefetch(times() + newest * width());
     if (weighted()) {
-      __builtin_prefetch(block_);  // the base
-      __builtin_prefetch(block_ + total_offset(oldest));
-      __builtin_prefetch(block_ + total_offset(newest));
+      detail::prefetch(block_);  // the base
+      detail::prefetch(block_ + total_offset(oldest));
+      detail::prefetch(block_ + total_offset(newest));
     }
-#endif
   }
 
   // Whether `id` was admitted and still counts (call expire() first).

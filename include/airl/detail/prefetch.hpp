@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A cache prefetch hint, so the lookups of one decision can start their cache misses early and overlap them.
+
+namespace airl::detail {
+
+// Asks the CPU to start loading `address` into cache; never faults, whatever the address. Throws nothing.
+inline void prefetch(const void* address) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
+}
+
+}  // namespace airl::detail
