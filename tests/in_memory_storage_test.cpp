@@ -513,3 +513,23 @@ TEST_CASE("a call that read the clock before another call's later time is decide
   CHECK(next.status == AcquireStatus::denied);
   CHECK(next.retry_after == 1000ms);
 }
+
+TEST_CASE("buckets with empty and one-byte parts are found again in every scope", "[in_memory]") {
+  // The shortest keys (a few bytes) are compared with one 4-byte read of their header: the bucket must
+  // still hold them (AddressSanitizer checks the read) and tell them apart.
+  const ManualClock clock;
+  Storage storage = make_storage(clock);
+  const std::vector<BucketRef> buckets = {
+      {Scope::global, "", {}, {}},     {Scope::global, "g", {}, {}},    {Scope::user, "", "", {}},
+      {Scope::user, "t", "u", {}},     {Scope::model, "", {}, ""},      {Scope::model, "t", {}, "m"},
+      {Scope::user_model, "", "", ""}, {Scope::user_model, "t", "u", "m"}, {Scope::user_model, "t", "", "m"},
+      {Scope::user_model, "t", "um", ""},
+  };
+  for (const BucketRef& bucket : buckets) CHECK(acquire(storage, Charge{bucket, Quota{1, 1s}, 1}).status == AcquireStatus::allowed);
+  CHECK(storage.active_keys() == buckets.size());
+  for (const BucketRef& bucket : buckets) {
+    CHECK(acquire(storage, Charge{bucket, Quota{1, 1s}, 1}).status == AcquireStatus::denied);  // found: it is full
+    CHECK(storage.usage(bucket, Quota{1, 1s}) == 1);
+  }
+  CHECK(storage.active_keys() == buckets.size());
+}

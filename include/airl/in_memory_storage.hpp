@@ -85,6 +85,9 @@ inline std::uint64_t fresh_seed(const void* where) noexcept {
   return finish_hash(now ^ finish_hash(address + counter.fetch_add(hash_multiplier, std::memory_order_relaxed)));
 }
 
+// What a missing bucket decides like: an empty log. At namespace scope so reading it needs no guard.
+inline const WindowLog empty_window_log{};
+
 // The store's time unit: the clock's nanoseconds.
 inline std::int64_t to_ticks(std::chrono::nanoseconds time) noexcept { return time.count(); }
 inline std::int64_t window_ticks(const Quota& quota) noexcept {
@@ -122,13 +125,12 @@ class InMemoryStorage {
   // 65535 bytes; std::bad_alloc or std::length_error (more than 65535 windows in a shard, or 2^28 - 1 live
   // entries in a bucket), and then nothing was recorded; std::logic_error on a moved-from storage.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
+    if (charges.size() == 1 && detail::charge_is_valid(charges.front()) && shards_) [[likely]] {
+      return decide_one(charges.front(), request_id);  // the common case
+    }
     detail::validate_charges(charges, "airl::InMemoryStorage");
     require_usable();
-    if (charges.size() == 1) {  // the common case, compiled with every loop over charges unrolled
-      detail::InlinePlan<1> plan;
-      return decide(charges.first<1>(), request_id, std::span(plan.charges), std::span(plan.verdicts),
-                    std::span(plan.shards));
-    }
+    if (charges.size() == 1) return decide_one(charges.front(), request_id);
     if (charges.size() <= inline_charges) {
       detail::InlinePlan<inline_charges> plan;
       const std::size_t n = charges.size();
@@ -226,6 +228,49 @@ class InMemoryStorage {
     return shard_bits_ == 0 ? 0 : static_cast<std::size_t>(hash >> (64 - shard_bits_));
   }
 
+  // The decision for one charge: decide() without its loops, one shard, one lock. Same rules, same order.
+  AcquireResult decide_one(const Charge& charge, std::string_view request_id) {
+    const std::uint64_t hash = detail::hash_bucket(seed_, charge.bucket);
+    std::size_t index = shard_index(hash);
+    detail::BucketShard& shard = shards_[index];
+    shard.prefetch(hash);
+    const std::int64_t read = detail::to_ticks(clock_.now());  // before locking: keeps the lock held briefly
+    const std::int64_t window = detail::window_ticks(charge.quota);
+
+    detail::PlannedCharge plan{hash, index, nullptr, false};
+    const std::span<const Charge, 1> charges(&charge, 1);
+    const std::span<detail::PlannedCharge, 1> plans(&plan, 1);
+    const std::span<const std::size_t> held(&index, 1);
+    AcquireResult result;
+    std::int64_t now;
+    std::size_t short_of_keys = 0;
+    {
+      std::lock_guard lock(shard.mutex);
+      now = shard.advance(read);
+      plan.bucket = shard.find(hash, charge.bucket);
+      if (plan.bucket != nullptr) {
+        plan.bucket->log.prefetch();
+        plan.bucket->log.expire(now, window);
+      }
+      const detail::WindowLog& log = log_of(plan.bucket);
+      if (!request_id.empty() && log.holds_id(request_id)) {
+        result = detail::single_verdict(log.peek(now, window, charge.quota.limit));
+        result.status = AcquireStatus::replayed;
+      } else {
+        result = detail::single_verdict(log.check(now, window, charge.quota.limit, charge.cost));
+        if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, plans, held, now);
+      }
+      if (shard.expiry_hint.load(std::memory_order_relaxed) <= now) {
+        if (const std::size_t dropped = shard.purge(now, incremental_sweep); dropped != 0) {
+          key_count_->fetch_sub(dropped, std::memory_order_relaxed);
+        }
+      }
+    }
+    sweep_next_shard(held, now);
+    if (short_of_keys != 0) result = capacity_denial(count_missing(plans), short_of_keys, now);
+    return result;
+  }
+
   // The decision for 1..n charges; E is their count when known at compile time (1), else dynamic_extent.
   template <std::size_t E>
   AcquireResult decide(std::span<const Charge, E> charges, std::string_view request_id,
@@ -297,8 +342,7 @@ class InMemoryStorage {
   }
 
   static const detail::WindowLog& log_of(const detail::Bucket* bucket) noexcept {
-    static const detail::WindowLog empty;
-    return bucket == nullptr ? empty : bucket->log;
+    return bucket == nullptr ? detail::empty_window_log : bucket->log;
   }
 
   template <std::size_t E>

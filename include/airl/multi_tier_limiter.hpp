@@ -53,6 +53,11 @@ class MultiTierLimiter {
     require_usable();
     const std::string_view request_id = qualified_request_id(request);
     const AcquireResult result = counting_backend_errors([&] {
+      if (tiers_.size() == 1) {  // the common case: one charge, no loop
+        const Tier& tier = tiers_.front();
+        const Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
+        return storage_.acquire(std::span<const Charge>(&charge, 1), request_id);
+      }
       if (tiers_.size() <= inline_tiers) {
         UninitializedCharges charges;  // only the first tiers_.size() are written and read
         return storage_.acquire(fill_charges(charges.items, request), request_id);
@@ -177,11 +182,16 @@ class MultiTierLimiter {
     return buffer;
   }
 
+  // What `request` costs in `tier`: its cost, or 1 in a tier that counts requests.
+  static std::uint64_t cost_in(const Tier& tier, const Request& request) noexcept {
+    return tier.unit == Unit::requests ? 1 : request.cost;
+  }
+
   // Writes one charge per tier into `charges` (room for tiers_.size()) and returns them.
   std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const noexcept {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
-      const std::uint64_t cost = tiers_[i].unit == Unit::requests ? 1 : request.cost;
-      std::construct_at(&charges[i], Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost});
+      std::construct_at(&charges[i],
+                        Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost_in(tiers_[i], request)});
     }
     return charges.first(tiers_.size());
   }

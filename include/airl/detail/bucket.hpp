@@ -29,7 +29,7 @@ struct Bucket {
   bool listed() const noexcept { return list != unlisted; }
   std::string_view key() const noexcept { return {key_data(), key_size}; }
   BucketRef ref() const noexcept { return *decode_bucket_key(key()); }
-  bool names(const BucketRef& bucket) const noexcept { return key_matches(key(), bucket); }
+  AIRL_DETAIL_HOT_INLINE bool names(const BucketRef& bucket) const noexcept { return key_matches(key(), bucket); }
 
   struct Deleter {
     void operator()(Bucket* bucket) const noexcept {
@@ -42,7 +42,7 @@ struct Bucket {
   // A new, empty bucket named `name`, header and key in one allocation. Throws std::bad_alloc.
   static Owner make(const BucketRef& name) {
     const std::size_t size = detail::key_size(name);
-    void* memory = ::operator new(std::max(sizeof(Bucket), key_offset() + size));
+    void* memory = ::operator new(std::max(sizeof(Bucket), key_offset() + std::max(size, min_key_bytes)));
     Owner bucket(new (memory) Bucket{});
     bucket->key_size = static_cast<std::uint32_t>(size);
     write_key(static_cast<char*>(memory) + key_offset(), name);

@@ -19,6 +19,9 @@
 
 namespace airl::detail {
 
+// Room every stored key has, even a shorter one, so its header can be read as one 4-byte word.
+inline constexpr std::size_t min_key_bytes = 4;
+
 // Longest key header: the scope byte and three lengths of up to 3 LEB128 bytes (parts are < 2^21 bytes).
 inline constexpr std::size_t max_key_header = 10;
 
@@ -115,31 +118,48 @@ constexpr std::size_t length_bytes(std::size_t length) noexcept {
   return bytes;
 }
 
-// Whether `key` (a key written by write_key) names `bucket`: reads the stored header in place (one byte per
-// length below 128) and compares the parts' bytes; builds nothing.
+// Whether `key` (a key written by write_key) names `bucket`: reads the stored header in place and compares the
+// parts' bytes; builds nothing. Parts shorter than 128 bytes (one length byte each) take a branch-light path.
 AIRL_DETAIL_HOT_INLINE bool key_matches(std::string_view key, const BucketRef& bucket) noexcept {
   const bool user = scope_has_user(bucket.scope), model = scope_has_model(bucket.scope);
+  const std::size_t tier_size = bucket.tier.size();
   const std::size_t user_size = user ? bucket.user.size() : 0, model_size = model ? bucket.model.size() : 0;
-  const std::size_t header = 1 + length_bytes(bucket.tier.size()) + (user ? length_bytes(user_size) : 0) +
-                             (model ? length_bytes(model_size) : 0);
-  if (key.size() != header + bucket.tier.size() + user_size + model_size) return false;
   const char* at = key.data();
-  if (static_cast<unsigned char>(*at++) != static_cast<unsigned char>(bucket.scope)) return false;
-  const auto same_length = [&at](std::size_t length) {
-    for (; length >= 0x80; length >>= 7) {
-      if (static_cast<unsigned char>(*at++) != ((length & 0x7Fu) | 0x80u)) return false;
+  if ((tier_size | user_size | model_size) < 0x80) [[likely]] {
+    // The header is 2 to 4 bytes (scope, then one byte per length): compared as one word. Stored keys have at
+    // least min_key_bytes bytes of room (Bucket::make), so the 4-byte read stays inside the allocation.
+    const std::size_t header = 2 + std::size_t{user} + std::size_t{model};
+    if (key.size() != header + tier_size + user_size + model_size) return false;
+    const std::uint32_t expected = static_cast<std::uint32_t>(static_cast<unsigned char>(bucket.scope)) |
+                                   static_cast<std::uint32_t>(tier_size << 8) |
+                                   static_cast<std::uint32_t>(user_size << 16) |
+                                   static_cast<std::uint32_t>(model_size << (8 * (header - 1)));
+    const std::uint32_t mask = header == 4 ? 0xFFFFFFFFu : (std::uint32_t{1} << (8 * header)) - 1;
+    if (((static_cast<std::uint32_t>(load_u32(at)) ^ expected) & mask) != 0) return false;
+    at += header;
+  } else {
+    const std::size_t header = 1 + length_bytes(tier_size) + (user ? length_bytes(user_size) : 0) +
+                               (model ? length_bytes(model_size) : 0);
+    if (key.size() != header + tier_size + user_size + model_size) return false;
+    if (static_cast<unsigned char>(*at) != static_cast<unsigned char>(bucket.scope)) return false;
+    ++at;
+    const auto same_length = [&at](std::size_t length) {
+      for (; length >= 0x80; length >>= 7) {
+        if (static_cast<unsigned char>(*at++) != ((length & 0x7Fu) | 0x80u)) return false;
+      }
+      return static_cast<unsigned char>(*at++) == length;
+    };
+    if (!same_length(tier_size) || (user && !same_length(user_size)) || (model && !same_length(model_size))) {
+      return false;
     }
-    return static_cast<unsigned char>(*at++) == length;
-  };
-  if (!same_length(bucket.tier.size()) || (user && !same_length(user_size)) || (model && !same_length(model_size))) {
-    return false;
   }
-  const auto same = [&at](std::string_view part) {
-    const bool equal = same_bytes(at, part.data(), part.size());
-    at += part.size();
-    return equal;
-  };
-  return same(bucket.tier) && (!user || same(bucket.user)) && (!model || same(bucket.model));
+  if (!same_bytes(at, bucket.tier.data(), tier_size)) return false;
+  at += tier_size;
+  if (user) {
+    if (!same_bytes(at, bucket.user.data(), user_size)) return false;
+    at += user_size;
+  }
+  return !model || same_bytes(at, bucket.model.data(), model_size);
 }
 
 // The user of a key whose scope has one; nullopt for model and global keys or malformed input.

@@ -56,8 +56,14 @@ class alignas(64) BucketShard {
   void set_seed(std::uint64_t seed) noexcept { seed_ = seed; }
 
   // The bucket named `name` (whose hash is `hash`), or nullptr. Throws nothing.
+  // The key compare as a functor whose call is forced inline (a lambda's call would stay out of line).
+  struct NamedBy {
+    const BucketRef& name;
+    AIRL_DETAIL_HOT_INLINE bool operator()(const Bucket& bucket) const noexcept { return bucket.names(name); }
+  };
+
   Bucket* find(std::uint64_t hash, const BucketRef& name) const noexcept {
-    return table_.find(hash, [&name](const Bucket& bucket) { return bucket.names(name); });
+    return table_.find(hash, NamedBy{name});
   }
 
   // Starts loading the index slot where `hash` is looked up. Safe without the lock. Throws nothing.

@@ -20,19 +20,22 @@ namespace airl::detail {
 inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
   if (ns >= never_ticks) return std::chrono::milliseconds::max();
   if (ns <= 0) return std::chrono::milliseconds{0};
-  return std::chrono::milliseconds{ns / 1'000'000 + (ns % 1'000'000 != 0 ? 1 : 0)};
+  return std::chrono::milliseconds{static_cast<std::int64_t>((static_cast<std::uint64_t>(ns) + 999'999) / 1'000'000)};
+}
+
+// One tier: the verdict is the result.
+inline AcquireResult single_verdict(const WindowVerdict& only) noexcept {
+  AcquireResult result;
+  result.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied;
+  result.remaining = only.remaining;
+  result.retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after);
+  result.reset_after = ceil_to_ms(only.reset_after);
+  return result;
 }
 
 inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {
+  if (verdicts.size() == 1) return single_verdict(verdicts.front());
   AcquireResult result;
-  if (verdicts.size() == 1) {  // one tier: the verdict is the result
-    const WindowVerdict& only = verdicts.front();
-    result.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied;
-    result.remaining = only.remaining;
-    result.retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after);
-    result.reset_after = ceil_to_ms(only.reset_after);
-    return result;
-  }
   const WindowVerdict* binding = nullptr;
   std::int64_t retry = 0;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {

@@ -28,7 +28,7 @@ constexpr bool scope_has_model(Scope scope) noexcept { return scope == Scope::mo
 
 inline constexpr std::uint64_t hash_multiplier = 0x9E3779B97F4A7C15ull;
 
-// The final avalanche (splitmix64's), so low bits (table slot) and high bits (shard) both depend on every input bit.
+// splitmix64's avalanche: mixes the store's seed.
 constexpr std::uint64_t finish_hash(std::uint64_t h) noexcept {
   h ^= h >> 30;
   h *= 0xBF58476D1CE4E5B9ull;
@@ -36,11 +36,6 @@ constexpr std::uint64_t finish_hash(std::uint64_t h) noexcept {
   h *= 0x94D049BB133111EBull;
   h ^= h >> 31;
   return h;
-}
-
-constexpr std::uint64_t mix_word(std::uint64_t h, std::uint64_t word) noexcept {
-  h = (h ^ word) * hash_multiplier;
-  return h ^ (h >> 29);
 }
 
 inline std::uint64_t load_u64(const char* at) noexcept {
@@ -54,29 +49,55 @@ inline std::uint64_t load_u32(const char* at) noexcept {
   return word;
 }
 
-// The digest of one part, started from `lane` (the seed, varied per part) and its length, then its bytes.
-// Reads are whole words, never a byte-sized copy into a word (that stalls store forwarding): a tail is read
-// as the last 8 bytes, overlapping the previous word, and short parts as two overlapping 4-byte words or
-// three single bytes, as wyhash does. Given the length, each reading covers every byte, so distinct parts of
-// one length give distinct words. The parts of a bucket are digested independently, so the CPU works on
-// them in parallel; only their combination is a serial chain.
+// The full 128-bit product of a and b, folded to 64 bits: the mixing step of wyhash. One multiply mixes two
+// words, and every input bit reaches both halves of the result.
+AIRL_DETAIL_HOT_INLINE std::uint64_t multiply_fold(std::uint64_t a, std::uint64_t b) noexcept {
+#if defined(__SIZEOF_INT128__)
+  __extension__ using u128 = unsigned __int128;
+  const u128 product = static_cast<u128>(a) * b;
+  return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
+#else
+  const std::uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+  const std::uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+  const std::uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+  const std::uint64_t low = (cross << 32) | (lo_lo & 0xFFFFFFFFu);
+  const std::uint64_t high = hi_hi + (hi_lo >> 32) + (cross >> 32);
+  return low ^ high;
+#endif
+}
+
+inline constexpr std::uint64_t hash_secret_a = 0xA0761D6478BD642Full;  // wyhash's constants: odd, balanced bits
+inline constexpr std::uint64_t hash_secret_b = 0xE7037ED1A0B428DBull;
+
+// The digest of one part under `lane` (the seed, varied per part). Parts of up to 16 bytes, nearly every id,
+// take one multiply: the part is read as two words (overlapping for lengths that are not 8 or 16, or as
+// 4-byte words or three single bytes when shorter, as wyhash does; never a byte-sized copy into a word, which
+// stalls store forwarding). Given the length, the two words cover every byte, so distinct parts of one
+// length give distinct words. Longer parts fold 16 bytes per multiply first.
 AIRL_DETAIL_HOT_INLINE std::uint64_t hash_part(std::uint64_t lane, std::string_view part) noexcept {
   const char* bytes = part.data();
   const std::size_t size = part.size();
-  std::uint64_t h = lane ^ (size * hash_multiplier);
-  if (size >= 8) {
-    std::size_t at = 0;
-    for (; at + 8 <= size; at += 8) h = mix_word(h, load_u64(bytes + at));
-    if (at != size) h = mix_word(h, load_u64(bytes + size - 8));
-  } else if (size >= 4) {
-    h = mix_word(h, (load_u32(bytes) << 32) | load_u32(bytes + size - 4));
-  } else if (size != 0) {
-    const auto byte = [bytes](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(bytes[i])}; };
-    h = mix_word(h, (byte(0) << 16) | (byte(size / 2) << 8) | byte(size - 1));
+  std::uint64_t a = 0, b = 0;
+  if (size <= 16) [[likely]] {
+    if (size >= 8) {
+      a = load_u64(bytes);
+      b = load_u64(bytes + size - 8);
+    } else if (size >= 4) {
+      a = load_u32(bytes);
+      b = load_u32(bytes + size - 4);
+    } else if (size != 0) {
+      const auto byte = [bytes](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(bytes[i])}; };
+      a = (byte(0) << 16) | (byte(size / 2) << 8) | byte(size - 1);
+    }
   } else {
-    h = mix_word(h, 0);
+    std::size_t at = 0;
+    for (; size - at > 16; at += 16) {
+      lane = multiply_fold(load_u64(bytes + at) ^ hash_secret_a, load_u64(bytes + at + 8) ^ lane);
+    }
+    a = load_u64(bytes + size - 16);
+    b = load_u64(bytes + size - 8);
   }
-  return h;
+  return multiply_fold(a ^ hash_secret_a, b ^ lane ^ size);
 }
 
 // Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short).
@@ -94,16 +115,14 @@ AIRL_DETAIL_HOT_INLINE bool same_bytes(const char* a, const char* b, std::size_t
   return true;
 }
 
-// The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part.
+// The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part. Each
+// part is digested in its own lane (so the CPU works on them in parallel, and equal bytes in two roles hash
+// differently); one last multiply joins the lanes and the scope.
 AIRL_DETAIL_HOT_INLINE std::uint64_t hash_bucket(std::uint64_t seed, const BucketRef& bucket) noexcept {
   const std::uint64_t tier = hash_part(seed ^ 0x243F6A8885A308D3ull, bucket.tier);
   const std::uint64_t user = scope_has_user(bucket.scope) ? hash_part(seed ^ 0x13198A2E03707344ull, bucket.user) : 0;
   const std::uint64_t model = scope_has_model(bucket.scope) ? hash_part(seed ^ 0xA4093822299F31D0ull, bucket.model) : 0;
-  std::uint64_t h = mix_word(seed, static_cast<std::uint64_t>(bucket.scope) + 1);
-  h = mix_word(h, tier);
-  h = mix_word(h, user);
-  h = mix_word(h, model);
-  return finish_hash(h);
+  return multiply_fold(tier ^ user ^ hash_secret_b, model ^ seed ^ (static_cast<std::uint64_t>(bucket.scope) + 1));
 }
 
 // Two references name the same bucket: same scope and tier, and the same ids where the scope uses them.

@@ -45,8 +45,9 @@ inline void validate_quota(const Quota& quota, std::string_view tier) {
 // One test for the common case (a valid request), so validation costs a few instructions per decision.
 inline void validate_request(std::string_view user, std::string_view model, std::uint64_t cost,
                              std::string_view request_id) {
-  if (user.empty() || model.empty() || cost == 0 || user.size() > max_id_length || model.size() > max_id_length ||
-      request_id.size() > max_id_length) [[unlikely]] {
+  // size - 1 wraps around for an empty id, so one unsigned compare checks "not empty and not too long".
+  if (((user.size() - 1) >= max_id_length) | ((model.size() - 1) >= max_id_length) | (cost == 0) |
+      (request_id.size() > max_id_length)) [[unlikely]] {
     refuse_request(user, model, cost, request_id);
   }
 }
@@ -65,23 +66,35 @@ inline void validate_bucket(const BucketRef& bucket, const char* where) {
   }
 }
 
+// Says what is wrong with a charge handed to a storage directly. Called only when charge_is_valid() said no.
+template <class Charge>
+[[noreturn, gnu::noinline]] void refuse_charge(const Charge& charge, const char* storage) {
+  validate_bucket(charge.bucket, storage);
+  if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
+    refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
+  }
+  if (charge.cost == 0) refuse(std::string(storage) + "::acquire: cost must be at least 1");
+  refuse(std::string(storage) + "::acquire: invalid charge");  // not reached: one of the checks above throws
+}
+
+// A known scope, a window in (0, max_window], a cost >= 1 and parts of at most 65535 bytes, in one branch:
+// unsigned wrap-around folds "> 0" into the range checks.
+template <class Charge>
+constexpr bool charge_is_valid(const Charge& charge) noexcept {
+  constexpr std::size_t most = 0xFFFF;
+  const auto window = static_cast<std::uint64_t>(charge.quota.window.count());
+  return (static_cast<unsigned>(charge.bucket.scope) <= static_cast<unsigned>(Scope::global)) &
+         (window - 1 < static_cast<std::uint64_t>(max_window.count())) & (charge.cost != 0) &
+         ((charge.bucket.tier.size() | charge.bucket.user.size() | charge.bucket.model.size()) <= most);
+}
+
 // Checks what a storage is handed directly (limiters have validated their tiers and requests already):
-// 1..n charges, each with a window in (0, max_window], a cost >= 1 and parts of at most 65535 bytes.
+// 1..n charges, each valid as charge_is_valid() says.
 template <class Charges>
 void validate_charges(const Charges& charges, const char* storage) {
   if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
   for (const auto& charge : charges) {
-    constexpr std::size_t most = 0xFFFF;
-    const bool fine = known_scope(charge.bucket.scope) && charge.quota.window.count() > 0 &&
-                      charge.quota.window <= max_window && charge.cost != 0 &&
-                      charge.bucket.tier.size() <= most && charge.bucket.user.size() <= most &&
-                      charge.bucket.model.size() <= most;
-    if (fine) [[likely]] continue;
-    validate_bucket(charge.bucket, storage);
-    if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
-      refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
-    }
-    if (charge.cost == 0) refuse(std::string(storage) + "::acquire: cost must be at least 1");
+    if (!charge_is_valid(charge)) [[unlikely]] refuse_charge(charge, storage);
   }
 }
 
