@@ -51,21 +51,14 @@ class MultiTierLimiter {
   Decision allow(const Request& request) {
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
     require_usable();
-    const std::string_view request_id = qualified_request_id(request);
-    const AcquireResult result = counting_backend_errors([&] {
-      if (tiers_.size() == 1) {  // the common case: one charge, no loop
-        const Tier& tier = tiers_.front();
-        const Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
-        return storage_.acquire(std::span<const Charge>(&charge, 1), request_id);
-      }
-      if (tiers_.size() <= inline_tiers) {
-        UninitializedCharges charges;  // only the first tiers_.size() are written and read
-        return storage_.acquire(fill_charges(charges.items, request), request_id);
-      }
-      std::vector<Charge> charges(tiers_.size());
-      return storage_.acquire(fill_charges(charges, request), request_id);
-    });
-    return to_decision(result);
+    if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
+      const Tier& tier = tiers_.front();
+      const Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
+      const std::string_view request_id = qualified_request_id(request);
+      return to_decision(counting_backend_errors(
+          [&] { return storage_.acquire(std::span<const Charge>(&charge, 1), request_id); }));
+    }
+    return allow_in_tiers(request);
   }
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
@@ -152,6 +145,23 @@ class MultiTierLimiter {
     UninitializedCharges() noexcept {}
     Charge items[inline_tiers];
   };
+
+  // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
+#if defined(__GNUC__) || defined(__clang__)
+  [[gnu::noinline]]
+#endif
+  Decision allow_in_tiers(const Request& request) {
+    const std::string_view request_id = qualified_request_id(request);
+    const AcquireResult result = counting_backend_errors([&] {
+      if (tiers_.size() <= inline_tiers) {
+        UninitializedCharges charges;  // only the first tiers_.size() are written and read
+        return storage_.acquire(fill_charges(charges.items, request), request_id);
+      }
+      std::vector<Charge> charges(tiers_.size());
+      return storage_.acquire(fill_charges(charges, request), request_id);
+    });
+    return to_decision(result);
+  }
 
   // Runs a storage call; a BackendError it throws is counted in the metrics, then passed on.
   template <class Call>

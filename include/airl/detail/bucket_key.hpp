@@ -119,7 +119,8 @@ constexpr std::size_t length_bytes(std::size_t length) noexcept {
 }
 
 // Whether `key` (a key written by write_key) names `bucket`: reads the stored header in place and compares the
-// parts' bytes; builds nothing. Parts shorter than 128 bytes (one length byte each) take a branch-light path.
+// parts' bytes; builds nothing. Parts shorter than 128 bytes (one length byte each) take a branch-light path,
+// which reads the header as one 4-byte word: `key.data()` must have at least min_key_bytes readable bytes.
 AIRL_DETAIL_HOT_INLINE bool key_matches(std::string_view key, const BucketRef& bucket) noexcept {
   const bool user = scope_has_user(bucket.scope), model = scope_has_model(bucket.scope);
   const std::size_t tier_size = bucket.tier.size();

@@ -62,7 +62,7 @@ class alignas(64) BucketShard {
     AIRL_DETAIL_HOT_INLINE bool operator()(const Bucket& bucket) const noexcept { return bucket.names(name); }
   };
 
-  Bucket* find(std::uint64_t hash, const BucketRef& name) const noexcept {
+  AIRL_DETAIL_HOT_INLINE Bucket* find(std::uint64_t hash, const BucketRef& name) const noexcept {
     return table_.find(hash, NamedBy{name});
   }
 

@@ -33,7 +33,7 @@ class BucketTable {
 
   // The bucket with this hash that `same` accepts, or nullptr. Throws nothing.
   template <class Same>
-  Bucket* find(std::uint64_t hash, Same&& same) const noexcept {
+  AIRL_DETAIL_HOT_INLINE Bucket* find(std::uint64_t hash, Same&& same) const noexcept {
     if (capacity_ == 0) return nullptr;
     for (std::size_t i = hash & mask(); ; i = (i + 1) & mask()) {
       const Slot& slot = slots_[i];
