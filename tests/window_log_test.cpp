@@ -794,3 +794,73 @@ TEST_CASE("record() changes nothing when any of its allocations fails (strong gu
   CHECK(failures > 200);
   CHECK(expiries_under_failure == 400);
 }
+
+TEST_CASE("weighted logs stay exact when usage and costs outgrow the packed cache", "[window_log]") {
+  // A weighted log keeps its usage (40 bits) and oldest cost (23 bits) packed beside the ring while they fit and
+  // reads the ring's header when they do not. Costs here cross both bounds in both directions, with ids,
+  // undos and expiry, and every answer must match the plain model.
+  std::mt19937_64 rng(0xCAC4E);
+  const auto below = [&rng](std::uint64_t bound) { return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(rng); };
+  const std::int64_t window = 1'000'000;
+  WindowLog log;
+  ReferenceLog reference;
+  std::int64_t now = 0;
+  int big_costs = 0, big_usages = 0, small_after_big = 0;
+  bool was_big = false;
+  for (int step = 0; step < 20'000; ++step) {
+    CAPTURE(step);
+    now += static_cast<std::int64_t>(below(window / 20));
+    REQUIRE(log.expire(now, window) == reference.expire(now, window));
+    REQUIRE(log.usage() == reference.usage());
+    const std::uint64_t cost = [&]() -> std::uint64_t {
+      switch (below(4)) {
+        case 0: return (std::uint64_t{1} << 23) + below(1000) - 500;   // around the cost bound
+        case 1: return std::uint64_t{1} << (30 + below(12));           // large: usage passes 2^40
+        case 2: return 1 + below(100);
+        default: return 1;
+      }
+    }();
+    if (cost > (std::uint64_t{1} << 23) - 1) ++big_costs;
+    const std::uint64_t limit = below(5) == 0 ? reference.usage() + cost - 1 : std::uint64_t{1} << 50;
+    CAPTURE(cost, limit);
+    const WindowVerdict expected = reference.check(now, window, limit, cost);
+    require_same_verdict(log.check(now, window, limit, cost), expected);
+    require_same_verdict(log.peek(now, window, limit), reference.peek(now, window, limit));
+    const std::string id = below(4) == 0 ? "id-" + std::to_string(step) : std::string{};
+    if (expected.fits) {
+      log.record(now, cost, id);
+      reference.record(now, cost, id);
+    }
+    if (reference.size() != 0 && below(10) == 0) {
+      log.undo_record();
+      reference.undo_record();
+    }
+    REQUIRE(log.usage() == reference.usage());
+    if (!id.empty()) REQUIRE(log.holds_id(id) == reference.holds_id(id));
+    const bool big = reference.usage() > (std::uint64_t{1} << 40);
+    if (big) ++big_usages;
+    if (was_big && !big && reference.usage() != 0) ++small_after_big;
+    was_big = big;
+  }
+  CHECK(big_costs > 1000);
+  CHECK(big_usages > 1000);
+  CHECK(small_after_big > 10);
+}
+
+TEST_CASE("weighted logs are exact at the packed cache's bounds", "[window_log]") {
+  const std::int64_t window = 1000;
+  for (const std::uint64_t oldest_cost : {(std::uint64_t{1} << 23) - 1, std::uint64_t{1} << 23}) {
+    for (const std::uint64_t usage : {(std::uint64_t{1} << 40) - 1, std::uint64_t{1} << 40, (std::uint64_t{1} << 40) + 1}) {
+      CAPTURE(oldest_cost, usage);
+      WindowLog log;
+      log.record(0, oldest_cost, {});
+      log.record(10, usage - oldest_cost, {});
+      CHECK(log.usage() == usage);
+      // Needing exactly the oldest cost waits for the oldest entry; one unit more waits for the second.
+      CHECK(log.check(20, window, usage, oldest_cost).retry_after == 0 + window - 20);
+      CHECK(log.check(20, window, usage, oldest_cost + 1).retry_after == 10 + window - 20);
+      CHECK(log.check(20, window, usage + 5, 5).fits);
+      CHECK(log.check(20, window, usage + 5, 6).remaining == 5);
+    }
+  }
+}

@@ -15,7 +15,11 @@
 //   - the first cost above 1 adds running totals (cost up to and including each entry) in the same allocation
 //     as the times, so usage stays one subtraction and the exact retry time a binary search, independent of
 //     the cost, without another pointer to follow;
-//   - request ids live in a side index allocated only for logs that see ids.
+//   - a weighted log also keeps its usage and its oldest entry's cost in the log itself (packed into one word,
+//     when they fit in 40 and 23 bits), so a denial on a full weighted bucket, the common case under a flood of
+//     token requests, reads no ring memory at all;
+//   - request ids live in a side index allocated only for logs that see ids (its address sits in the log for
+//     unit-cost logs and in the ring's header for weighted ones).
 // An entry admitted at t counts while now < t + window.
 
 #include <algorithm>
@@ -75,6 +79,7 @@ class WindowLog {
   // Cost units counting now (call expire() first). Throws nothing.
   std::uint64_t usage() const noexcept {
     if (!weighted()) return size_;
+    if ((side_ & cache_valid) != 0) return side_ & cached_usage_mask;
     return size_ == 0 ? 0 : newest_total() - base();
   }
   std::size_t size() const noexcept { return size_; }
@@ -102,9 +107,10 @@ class WindowLog {
 
   // Whether `id` was admitted and still counts (call expire() first).
   bool holds_id(std::string_view id) const noexcept {
-    if (!ids_ || id.empty()) return false;
-    const auto found = ids_->seq_by_id.find(id);
-    return found != ids_->seq_by_id.end() && found->second >= ids_->first_seq;
+    const IdIndex* ids = id_index();
+    if (ids == nullptr || id.empty()) return false;
+    const auto found = ids->seq_by_id.find(id);
+    return found != ids->seq_by_id.end() && found->second >= ids->first_seq;
   }
 
   // Would a charge of `cost` fit under `limit` now? Pure; call expire() first.
@@ -156,12 +162,13 @@ class WindowLog {
     }
     std::unique_ptr<IdIndex> new_ids;
     if (!id.empty()) {
-      if (!ids_) new_ids = std::make_unique<IdIndex>();
-      remember_id(ids_ ? *ids_ : *new_ids, id, size_);
+      IdIndex* ids = id_index();
+      if (ids == nullptr) new_ids = std::make_unique<IdIndex>();
+      remember_id(ids != nullptr ? *ids : *new_ids, id, size_);
     }
 
     // From here on nothing throws.
-    if (new_ids) ids_ = std::move(new_ids);
+    if (new_ids) set_id_index(new_ids.release());
     std::int64_t new_origin = origin;
     if (block.bytes) {
       new_origin = adopt(std::move(block));
@@ -183,16 +190,17 @@ class WindowLog {
     }
     newest_ = time;
     ++size_;
+    refresh_cache();
   }
 
   // Takes back the newest record() (used to roll back a multi-bucket admission). Requires !empty().
   void undo_record() noexcept {
-    if (ids_) {
-      const std::uint64_t seq = ids_->first_seq + size_ - 1;
-      if (!ids_->order.empty() && ids_->order.back().first == seq) {
-        const auto found = ids_->seq_by_id.find(std::string_view(*ids_->order.back().second));
-        if (found != ids_->seq_by_id.end() && found->second == seq) ids_->seq_by_id.erase(found);
-        ids_->order.pop_back();
+    if (IdIndex* ids = id_index()) {
+      const std::uint64_t seq = ids->first_seq + size_ - 1;
+      if (!ids->order.empty() && ids->order.back().first == seq) {
+        const auto found = ids->seq_by_id.find(std::string_view(*ids->order.back().second));
+        if (found != ids->seq_by_id.end() && found->second == seq) ids->seq_by_id.erase(found);
+        ids->order.pop_back();
       }
     }
     if (size_ > 1) {
@@ -200,6 +208,7 @@ class WindowLog {
       if (weighted()) store_word(block_ + newest_total_offset, total_at(size_ - 2));
     }
     --size_;
+    refresh_cache();
   }
 
   // The most live entries one log holds.
@@ -212,8 +221,8 @@ class WindowLog {
     std::unordered_map<std::string, std::uint64_t, TransparentHash, std::equal_to<>> seq_by_id;
     std::deque<std::pair<std::uint64_t, const std::string*>> order;  // ids in admission order
   };
-  // One allocation holds the ring. Weighted: [base][newest total][oldest total][running totals: cap x 8
-  // bytes][times]; else [times]. Times are cap offsets of `width` bytes (plus packed_padding when wider than
+  // One allocation holds the ring. Weighted: [base][newest total][oldest total][id index address][running
+  // totals: cap x 8 bytes][times]; else [times]. Times are cap offsets of `width` bytes (plus packed_padding when wider than
   // 4). A running total is the sum of costs up to and including its entry (wraps harmlessly); base is the total
   // before the oldest. The newest and oldest totals are copies kept next to the base, so usage and the common
   // retry time (when the oldest entry frees enough) read one cache line instead of three.
@@ -232,7 +241,40 @@ class WindowLog {
   std::uint32_t cap() const noexcept { return shape_ & max_entries; }
   unsigned width() const noexcept { return ((shape_ >> 28) & 7u) + 4; }
 
-  static constexpr std::size_t newest_total_offset = 8, oldest_total_offset = 16, totals_header = 24;
+  static constexpr std::size_t newest_total_offset = 8, oldest_total_offset = 16, ids_offset = 24, totals_header = 32;
+
+  // side_ of a weighted log: usage in bits 0-39, the oldest entry's cost in bits 40-62, bit 63 set when both fit
+  // (else the ring's header is read instead).
+  static constexpr std::uint64_t cache_valid = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t cached_usage_mask = (std::uint64_t{1} << 40) - 1;
+  static constexpr std::uint64_t cached_cost_mask = (std::uint64_t{1} << 23) - 1;
+
+  // The request-id index, or nullptr: in side_ for unit-cost logs, in the ring's header for weighted ones.
+  IdIndex* id_index() const noexcept {
+    if (!weighted()) return reinterpret_cast<IdIndex*>(static_cast<std::uintptr_t>(side_));
+    IdIndex* ids;
+    std::memcpy(&ids, block_ + ids_offset, sizeof ids);
+    return ids;
+  }
+  // Stores the index's address where id_index() reads it; the log owns it.
+  void set_id_index(IdIndex* ids) noexcept {
+    if (!weighted()) {
+      side_ = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(ids));
+      return;
+    }
+    std::memcpy(block_ + ids_offset, &ids, sizeof ids);
+  }
+  void delete_id_index() noexcept {
+    delete id_index();
+    set_id_index(nullptr);
+  }
+  // Recomputes a weighted log's packed usage and oldest cost from the ring's header (after every change).
+  void refresh_cache() noexcept {
+    if (!weighted()) return;
+    const std::uint64_t used = size_ == 0 ? 0 : newest_total() - base();
+    const std::uint64_t oldest_cost = size_ == 0 ? 0 : oldest_total() - base();
+    side_ = used <= cached_usage_mask && oldest_cost <= cached_cost_mask ? cache_valid | used | (oldest_cost << 40) : 0;
+  }
   static constexpr std::size_t totals_bytes(std::uint32_t capacity, bool weighted) noexcept {
     return weighted ? totals_header + std::size_t{capacity} * 8 : 0;
   }
@@ -278,15 +320,18 @@ class WindowLog {
       if (weighted()) store_word(block_ + oldest_total_offset, total_in_slot(head_));
     }
     note_head_offset();
-    if (ids_) {
-      ids_->first_seq += dropped;
-      forget_ids_before(ids_->first_seq);
+    if (IdIndex* ids = id_index()) {
+      ids->first_seq += dropped;
+      forget_ids_before(ids->first_seq);
     }
     if (size_ == 0) {
       // An empty log counts unit costs again; its block, read without totals, still holds cap() times.
+      IdIndex* ids = id_index();
       shape_ = make_shape(cap(), width(), false);
+      set_id_index(ids);
       head_ = 0;
     }
+    refresh_cache();
     maybe_shrink();
     return dropped;
   }
@@ -294,11 +339,13 @@ class WindowLog {
   // Admission time of the oldest entry whose expiry frees at least `need` units (1 <= need <= usage()).
   AIRL_DETAIL_HOT_INLINE std::int64_t first_time_freeing(std::uint64_t need) const noexcept {
     if (!weighted()) return need == 1 ? oldest_ : time_at(static_cast<std::size_t>(need - 1));  // the need-th oldest
+    // A flood of denials usually waits for the oldest entry: decided from the packed cache, no ring read.
+    if ((side_ & cache_valid) != 0 && ((side_ >> 40) & cached_cost_mask) >= need) return oldest_;
     return first_weighted_time_freeing(need);
   }
   std::int64_t first_weighted_time_freeing(std::uint64_t need) const noexcept {
     const std::uint64_t from = base();
-    if (oldest_total() - from >= need) return oldest_;  // a flood of denials usually waits for the oldest
+    if (oldest_total() - from >= need) return oldest_;
     std::size_t lo = 1, hi = size_ - 1;
     while (lo < hi) {
       const std::size_t mid = lo + (hi - lo) / 2;
@@ -329,6 +376,7 @@ class WindowLog {
   // enough; totals are copied, or synthesised (entry i: i + 1) for a log that held unit costs. Returns the new
   // origin (the oldest time).
   std::int64_t adopt(Block block) noexcept {
+    IdIndex* const ids = id_index();  // moves along: its address may live in the old block's header
     const std::int64_t origin = size_ == 0 ? 0 : origin_time();
     const std::int64_t first = size_ == 0 ? 0 : offset_at(0);
     unsigned char* times = block.bytes.get() + totals_bytes(block.capacity, block.weighted);
@@ -348,8 +396,10 @@ class WindowLog {
     delete[] block_;
     block_ = block.bytes.release();
     shape_ = make_shape(block.capacity, block.width, block.weighted);
+    set_id_index(ids);
     head_ = 0;
     head_offset_ = 0;
+    refresh_cache();
     return origin + first;
   }
 
@@ -388,24 +438,27 @@ class WindowLog {
   }
 
   void forget_ids_before(std::uint64_t seq) noexcept {
-    IdIndex& ids = *ids_;
+    IdIndex& ids = *id_index();
     while (!ids.order.empty() && ids.order.front().first < seq) {
       const auto found = ids.seq_by_id.find(std::string_view(*ids.order.front().second));
       if (found != ids.seq_by_id.end() && found->second == ids.order.front().first) ids.seq_by_id.erase(found);
       ids.order.pop_front();
     }
-    if (ids.seq_by_id.empty()) ids_.reset();
+    if (ids.seq_by_id.empty()) delete_id_index();
   }
 
   void release() noexcept {
+    delete id_index();
     delete[] block_;
     block_ = nullptr;
-    ids_.reset();
+    side_ = 0;
+    shape_ = make_shape(0, 4, false);
+    size_ = 0;
   }
 
   void take(WindowLog& other) noexcept {
     block_ = std::exchange(other.block_, nullptr);
-    ids_ = std::move(other.ids_);
+    side_ = std::exchange(other.side_, 0);
     oldest_ = std::exchange(other.oldest_, 0);
     newest_ = std::exchange(other.newest_, 0);
     head_ = std::exchange(other.head_, 0);
@@ -415,7 +468,7 @@ class WindowLog {
   }
 
   unsigned char* block_ = nullptr;  // the ring (see Block)
-  std::unique_ptr<IdIndex> ids_;    // only for logs that see request ids
+  std::uint64_t side_ = 0;          // unit costs: the IdIndex's address (or 0); weighted: the packed cache
   std::int64_t oldest_ = 0;         // time of the oldest entry, when any
   std::int64_t newest_ = 0;         // time of the newest entry, when any
   std::uint32_t head_ = 0;
