@@ -241,10 +241,11 @@ class InMemoryStorage {
     const std::span<const Charge, 1> charges(&charge, 1);
     const std::span<detail::PlannedCharge, 1> plans(&plan, 1);
     const std::span<const std::size_t> held(&index, 1);
-    AcquireResult result;
+    detail::WindowVerdict verdict;
+    bool replayed = false;
     std::int64_t now;
     std::size_t short_of_keys = 0;
-    {
+    {  // the critical section: only what needs the bucket (two threads on one hot key wait for each other here)
       std::lock_guard lock(shard.mutex);
       now = shard.advance(read);
       plan.bucket = shard.find(hash, charge.bucket);
@@ -254,11 +255,11 @@ class InMemoryStorage {
       }
       const detail::WindowLog& log = log_of(plan.bucket);
       if (!request_id.empty() && log.holds_id(request_id)) {
-        result = detail::single_verdict(log.peek(now, window, charge.quota.limit));
-        result.status = AcquireStatus::replayed;
+        verdict = log.peek(now, window, charge.quota.limit);
+        replayed = true;
       } else {
-        result = detail::single_verdict(log.check(now, window, charge.quota.limit, charge.cost));
-        if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, plans, held, now);
+        verdict = log.check(now, window, charge.quota.limit, charge.cost);
+        if (verdict.fits) short_of_keys = admit(charges, request_id, plans, held, now);
       }
       if (shard.expiry_hint.load(std::memory_order_relaxed) <= now) {
         if (const std::size_t dropped = shard.purge(now, incremental_sweep); dropped != 0) {
@@ -267,7 +268,9 @@ class InMemoryStorage {
       }
     }
     sweep_next_shard(held, now);
-    if (short_of_keys != 0) result = capacity_denial(count_missing(plans), short_of_keys, now);
+    if (short_of_keys != 0) return capacity_denial(count_missing(plans), short_of_keys, now);
+    AcquireResult result = detail::single_verdict(verdict);
+    if (replayed) result.status = AcquireStatus::replayed;
     return result;
   }
 
