@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <cstring>
 #include <set>
 #include <string>
 #include <string_view>
@@ -166,4 +167,23 @@ TEST_CASE("the bucket hash follows bucket identity and the store's seed", "[buck
   }
   CHECK(buckets > 200);
   CHECK(hashes.size() == buckets);
+}
+
+TEST_CASE("ids built from the hash's public constants do not collide regardless of the seed", "[bucket_key]") {
+  // A part whose first word equals a public mixing constant must not cancel the seed: such ids would
+  // otherwise hash alike in every process (a hash-flooding attack on one shard and one probe chain).
+  using airl::detail::hash_bucket;
+  std::string prefix(8, '\0');
+  const std::uint64_t secret = airl::detail::hash_secret_a;
+  std::memcpy(prefix.data(), &secret, 8);
+  for (const std::uint64_t seed : {std::uint64_t{1}, std::uint64_t{0xDEADBEEF}}) {
+    std::set<std::uint64_t> hashes;
+    for (int i = 0; i < 1000; ++i) {
+      const std::string suffix = std::to_string(100000 + i);  // 6 bytes: 14-byte ids (one multiply)
+      const std::string longer = prefix + prefix + suffix;    // 22 bytes: the 16-byte block loop
+      hashes.insert(hash_bucket(seed, {Scope::user_model, "t", prefix + suffix, "m"}));
+      hashes.insert(hash_bucket(seed, {Scope::user_model, "t", longer, "m"}));
+    }
+    CHECK(hashes.size() == 2000);
+  }
 }

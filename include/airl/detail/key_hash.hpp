@@ -92,12 +92,14 @@ AIRL_DETAIL_HOT_INLINE std::uint64_t hash_part(std::uint64_t lane, std::string_v
   } else {
     std::size_t at = 0;
     for (; size - at > 16; at += 16) {
-      lane = multiply_fold(load_u64(bytes + at) ^ hash_secret_a, load_u64(bytes + at + 8) ^ lane);
+      lane = multiply_fold(load_u64(bytes + at) ^ lane ^ hash_secret_a, load_u64(bytes + at + 8) ^ lane);
     }
     a = load_u64(bytes + size - 16);
     b = load_u64(bytes + size - 8);
   }
-  return multiply_fold(a ^ hash_secret_a, b ^ lane ^ size);
+  // The seeded lane enters both operands: with it in one only, a part whose first word equals the public
+  // secret would make the product 0 for every seed, and such parts would collide in every process.
+  return multiply_fold(a ^ lane ^ hash_secret_a, b ^ lane ^ hash_secret_b ^ size);
 }
 
 // Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short): up to 16
