@@ -695,8 +695,9 @@ TEMPLATE_TEST_CASE("cost-1 entries followed by weighted ones are counted and exp
   CHECK(limiter.usage("swl-mix-user", "m") == 5);
   REQUIRE(limiter.allow(costing("swl-mix-user", "m", 4)));
   CHECK(limiter.usage("swl-mix-user", "m") == 9);
-  // Now a cost-6 request must wait for the cost-5 entry (admitted at 300 ms).
+  // Now a cost-6 request must wait for the cost-5 entry (admitted at 300 ms, on Redis a little later: the
+  // wait may be long as well as short by the slack, and is far from the cost-4 entry's ~1000 ms either way).
   const airl::Decision later = limiter.allow(costing("swl-mix-user", "m", 6));
   CHECK_FALSE(later);
-  CHECK_THAT(later.retry_after, airl::test::within_slack<TestType>(300ms));
+  CHECK_THAT(later.retry_after, airl::test::within_slack_either_way<TestType>(300ms));
 }
