@@ -187,3 +187,21 @@ TEST_CASE("ids built from the hash's public constants do not collide regardless 
     CHECK(hashes.size() == 2000);
   }
 }
+
+TEST_CASE("same_bytes sees every byte of every length, and so does the hash", "[bucket_key]") {
+  // Lengths 0..40 cover every reading: single bytes, 4- and 8-byte word pairs, and the 8- and 16-byte loops.
+  for (std::size_t n = 0; n <= 40; ++n) {
+    std::string a(n, 'x');
+    for (std::size_t i = 0; i < n; ++i) a[i] = static_cast<char>('a' + i % 26);
+    const std::string same = a;
+    CAPTURE(n);
+    CHECK(airl::detail::same_bytes(a.data(), same.data(), n));
+    for (std::size_t at = 0; at < n; ++at) {
+      std::string other = a;
+      other[at] = static_cast<char>(other[at] ^ 0x01);
+      CAPTURE(at);
+      CHECK_FALSE(airl::detail::same_bytes(a.data(), other.data(), n));
+      CHECK(airl::detail::hash_bucket(7, {Scope::user, "t", a, {}}) != airl::detail::hash_bucket(7, {Scope::user, "t", other, {}}));
+    }
+  }
+}

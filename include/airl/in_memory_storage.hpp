@@ -128,9 +128,8 @@ class InMemoryStorage {
     if (charges.size() == 1 && detail::charge_is_valid(charges.front()) && shards_) [[likely]] {
       return decide_one(charges.front(), request_id);  // the common case
     }
-    detail::validate_charges(charges, "airl::InMemoryStorage");
+    detail::validate_charges(charges, "airl::InMemoryStorage");  // one charge gets here only invalid or moved from: throws
     require_usable();
-    if (charges.size() == 1) return decide_one(charges.front(), request_id);
     if (charges.size() <= inline_charges) {
       detail::InlinePlan<inline_charges> plan;
       const std::size_t n = charges.size();
@@ -261,11 +260,7 @@ class InMemoryStorage {
         verdict = log.check(now, window, charge.quota.limit, charge.cost);
         if (verdict.fits) short_of_keys = admit(charges, request_id, plans, held, now);
       }
-      if (shard.expiry_hint.load(std::memory_order_relaxed) <= now) {
-        if (const std::size_t dropped = shard.purge(now, incremental_sweep); dropped != 0) {
-          key_count_->fetch_sub(dropped, std::memory_order_relaxed);
-        }
-      }
+      sweep(held, now, incremental_sweep);
     }
     sweep_next_shard(held, now);
     if (short_of_keys != 0) return capacity_denial(count_missing(plans), short_of_keys, now);

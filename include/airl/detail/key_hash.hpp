@@ -69,53 +69,49 @@ AIRL_DETAIL_HOT_INLINE std::uint64_t multiply_fold(std::uint64_t a, std::uint64_
 inline constexpr std::uint64_t hash_secret_a = 0xA0761D6478BD642Full;  // wyhash's constants: odd, balanced bits
 inline constexpr std::uint64_t hash_secret_b = 0xE7037ED1A0B428DBull;
 
+// Up to 16 bytes read as two words that cover every byte: two overlapping 8- or 4-byte words, or for 1 to 3
+// bytes three single bytes in one word, as wyhash reads them (never a byte-sized copy into a word, which
+// stalls store forwarding). Given the length, equal words mean equal bytes. Requires n <= 16.
+struct TwoWords {
+  std::uint64_t a = 0, b = 0;
+  bool operator==(const TwoWords&) const = default;
+};
+AIRL_DETAIL_HOT_INLINE TwoWords read_short(const char* bytes, std::size_t n) noexcept {
+  if (n >= 8) return {load_u64(bytes), load_u64(bytes + n - 8)};
+  if (n >= 4) return {load_u32(bytes), load_u32(bytes + n - 4)};
+  if (n == 0) return {};
+  const auto byte = [bytes](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(bytes[i])}; };
+  return {(byte(0) << 16) | (byte(n / 2) << 8) | byte(n - 1), 0};
+}
+
 // The digest of one part under `lane` (the seed, varied per part). Parts of up to 16 bytes, nearly every id,
-// take one multiply: the part is read as two words (overlapping for lengths that are not 8 or 16, or as
-// 4-byte words or three single bytes when shorter, as wyhash does; never a byte-sized copy into a word, which
-// stalls store forwarding). Given the length, the two words cover every byte, so distinct parts of one
-// length give distinct words. Longer parts fold 16 bytes per multiply first.
+// take one multiply of their two words (read_short); longer parts fold 16 bytes per multiply first.
 AIRL_DETAIL_HOT_INLINE std::uint64_t hash_part(std::uint64_t lane, std::string_view part) noexcept {
   const char* bytes = part.data();
   const std::size_t size = part.size();
-  std::uint64_t a = 0, b = 0;
+  TwoWords words;
   if (size <= 16) [[likely]] {
-    if (size >= 8) {
-      a = load_u64(bytes);
-      b = load_u64(bytes + size - 8);
-    } else if (size >= 4) {
-      a = load_u32(bytes);
-      b = load_u32(bytes + size - 4);
-    } else if (size != 0) {
-      const auto byte = [bytes](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(bytes[i])}; };
-      a = (byte(0) << 16) | (byte(size / 2) << 8) | byte(size - 1);
-    }
+    words = read_short(bytes, size);
   } else {
     std::size_t at = 0;
     for (; size - at > 16; at += 16) {
       lane = multiply_fold(load_u64(bytes + at) ^ lane ^ hash_secret_a, load_u64(bytes + at + 8) ^ lane);
     }
-    a = load_u64(bytes + size - 16);
-    b = load_u64(bytes + size - 8);
+    words = read_short(bytes + at, size - at);  // the last 1 to 16 bytes
   }
   // The seeded lane enters both operands: with it in one only, a part whose first word equals the public
   // secret would make the product 0 for every seed, and such parts would collide in every process.
-  return multiply_fold(a ^ lane ^ hash_secret_a, b ^ lane ^ hash_secret_b ^ size);
+  return multiply_fold(words.a ^ lane ^ hash_secret_a, words.b ^ lane ^ hash_secret_b ^ size);
 }
 
-// Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short): up to 16
-// bytes are read the way hash_part() reads them, two words per side that cover every byte, one branch.
+// Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short): 8 bytes
+// at a time until at most 16 remain, then those as read_short() reads them.
 AIRL_DETAIL_HOT_INLINE bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
-  if (n >= 8) {
-    std::size_t at = 0;
-    for (; n - at > 16; at += 8) {
-      if (load_u64(a + at) != load_u64(b + at)) return false;
-    }
-    return ((load_u64(a + at) ^ load_u64(b + at)) | (load_u64(a + n - 8) ^ load_u64(b + n - 8))) == 0;
+  std::size_t at = 0;
+  for (; n - at > 16; at += 8) {
+    if (load_u64(a + at) != load_u64(b + at)) return false;
   }
-  if (n >= 4) return ((load_u32(a) ^ load_u32(b)) | (load_u32(a + n - 4) ^ load_u32(b + n - 4))) == 0;
-  if (n == 0) return true;
-  const auto differ = [a, b](std::size_t i) { return static_cast<unsigned char>(a[i] ^ b[i]); };
-  return (differ(0) | differ(n / 2) | differ(n - 1)) == 0;
+  return read_short(a + at, n - at) == read_short(b + at, n - at);
 }
 
 // The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part. Each
