@@ -71,10 +71,9 @@ inline constexpr std::uint64_t hash_secret_b = 0xE7037ED1A0B428DBull;
 
 // Up to 16 bytes read as two words that cover every byte: two overlapping 8- or 4-byte words, or for 1 to 3
 // bytes three single bytes in one word, as wyhash reads them (never a byte-sized copy into a word, which
-// stalls store forwarding). Given the length, equal words mean equal bytes. Requires n <= 16.
+// stalls store forwarding). Given the length, the words cover every byte. Requires n <= 16.
 struct TwoWords {
   std::uint64_t a = 0, b = 0;
-  bool operator==(const TwoWords&) const = default;
 };
 AIRL_DETAIL_HOT_INLINE TwoWords read_short(const char* bytes, std::size_t n) noexcept {
   if (n >= 8) return {load_u64(bytes), load_u64(bytes + n - 8)};
@@ -104,14 +103,21 @@ AIRL_DETAIL_HOT_INLINE std::uint64_t hash_part(std::uint64_t lane, std::string_v
   return multiply_fold(words.a ^ lane ^ hash_secret_a, words.b ^ lane ^ hash_secret_b ^ size);
 }
 
-// Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short): 8 bytes
-// at a time until at most 16 remain, then those as read_short() reads them.
+// Whether a and b hold the same n bytes, with whole-word reads and no library call (ids are short). It reads
+// what read_short() reads, but XORs the words of both sides as it loads them: building the two words first
+// and comparing them costs about 10 more instructions per part on every lookup (measured with callgrind).
 AIRL_DETAIL_HOT_INLINE bool same_bytes(const char* a, const char* b, std::size_t n) noexcept {
-  std::size_t at = 0;
-  for (; n - at > 16; at += 8) {
-    if (load_u64(a + at) != load_u64(b + at)) return false;
+  if (n >= 8) {
+    std::size_t at = 0;
+    for (; n - at > 16; at += 8) {
+      if (load_u64(a + at) != load_u64(b + at)) return false;
+    }
+    return ((load_u64(a + at) ^ load_u64(b + at)) | (load_u64(a + n - 8) ^ load_u64(b + n - 8))) == 0;
   }
-  return read_short(a + at, n - at) == read_short(b + at, n - at);
+  if (n >= 4) return ((load_u32(a) ^ load_u32(b)) | (load_u32(a + n - 4) ^ load_u32(b + n - 4))) == 0;
+  if (n == 0) return true;
+  const auto differ = [a, b](std::size_t i) { return static_cast<unsigned char>(a[i] ^ b[i]); };
+  return (differ(0) | differ(n / 2) | differ(n - 1)) == 0;
 }
 
 // The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part. Each
