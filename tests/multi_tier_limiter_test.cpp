@@ -215,6 +215,27 @@ TEMPLATE_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[mul
   }
 }
 
+TEMPLATE_TEST_CASE("a denial's reason is the denying tier's exact name at every length", "[multi_tier]",
+                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+  // Names of up to 15 bytes are copied by a fixed-size path, longer ones by another (detail/reason_text.hpp):
+  // both sides of that bound, a NUL byte and UTF-8 must come back byte for byte.
+  TestType backend;
+  for (const std::size_t size : {1u, 2u, 14u, 15u, 16u, 17u, 40u, 300u}) {
+    std::string name(size, 'n');
+    name[0] = 'r';
+    if (size >= 3) name[size / 2] = '\0';
+    if (size >= 17) name.replace(size - 3, 2, "\xC3\xA9");  // 'e' with an acute accent
+    INFO("tier name of " << size << " bytes");
+    auto limiter = make_limiter(backend, {Tier{name, Scope::user_model, {1, 1000ms}}});
+    const std::string user = airl::test::id("mt-reason-alice", static_cast<int>(size));
+    REQUIRE(limiter.allow(user, "mt-reason-m").allowed);
+    const airl::Decision denied = limiter.allow(user, "mt-reason-m");
+    REQUIRE_FALSE(denied.allowed);
+    CHECK(denied.reason == name);
+    CHECK(denied.reason.size() == size);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Scopes: which requests share a bucket.
 

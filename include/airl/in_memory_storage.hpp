@@ -31,6 +31,7 @@
 #include "detail/bucket_key.hpp"
 #include "detail/bucket_shard.hpp"
 #include "detail/combine_verdicts.hpp"
+#include "detail/inlining.hpp"
 #include "detail/key_hash.hpp"
 #include "detail/shard_locks.hpp"
 #include "detail/validate.hpp"
@@ -128,16 +129,7 @@ class InMemoryStorage {
     if (charges.size() == 1 && detail::charge_is_valid(charges.front()) && shards_) [[likely]] {
       return decide_one(charges.front(), request_id);  // the common case
     }
-    detail::validate_charges(charges, "airl::InMemoryStorage");  // one charge gets here only invalid or moved from: throws
-    require_usable();
-    if (charges.size() <= inline_charges) {
-      detail::InlinePlan<inline_charges> plan;
-      const std::size_t n = charges.size();
-      return decide(charges, request_id, std::span(plan.charges).first(n), std::span(plan.verdicts).first(n),
-                    std::span(plan.shards).first(n));
-    }
-    detail::HeapPlan& plan = detail::HeapPlan::for_this_thread(charges.size());
-    return decide(charges, request_id, std::span(plan.charges), std::span(plan.verdicts), std::span(plan.shards));
+    return decide_many(charges, request_id);
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
@@ -225,6 +217,21 @@ class InMemoryStorage {
 
   std::size_t shard_index(std::uint64_t hash) const noexcept {
     return shard_bits_ == 0 ? 0 : static_cast<std::size_t>(hash >> (64 - shard_bits_));
+  }
+
+  // acquire() for several charges (or one that is invalid: it throws), out of line so the one-charge path
+  // inlined into the limiter keeps a small stack frame.
+  AIRL_DETAIL_COLD AcquireResult decide_many(std::span<const Charge> charges, std::string_view request_id) {
+    detail::validate_charges(charges, "airl::InMemoryStorage");  // one charge gets here only invalid or moved from: throws
+    require_usable();
+    if (charges.size() <= inline_charges) {
+      detail::InlinePlan<inline_charges> plan;
+      const std::size_t n = charges.size();
+      return decide(charges, request_id, std::span(plan.charges).first(n), std::span(plan.verdicts).first(n),
+                    std::span(plan.shards).first(n));
+    }
+    detail::HeapPlan& plan = detail::HeapPlan::for_this_thread(charges.size());
+    return decide(charges, request_id, std::span(plan.charges), std::span(plan.verdicts), std::span(plan.shards));
   }
 
   // The decision for one charge: decide() without its loops, one shard, one lock. Same rules, same order.

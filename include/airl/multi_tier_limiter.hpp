@@ -18,6 +18,8 @@
 #include "decision.hpp"
 #include "detail/bucket_key.hpp"
 #include "detail/decision_counters.hpp"
+#include "detail/inlining.hpp"
+#include "detail/reason_text.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
 #include "in_memory_storage.hpp"
@@ -40,6 +42,8 @@ class MultiTierLimiter {
   explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{})
       : tiers_(std::move(tiers)), storage_(std::move(storage)) {
     detail::validate_tiers(tiers_);
+    reasons_.reserve(tiers_.size());
+    for (const Tier& tier : tiers_) reasons_.emplace_back(tier.name);
   }
 
   // Decides a request of cost 1 without a request id. See allow(const Request&).
@@ -147,10 +151,7 @@ class MultiTierLimiter {
   };
 
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
-#if defined(__GNUC__) || defined(__clang__)
-  [[gnu::noinline]]
-#endif
-  Decision allow_in_tiers(const Request& request) {
+  AIRL_DETAIL_COLD Decision allow_in_tiers(const Request& request) {
     const std::string_view request_id = qualified_request_id(request);
     const AcquireResult result = counting_backend_errors([&] {
       if (tiers_.size() <= inline_tiers) {
@@ -212,8 +213,20 @@ class MultiTierLimiter {
     return *found;
   }
 
-  Decision to_decision(const AcquireResult& result) {
-    Decision decision;
+  // What Decision::reason says for `result`: empty when allowed.
+  std::string reason_of(const AcquireResult& result) const {
+    switch (result.status) {
+      case AcquireStatus::denied: return reasons_[result.binding].copy();
+      case AcquireStatus::key_capacity: return std::string(key_capacity_reason);
+      case AcquireStatus::backend_unavailable: return std::string(backend_unavailable_reason);
+      case AcquireStatus::allowed:
+      case AcquireStatus::replayed: break;
+    }
+    return {};
+  }
+
+  AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result) {
+    Decision decision{.reason = reason_of(result)};  // built in place: no second copy of the text
     decision.degraded = result.degraded;
     if (result.degraded) counters_.count_backend_error();
     decision.remaining = result.remaining;
@@ -228,13 +241,11 @@ class MultiTierLimiter {
         break;
       case AcquireStatus::denied:
         decision.retry_after = result.retry_after;
-        decision.reason = tiers_[result.binding].name;
         counters_.count_denied();
         break;
       case AcquireStatus::key_capacity:
       case AcquireStatus::backend_unavailable:
         decision.retry_after = result.retry_after;
-        decision.reason = result.status == AcquireStatus::key_capacity ? key_capacity_reason : backend_unavailable_reason;
         counters_.count_denied();
         break;
     }
@@ -242,6 +253,7 @@ class MultiTierLimiter {
   }
 
   std::vector<Tier> tiers_;
+  std::vector<detail::ReasonText> reasons_;  // tiers_[i].name, ready to copy into Decision::reason
   Storage storage_;
   detail::DecisionCounters counters_;
 };

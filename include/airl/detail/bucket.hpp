@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "bucket_key.hpp"
+#include "inlining.hpp"
 #include "window_log.hpp"
 
 namespace airl::detail {

@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "../storage_policy.hpp"
+#include "inlining.hpp"
 #include "key_hash.hpp"
 
 namespace airl::detail {

@@ -20,6 +20,7 @@
 
 #include "bucket.hpp"
 #include "bucket_table.hpp"
+#include "inlining.hpp"
 #include "key_hash.hpp"
 #include "shard_mutex.hpp"
 #include "window_log.hpp"

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "bucket.hpp"
+#include "inlining.hpp"
 #include "prefetch.hpp"
 
 namespace airl::detail {

@@ -10,14 +10,16 @@
 #include <cstdint>
 #include <memory>
 
+#include "inlining.hpp"
+
 namespace airl::detail {
 
 class DecisionCounters {
  public:
   DecisionCounters() : stripes_(std::make_unique<Stripe[]>(stripe_count)) {}
 
-  void count_allowed() noexcept { bump(&Stripe::allowed); }
-  void count_denied() noexcept { bump(&Stripe::denied); }
+  AIRL_DETAIL_HOT_INLINE void count_allowed() noexcept { bump(&Stripe::allowed); }
+  AIRL_DETAIL_HOT_INLINE void count_denied() noexcept { bump(&Stripe::denied); }
   void count_backend_error() noexcept { bump(&Stripe::backend_errors); }
   // Counting needs the stripes, which a move takes away; a moved-from limiter refuses to decide before counting.
 
@@ -56,7 +58,7 @@ class DecisionCounters {
     return slot;
   }
 
-  void bump(std::atomic<std::uint64_t> Stripe::*counter) noexcept {
+  AIRL_DETAIL_HOT_INLINE void bump(std::atomic<std::uint64_t> Stripe::*counter) noexcept {
     const std::size_t slot = my_slot();
     std::atomic<std::uint64_t>& value = stripes_[slot].*counter;
     if (slot < owned_stripes) [[likely]] {

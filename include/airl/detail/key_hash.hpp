@@ -13,13 +13,8 @@
 #include <string_view>
 
 #include "../storage_policy.hpp"
+#include "inlining.hpp"
 
-// Hot helpers that must be inlined into the decision (a call per id part costs more than the work).
-#if defined(__GNUC__) || defined(__clang__)
-#define AIRL_DETAIL_HOT_INLINE [[gnu::always_inline]] inline
-#else
-#define AIRL_DETAIL_HOT_INLINE inline
-#endif
 
 namespace airl::detail {
 

@@ -36,6 +36,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "inlining.hpp"
 #include "key_hash.hpp"
 #include "packed_offsets.hpp"
 #include "prefetch.hpp"
