@@ -13,4 +13,14 @@ inline void prefetch(const void* address) noexcept {
 #endif
 }
 
+// The same for a line about to be written: fetched ready to modify (x86 PREFETCHW), so the write does not
+// wait for the line to be shared first. Throws nothing.
+inline void prefetch_for_write(const void* address) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address, 1);
+#else
+  (void)address;
+#endif
+}
+
 }  // namespace airl::detail

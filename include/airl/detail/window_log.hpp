@@ -97,13 +97,14 @@ class WindowLog {
   bool weighted() const noexcept { return (shape_ & weighted_bit) != 0; }
 
   // Starts loading the oldest and newest entries (what a decision reads and an admission writes) together, so
-  // their cache misses overlap instead of following each other. Throws nothing.
+  // their cache misses overlap instead of following each other. The newest entry's lines are fetched for
+  // writing: an admission writes next to them, and the lock's release waits for those writes. Throws nothing.
   void prefetch() const noexcept {
     if (size_ == 0) return;
     const std::size_t oldest = head_, newest = wrap(std::size_t{head_} + size_ - 1);
     detail::prefetch(times() + oldest * width());
-    detail::prefetch(times() + newest * width());
-    if (weighted()) detail::prefetch(block_);  // the base and the newest and oldest totals
+    detail::prefetch_for_write(times() + newest * width());
+    if (weighted()) detail::prefetch_for_write(block_ + total_offset(newest));  // read and written by an admission
   }
 
   // Whether `id` was admitted and still counts (call expire() first).
@@ -183,15 +184,23 @@ class WindowLog {
     }
     const std::size_t slot = wrap(std::size_t{head_} + size_);
     store_packed(times(), width(), slot, static_cast<std::uint64_t>(time - new_origin));
-    if (weighted()) {
-      const std::uint64_t total = (size_ == 0 ? base() : newest_total()) + cost;
-      store_total(slot, total);
-      store_word(block_ + newest_total_offset, total);
-      if (size_ == 0) store_word(block_ + oldest_total_offset, total);
-    }
     newest_ = time;
+    if (!weighted()) {
+      ++size_;
+      return;
+    }
+    // The new running total comes from the newest entry's slot, on the cache line being written anyway; the
+    // ring's header is left alone unless this is the first entry.
+    const std::uint64_t total = (size_ == 0 ? base() : newest_total()) + cost;
+    store_total(slot, total);
+    if (size_ == 0) store_word(block_ + oldest_total_offset, total);
+    const bool cached = size_ != 0 && (side_ & cache_valid) != 0;
     ++size_;
-    refresh_cache();
+    if (cached && cost <= cached_usage_mask - (side_ & cached_usage_mask)) {
+      side_ += cost;  // usage grows by the cost; the oldest entry, and so its cost, stays
+    } else {
+      refresh_cache();
+    }
   }
 
   // Takes back the newest record() (used to roll back a multi-bucket admission). Requires !empty().
@@ -204,10 +213,7 @@ class WindowLog {
         ids->order.pop_back();
       }
     }
-    if (size_ > 1) {
-      newest_ = origin_time() + offset_at(size_ - 2);
-      if (weighted()) store_word(block_ + newest_total_offset, total_at(size_ - 2));
-    }
+    if (size_ > 1) newest_ = origin_time() + offset_at(size_ - 2);
     --size_;
     refresh_cache();
   }
@@ -222,11 +228,12 @@ class WindowLog {
     std::unordered_map<std::string, std::uint64_t, TransparentHash, std::equal_to<>> seq_by_id;
     std::deque<std::pair<std::uint64_t, const std::string*>> order;  // ids in admission order
   };
-  // One allocation holds the ring. Weighted: [base][newest total][oldest total][id index address][running
-  // totals: cap x 8 bytes][times]; else [times]. Times are cap offsets of `width` bytes (plus packed_padding when wider than
-  // 4). A running total is the sum of costs up to and including its entry (wraps harmlessly); base is the total
-  // before the oldest. The newest and oldest totals are copies kept next to the base, so usage and the common
-  // retry time (when the oldest entry frees enough) read one cache line instead of three.
+  // One allocation holds the ring. Weighted: [base][oldest total][id index address][running totals: cap x 8
+  // bytes][times]; else [times]. Times are cap offsets of `width` bytes (plus packed_padding when wider than 4).
+  // A running total is the sum of costs up to and including its entry (wraps harmlessly); base is the total
+  // before the oldest. The oldest total is a copy kept next to the base, so the oldest entry's cost reads one
+  // cache line. The newest total is not copied there: an admission reads it from the slot beside the one it
+  // writes, so it touches no header line (whose write the lock's release would wait for).
   struct Block {
     std::unique_ptr<unsigned char[]> bytes;
     std::uint32_t capacity = 0;
@@ -242,7 +249,7 @@ class WindowLog {
   std::uint32_t cap() const noexcept { return shape_ & max_entries; }
   unsigned width() const noexcept { return ((shape_ >> 28) & 7u) + 4; }
 
-  static constexpr std::size_t newest_total_offset = 8, oldest_total_offset = 16, ids_offset = 24, totals_header = 32;
+  static constexpr std::size_t oldest_total_offset = 8, ids_offset = 16, totals_header = 24;
 
   // side_ of a weighted log: usage in bits 0-39, the oldest entry's cost in bits 40-62, bit 63 set when both fit
   // (else the ring's header is read instead).
@@ -282,7 +289,7 @@ class WindowLog {
   static constexpr std::size_t total_offset(std::size_t slot) noexcept { return totals_header + slot * 8; }
   unsigned char* times() const noexcept { return block_ + totals_bytes(cap(), weighted()); }
   std::uint64_t base() const noexcept { return load_word(block_); }
-  std::uint64_t newest_total() const noexcept { return load_word(block_ + newest_total_offset); }
+  std::uint64_t newest_total() const noexcept { return total_at(size_ - 1); }  // requires !empty()
   std::uint64_t oldest_total() const noexcept { return load_word(block_ + oldest_total_offset); }
   std::uint64_t total_in_slot(std::size_t slot) const noexcept { return load_word(block_ + total_offset(slot)); }
   void store_total(std::size_t slot, std::uint64_t total) noexcept { store_word(block_ + total_offset(slot), total); }
@@ -389,9 +396,7 @@ class WindowLog {
       for (std::size_t i = 0; i < size_; ++i) {
         store_word(block.bytes.get() + total_offset(i), weighted() ? total_at(i) : i + 1);
       }
-      const std::uint64_t newest = size_ == 0 ? 0 : (weighted() ? newest_total() : size_);
       const std::uint64_t oldest = size_ == 0 ? 0 : (weighted() ? oldest_total() : 1);
-      store_word(block.bytes.get() + newest_total_offset, newest);
       store_word(block.bytes.get() + oldest_total_offset, oldest);
     }
     delete[] block_;
