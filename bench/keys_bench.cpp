@@ -2,7 +2,7 @@
 // Single-thread decisions by key set: 1 hot key (limit 100 per 1 s, so nearly every decision is a denial, as
 // in a flood), and 10k or 1M keys round-robin (limit 100 per 60 s, keys created before timing), each with
 // short ids and with 36-character UUID users and a 20-character model; and, for short ids, the RateLimiter and
-// the floor on CoarseSteadyClock.
+// the floor on CoarseSteadyClock. On the hot key also the minimal exact limiter (bench/minimal_exact.hpp).
 
 #include <chrono>
 #include <cstddef>
@@ -17,7 +17,7 @@ using namespace airl_bench;
 [[maybe_unused]] const bool registered = [] {
   for (const IdStyle ids : {IdStyle::short_ids, IdStyle::uuid_ids}) {
     const std::string style(to_string(ids));
-    register_scenario<Floor, NaiveLimiter, AirlSingle, AirlMulti>(
+    register_scenario<Floor, NaiveLimiter, AirlSingle, AirlMulti, MinimalExact>(
         "keys", {.name = "hot/" + style, .keys = 1, .ids = ids, .quota = {100, 1s}});
     register_scenario<Floor, NaiveLimiter, AirlSingle, AirlMulti>(
         "keys", {.name = "rr10k/" + style, .keys = 10'000, .ids = ids, .quota = {100, 60s}, .prefill = true});

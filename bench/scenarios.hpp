@@ -48,7 +48,7 @@ inline KeySet make_key_set(std::size_t count, IdStyle style) {
   keys.model = style == IdStyle::short_ids ? "llama" : "meta-llama-3-70b-ins";  // 5 / 20 characters
   keys.users.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
-    keys.users.push_back(style == IdStyle::short_ids ? "u" + std::to_string(i) : uuid_user(i));
+    keys.users.push_back(style == IdStyle::short_ids ? std::string("u").append(std::to_string(i)) : uuid_user(i));
   }
   return keys;
 }

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "baselines.hpp"
+#include "minimal_exact.hpp"
 
 namespace airl_bench {
 
@@ -69,5 +70,6 @@ template <> inline constexpr std::string_view subject_name<AirlSingle> = "airl";
 template <> inline constexpr std::string_view subject_name<AirlMulti> = "airl_multi3";
 template <> inline constexpr std::string_view subject_name<AirlCoarse> = "airl_coarse";
 template <> inline constexpr std::string_view subject_name<FloorCoarse> = "floor_coarse";
+template <> inline constexpr std::string_view subject_name<MinimalExact> = "minimal_exact";
 
 }  // namespace airl_bench

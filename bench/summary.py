@@ -136,6 +136,12 @@ def build_table(records):
         floor = [t.value(f"threads/distinct/floor/real_time/threads:{n}", "items_per_second") for n in (1, 2)]
         t.info(f"2 threads, distinct keys: {label} scaling / floor scaling (what this machine allows)",
                (mine[1] / mine[0]) / (floor[1] / floor[0]) if all(map(ok, mine + floor)) else None)
+    for ids in ("short", "uuid"):
+        exact, floor, mine = (t.value(f"keys/hot/{ids}/{s}", "cpu_time") for s in ("minimal_exact", "floor", "airl"))
+        t.info(f"hot key, {ids} ids: minimal exact limiter / floor (what exactness alone costs)",
+               exact / floor if exact and floor else None)
+        t.info(f"hot key, {ids} ids: RateLimiter / minimal exact limiter (what airl's features cost)",
+               mine / exact if mine and exact else None)
     t.info("hot key, 1 thread, short ids: floor (ns per call)", t.value("keys/hot/short/floor", "cpu_time"), " ns")
     t.info("hot key, 1 thread, short ids: RateLimiter (ns per decision)", t.value("keys/hot/short/airl", "cpu_time"), " ns")
     t.info("hot key, 1 thread, short ids: naive (ns per decision)", t.value("keys/hot/short/naive", "cpu_time"), " ns")
