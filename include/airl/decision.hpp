@@ -4,6 +4,7 @@
 // into an HTTP 429 whose Retry-After and rate-limit headers come straight from these fields.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -30,6 +31,9 @@ struct Decision {
   std::string reason;                        // empty when allowed; else the denying tier's name
   bool degraded = false;                     // set by backends that decide without their store
   bool replayed = false;                     // allowed because its request_id was already admitted (not charged again)
+  std::size_t binding_tier = 0;              // index in the limiter's tiers() of the binding quota (limit,
+                                             // remaining and reset_after describe it); 0 for key_capacity and
+                                             // backend_unavailable denials, which no tier made
 
   explicit operator bool() const noexcept { return allowed; }
 };

@@ -231,7 +231,10 @@ class MultiTierLimiter {
     if (result.degraded) counters_.count_backend_error();
     decision.remaining = result.remaining;
     decision.reset_after = result.reset_after;
-    if (result.binding < tiers_.size()) decision.limit = tiers_[result.binding].quota.limit;
+    if (result.binding < tiers_.size()) {
+      decision.limit = tiers_[result.binding].quota.limit;
+      decision.binding_tier = result.binding;
+    }
     switch (result.status) {
       case AcquireStatus::allowed:
       case AcquireStatus::replayed:

@@ -44,6 +44,8 @@ class SlidingWindowLimiter {
   Metrics metrics() const { return tiers_.metrics(); }
 
   const Quota& quota() const noexcept { return tiers_.tiers().front().quota; }
+  // The single tier, named tier_name (what <airl/http.hpp> describes in RateLimit-Policy).
+  const std::vector<Tier>& tiers() const noexcept { return tiers_.tiers(); }
   Storage& storage() noexcept { return tiers_.storage(); }
   const Storage& storage() const noexcept { return tiers_.storage(); }
 

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// What a serving binary sends back with a decision: the status code, the rate-limit response headers and,
+// for a denial, an application/problem+json body. Plain strings, no HTTP library needed.
+//
+// Headers (response_headers):
+//   Retry-After                       denials: whole seconds, rounded up (omitted when no wait helps)
+//   RateLimit-Policy                  every tier: "name";q=<limit>;w=<window seconds>, plus qu="requests" for
+//                                     tiers that count requests and airl-unit="tokens" for tiers that count
+//                                     cost (draft-ietf-httpapi-ratelimit-headers-11 has no unit for tokens)
+//   RateLimit                         the binding tier: "name";r=<remaining>;t=<seconds until its window is empty>
+//   x-ratelimit-limit-<unit>,         OpenAI's names, for the binding tier, <unit> being "requests" or
+//   x-ratelimit-remaining-<unit>,     "tokens" by what the tier counts; the reset as a duration ("1s", "6m0s")
+//   x-ratelimit-reset-<unit>
+// A Decision carries the counters of one tier only, the binding one (the denying tier, or on admission the
+// one with the least remaining), so RateLimit and the x-ratelimit-* headers describe that tier; with a
+// requests tier and a tokens tier, the other kind's x-ratelimit-* headers are left out rather than guessed.
+// Names and parameters are written as Structured Fields: a tier name's '"' and '\' are escaped and bytes
+// outside printable ASCII (and '%') are written %xx.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "decision.hpp"
+#include "detail/http_text.hpp"
+#include "tier.hpp"
+
+namespace airl::http {
+
+struct Header {
+  std::string name;
+  std::string value;
+  bool operator==(const Header&) const = default;
+};
+
+inline constexpr std::string_view problem_content_type = "application/problem+json";
+inline constexpr std::string_view quota_exceeded_type = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
+// 200 when allowed (shadow-mode admissions included), 503 for backend_unavailable, else 429. Throws nothing.
+inline int status_code(const Decision& decision) noexcept {
+  if (decision.allowed) return 200;
+  return decision.reason == backend_unavailable_reason ? 503 : 429;
+}
+
+// The unit name a tier's counters are reported in: "requests" or "tokens".
+constexpr std::string_view unit_name(Unit unit) noexcept { return unit == Unit::requests ? "requests" : "tokens"; }
+
+// The RateLimit-Policy value for these tiers (a limiter's tiers()). Throws std::invalid_argument on no tiers.
+inline std::string policy_header_value(std::span<const Tier> tiers) {
+  if (tiers.empty()) throw std::invalid_argument("airl::http: no tiers to describe");
+  std::string value;
+  for (const Tier& tier : tiers) {
+    if (!value.empty()) value += ", ";
+    detail::append_sf_string(value, tier.name);
+    value += ";q=";
+    detail::append_sf_integer(value, tier.quota.limit);
+    value += ";w=";  // windows below a second are advertised as 1 s: a client pacing by it is never too fast
+    detail::append_sf_integer(value, std::max<std::uint64_t>(1, detail::ceil_seconds(tier.quota.window)));
+    value += tier.unit == Unit::requests ? ";qu=\"requests\"" : ";airl-unit=\"tokens\"";
+  }
+  return value;
+}
+
+// The response headers for `decision`, made by a limiter with these tiers (pass limiter.tiers()).
+// Throws std::invalid_argument when the decision's binding tier is not one of `tiers`.
+inline std::vector<Header> response_headers(const Decision& decision, std::span<const Tier> tiers) {
+  if (decision.binding_tier >= tiers.size()) {
+    throw std::invalid_argument("airl::http: the decision's binding tier is not in the tiers given");
+  }
+  std::vector<Header> headers;
+  if (!decision.allowed && decision.retry_after != Decision::never) {
+    headers.push_back({"Retry-After", std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after)))});
+  }
+  headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
+  const bool from_tier = decision.allowed || (decision.reason != key_capacity_reason &&
+                                              decision.reason != backend_unavailable_reason);
+  if (!from_tier) return headers;  // no tier's counters: the store or the backend refused
+  const Tier& tier = tiers[decision.binding_tier];
+  std::string current;
+  detail::append_sf_string(current, tier.name);
+  current += ";r=";
+  detail::append_sf_integer(current, decision.remaining);
+  current += ";t=";
+  detail::append_sf_integer(current, detail::ceil_seconds(decision.reset_after));
+  headers.push_back({"RateLimit", std::move(current)});
+  const std::string unit(unit_name(tier.unit));
+  headers.push_back({"x-ratelimit-limit-" + unit, std::to_string(tier.quota.limit)});
+  headers.push_back({"x-ratelimit-remaining-" + unit, std::to_string(decision.remaining)});
+  headers.push_back({"x-ratelimit-reset-" + unit, detail::duration_text(decision.reset_after)});
+  return headers;
+}
+
+// The application/problem+json body of a denial (RFC 9457): the quota-exceeded problem type with its
+// violated-policies member (draft-ietf-httpapi-ratelimit-headers-11) naming the denying tier (or
+// "key_capacity"), and "retry-after" in seconds when a wait helps. A backend_unavailable denial is not a
+// quota matter: it gets a plain 503 problem. Throws std::invalid_argument when the decision was allowed.
+inline std::string problem_json(const Decision& decision) {
+  if (decision.allowed) throw std::invalid_argument("airl::http::problem_json: the decision was allowed");
+  const int status = status_code(decision);
+  std::string body = "{\"type\":";
+  if (status == 503) {
+    body += "\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503";
+  } else {
+    detail::append_json_string(body, quota_exceeded_type);
+    body += ",\"title\":\"Request cannot be satisfied as assigned quota has been exceeded\",\"status\":429";
+  }
+  if (decision.retry_after != Decision::never) {
+    body += ",\"retry-after\":" + std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after)));
+  }
+  if (status != 503) {
+    body += ",\"violated-policies\":[";
+    detail::append_json_string(body, decision.reason);
+    body += "]";
+  }
+  body += "}";
+  return body;
+}
+
+}  // namespace airl::http

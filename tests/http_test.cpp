@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: MIT
+// <airl/http.hpp>: the exact header and body strings a serving binary sends. The text forms are checked
+// directly (Structured Field strings, JSON strings, durations); the headers of real decisions are checked
+// exactly on the in-memory backend (time moves only when told), and on both backends for which tier a
+// decision binds (the Redis script reports it too).
+
+#include <catch2/catch.hpp>
+
+#include <airl/http.hpp>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using airl::Scope;
+using airl::Tier;
+using airl::Unit;
+using airl::http::Header;
+
+std::string sf_string(std::string_view text) {
+  std::string out;
+  airl::detail::append_sf_string(out, text);
+  return out;
+}
+
+std::string json_string(std::string_view text) {
+  std::string out;
+  airl::detail::append_json_string(out, text);
+  return out;
+}
+
+// The value of header `name`, or "(absent)".
+std::string header(const std::vector<Header>& headers, std::string_view name) {
+  for (const Header& h : headers) {
+    if (h.name == name) return h.value;
+  }
+  return "(absent)";
+}
+
+// 3 requests per 60 s and 1000 tokens per 90 s per user and model.
+std::vector<Tier> rpm_and_tpm(const std::string& prefix = "") {
+  return {{prefix + "rpm", Scope::user_model, {3, 60s}, Unit::requests},
+          {prefix + "tpm", Scope::user_model, {1000, 90s}, Unit::cost}};
+}
+
+constexpr std::string_view both_policies = R"("rpm";q=3;w=60;qu="requests", "tpm";q=1000;w=90;airl-unit="tokens")";
+
+std::string repeated(std::string_view text, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += text;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("durations are written as OpenAI's reset headers write them", "[http]") {
+  using airl::detail::duration_text;
+  CHECK(duration_text(0ms) == "0s");
+  CHECK(duration_text(-5ms) == "0s");
+  CHECK(duration_text(1ms) == "1ms");
+  CHECK(duration_text(999ms) == "999ms");
+  CHECK(duration_text(1000ms) == "1s");
+  CHECK(duration_text(1001ms) == "1.001s");
+  CHECK(duration_text(1250ms) == "1.25s");
+  CHECK(duration_text(1500ms) == "1.5s");
+  CHECK(duration_text(59'999ms) == "59.999s");
+  CHECK(duration_text(60'000ms) == "1m0s");
+  CHECK(duration_text(360'000ms) == "6m0s");
+  CHECK(duration_text(3'600'000ms) == "1h0m0s");
+  CHECK(duration_text(3'723'040ms) == "1h2m3.04s");
+  CHECK(duration_text(std::chrono::hours(24 * 366)) == "8784h0m0s");
+}
+
+TEST_CASE("seconds are rounded up, so a client that waits them is never early", "[http]") {
+  using airl::detail::ceil_seconds;
+  CHECK(ceil_seconds(0ms) == 0);
+  CHECK(ceil_seconds(-1ms) == 0);
+  CHECK(ceil_seconds(1ms) == 1);
+  CHECK(ceil_seconds(1000ms) == 1);
+  CHECK(ceil_seconds(1001ms) == 2);
+  CHECK(ceil_seconds(60'000ms) == 60);
+}
+
+TEST_CASE("Structured Field strings escape quotes and backslashes and %-encode what sf-string cannot hold",
+          "[http]") {
+  CHECK(sf_string("tpm") == R"("tpm")");
+  CHECK(sf_string("") == R"("")");
+  CHECK(sf_string(R"(a"b)") == R"("a\"b")");
+  CHECK(sf_string(R"(a\b)") == R"("a\\b")");
+  CHECK(sf_string("100%") == R"("100%25")");  // '%' itself is encoded, so "%25" cannot be confused with '%'
+  CHECK(sf_string("caf\xC3\xA9") == R"("caf%c3%a9")");
+  CHECK(sf_string(std::string_view("a\nb\0c\x7F", 6)) == R"("a%0ab%00c%7f")");
+  CHECK(sf_string(" ~") == R"(" ~")");  // the printable ASCII bounds pass through
+  std::string integer;
+  airl::detail::append_sf_integer(integer, 1'000'000'000'000'000'000ull);
+  CHECK(integer == "999999999999999");  // sf-integer holds at most 15 digits
+}
+
+TEST_CASE("JSON strings escape what JSON requires and keep the output valid UTF-8", "[http]") {
+  CHECK(json_string("rpm") == R"("rpm")");
+  CHECK(json_string(R"(a"b\c)") == R"("a\"b\\c")");
+  CHECK(json_string(std::string_view("a\nb\0\x1F", 5)) == R"("a\u000ab\u0000\u001f")");
+  CHECK(json_string("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80") == "\"caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80\"");
+  const auto replaced = [](int bytes) { return "\"" + repeated("\xEF\xBF\xBD", bytes) + "\""; };  // U+FFFD each
+  CHECK(json_string("\xFF") == replaced(1));              // never valid
+  CHECK(json_string("\x80") == replaced(1));              // a lone continuation byte
+  CHECK(json_string("\xC0\xAF") == replaced(2));          // overlong '/'
+  CHECK(json_string("\xED\xA0\x80") == replaced(3));      // a surrogate
+  CHECK(json_string("\xE2\x82") == replaced(2));          // cut short
+  CHECK(json_string("\xF4\x90\x80\x80") == replaced(4));  // above U+10FFFF
+  CHECK(json_string("a\xFF" "b") == "\"a\xEF\xBF\xBD" "b\"");  // the bytes around a bad one are kept
+}
+
+TEST_CASE("an admission gets RateLimit-Policy for every tier and the binding tier's counters", "[http]") {
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  const airl::Decision first = limiter.allow({.user = "u", .model = "m", .cost = 300});
+  REQUIRE(first.allowed);
+  CHECK(airl::http::status_code(first) == 200);
+  const std::vector<Header> expected = {
+      {"RateLimit-Policy", std::string(both_policies)},
+      {"RateLimit", R"("rpm";r=2;t=60)"},
+      {"x-ratelimit-limit-requests", "3"},
+      {"x-ratelimit-remaining-requests", "2"},
+      {"x-ratelimit-reset-requests", "1m0s"},
+  };
+  CHECK(airl::http::response_headers(first, limiter.tiers()) == expected);
+  CHECK_THROWS_AS(airl::http::problem_json(first), std::invalid_argument);
+
+  // 20.5 s later a request of 700 tokens: tpm binds, with the least remaining (0 tokens; rpm has 1 left).
+  backend.advance(20'500ms);
+  const airl::Decision second = limiter.allow({.user = "u", .model = "m", .cost = 700});
+  REQUIRE(second.allowed);
+  const auto headers = airl::http::response_headers(second, limiter.tiers());
+  CHECK(header(headers, "RateLimit") == R"("tpm";r=0;t=90)");
+  CHECK(header(headers, "x-ratelimit-limit-tokens") == "1000");
+  CHECK(header(headers, "x-ratelimit-remaining-tokens") == "0");
+  CHECK(header(headers, "x-ratelimit-reset-tokens") == "1m30s");
+  CHECK(header(headers, "x-ratelimit-remaining-requests") == "(absent)");  // another tier's: not guessed
+  CHECK(header(headers, "Retry-After") == "(absent)");
+}
+
+TEST_CASE("a denial gets Retry-After rounded up, the denying tier's counters and a problem+json body",
+          "[http]") {
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  REQUIRE(limiter.allow({.user = "u", .model = "m", .cost = 900}));
+  backend.advance(30'000ms + 250ms);
+  const airl::Decision denied = limiter.allow({.user = "u", .model = "m", .cost = 200});  // tpm: 100 left
+  REQUIRE_FALSE(denied.allowed);
+  REQUIRE(denied.reason == "tpm");
+  CHECK(airl::http::status_code(denied) == 429);
+  const std::vector<Header> expected = {
+      {"Retry-After", "60"},  // the 900 expire in 59.75 s
+      {"RateLimit-Policy", std::string(both_policies)},
+      {"RateLimit", R"("tpm";r=100;t=60)"},
+      {"x-ratelimit-limit-tokens", "1000"},
+      {"x-ratelimit-remaining-tokens", "100"},
+      {"x-ratelimit-reset-tokens", "59.75s"},
+  };
+  CHECK(airl::http::response_headers(denied, limiter.tiers()) == expected);
+  CHECK(airl::http::problem_json(denied) ==
+        R"({"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",)"
+        R"("title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,)"
+        R"("retry-after":60,"violated-policies":["tpm"]})");
+}
+
+TEST_CASE("tier names that need escaping come out escaped in every header and in the body", "[http]") {
+  airl::test::InMemoryBackend backend;
+  const std::string name = "tok\"ens\\ caf\xC3\xA9 100%";
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter({{name, Scope::user, {1, 500ms}}}, backend.make_storage());
+  REQUIRE(limiter.allow("u", "m"));
+  const airl::Decision denied = limiter.allow("u", "m");
+  REQUIRE_FALSE(denied.allowed);
+  const auto headers = airl::http::response_headers(denied, limiter.tiers());
+  // A 500 ms window is advertised as w=1: whole seconds, never shorter than the real window.
+  CHECK(header(headers, "RateLimit-Policy") == R"("tok\"ens\\ caf%c3%a9 100%25";q=1;w=1;airl-unit="tokens")");
+  CHECK(header(headers, "RateLimit") == R"("tok\"ens\\ caf%c3%a9 100%25";r=0;t=1)");
+  CHECK(header(headers, "Retry-After") == "1");  // 500 ms, rounded up
+  CHECK(header(headers, "x-ratelimit-reset-tokens") == "500ms");
+  CHECK(airl::http::problem_json(denied).find("\"violated-policies\":[\"tok\\\"ens\\\\ caf\xC3\xA9 100%\"]") !=
+        std::string::npos);
+}
+
+TEST_CASE("a request no wait can admit gets no Retry-After", "[http]") {
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  const airl::Decision too_big = limiter.allow({.user = "u", .model = "m", .cost = 1001});
+  REQUIRE_FALSE(too_big.allowed);
+  REQUIRE(too_big.retry_after == airl::Decision::never);
+  const auto headers = airl::http::response_headers(too_big, limiter.tiers());
+  CHECK(header(headers, "Retry-After") == "(absent)");
+  CHECK(header(headers, "RateLimit") == R"("tpm";r=1000;t=0)");
+  CHECK(airl::http::problem_json(too_big).find("retry-after") == std::string::npos);
+}
+
+TEST_CASE("a key_capacity denial carries Retry-After and the policies but no tier's counters", "[http]") {
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage({.max_keys = 2}));
+  REQUIRE(limiter.allow("alice", "m"));  // two buckets: the store is full
+  const airl::Decision full = limiter.allow("bob", "m");
+  REQUIRE(full.reason == airl::key_capacity_reason);
+  CHECK(airl::http::status_code(full) == 429);
+  const std::vector<Header> expected = {
+      {"Retry-After", "90"},  // bob needs both of alice's buckets gone: the tpm one empties in 90 s
+      {"RateLimit-Policy", std::string(both_policies)},
+  };
+  CHECK(airl::http::response_headers(full, limiter.tiers()) == expected);
+  CHECK(airl::http::problem_json(full) ==
+        R"({"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",)"
+        R"("title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,)"
+        R"("retry-after":90,"violated-policies":["key_capacity"]})");
+}
+
+TEST_CASE("a backend_unavailable denial is a 503 with a plain problem body", "[http]") {
+  airl::Decision unavailable;
+  unavailable.reason = std::string(airl::backend_unavailable_reason);
+  unavailable.retry_after = 1500ms;
+  unavailable.degraded = true;
+  CHECK(airl::http::status_code(unavailable) == 503);
+  const std::vector<Tier> tiers = rpm_and_tpm();
+  const std::vector<Header> expected = {
+      {"Retry-After", "2"},
+      {"RateLimit-Policy", std::string(both_policies)},
+  };
+  CHECK(airl::http::response_headers(unavailable, tiers) == expected);
+  CHECK(airl::http::problem_json(unavailable) ==
+        R"({"type":"about:blank","title":"Service Unavailable","status":503,"retry-after":2})");
+}
+
+TEST_CASE("headers refuse tiers that cannot have made the decision", "[http][validation]") {
+  airl::Decision decision;
+  decision.allowed = true;
+  decision.binding_tier = 2;
+  const std::vector<Tier> two = rpm_and_tpm();
+  CHECK_THROWS_AS(airl::http::response_headers(decision, two), std::invalid_argument);
+  CHECK_THROWS_AS(airl::http::response_headers(decision, std::vector<Tier>{}), std::invalid_argument);
+  CHECK_THROWS_AS(airl::http::policy_header_value(std::vector<Tier>{}), std::invalid_argument);
+}
+
+TEMPLATE_TEST_CASE("the decision names its binding tier on both backends, so the headers describe it",
+                   "[http]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+  TestType backend;
+  const std::string prefix = std::string("http-") + TestType::name + "-";
+  const std::vector<Tier> tiers = {{prefix + "rpm", Scope::user_model, {5, 60s}, Unit::requests},
+                                   {prefix + "tpm", Scope::user_model, {1000, 90s}, Unit::cost}};
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(tiers, backend.make_storage());
+  const std::string user = prefix + "alice";
+
+  const airl::Decision first = limiter.allow({.user = user, .model = "m", .cost = 10});
+  REQUIRE(first.allowed);
+  CHECK(first.binding_tier == 0);  // rpm has 4 left, tpm 990
+  CHECK(header(airl::http::response_headers(first, limiter.tiers()), "x-ratelimit-remaining-requests") == "4");
+
+  const airl::Decision second = limiter.allow({.user = user, .model = "m", .cost = 988});
+  REQUIRE(second.allowed);
+  CHECK(second.binding_tier == 1);  // rpm has 3 left, tpm 2
+  const auto headers = airl::http::response_headers(second, limiter.tiers());
+  CHECK(header(headers, "x-ratelimit-remaining-tokens") == "2");
+  CHECK(header(headers, "RateLimit").rfind("\"" + prefix + "tpm\";r=2;t=", 0) == 0);
+
+  const airl::Decision denied = limiter.allow({.user = user, .model = "m", .cost = 3});
+  REQUIRE_FALSE(denied.allowed);
+  CHECK(denied.binding_tier == 1);  // the denying tier
+  CHECK(denied.reason == prefix + "tpm");
+  CHECK(header(airl::http::response_headers(denied, limiter.tiers()), "x-ratelimit-remaining-tokens") == "2");
+}
