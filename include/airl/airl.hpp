@@ -6,6 +6,7 @@
 #include "decision.hpp"
 #include "errors.hpp"
 #include "in_memory_storage.hpp"
+#include "limiter_options.hpp"
 #include "metrics.hpp"
 #include "multi_tier_limiter.hpp"
 #include "quota.hpp"

@@ -28,12 +28,15 @@ struct Decision {
   std::chrono::milliseconds retry_after{0};  // 0 when allowed; else the smallest wait (rounded up to ms) after which
                                              // the same request passes absent other traffic; `never` when it never can
   std::chrono::milliseconds reset_after{0};  // until the binding window holds nothing
-  std::string reason;                        // empty when allowed; else the denying tier's name
+  std::string reason;                        // empty when allowed; else the denying tier's name (also set on a
+                                             // shadow_denied admission)
   bool degraded = false;                     // set by backends that decide without their store
   bool replayed = false;                     // allowed because its request_id was already admitted (not charged again)
   std::size_t binding_tier = 0;              // index in the limiter's tiers() of the binding quota (limit,
                                              // remaining and reset_after describe it); 0 for key_capacity and
                                              // backend_unavailable denials, which no tier made
+  bool shadow_denied = false;                // allowed only because the limiter is in shadow mode
+                                             // (LimiterOptions::shadow): the limits denied it
 
   explicit operator bool() const noexcept { return allowed; }
 };

@@ -78,8 +78,7 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
     headers.push_back({"Retry-After", std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after)))});
   }
   headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
-  const bool from_tier = decision.allowed || (decision.reason != key_capacity_reason &&
-                                              decision.reason != backend_unavailable_reason);
+  const bool from_tier = decision.reason != key_capacity_reason && decision.reason != backend_unavailable_reason;
   if (!from_tier) return headers;  // no tier's counters: the store or the backend refused
   const Tier& tier = tiers[decision.binding_tier];
   std::string current;

@@ -23,6 +23,7 @@
 #include "detail/validate.hpp"
 #include "errors.hpp"
 #include "in_memory_storage.hpp"
+#include "limiter_options.hpp"
 #include "metrics.hpp"
 #include "quota.hpp"
 #include "request.hpp"
@@ -39,8 +40,8 @@ class MultiTierLimiter {
  public:
   // Throws std::invalid_argument on an empty tier list, an empty, reserved or duplicate tier name, or a
   // window <= 0 (or above max_window).
-  explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{})
-      : tiers_(std::move(tiers)), storage_(std::move(storage)) {
+  explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{}, LimiterOptions options = {})
+      : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options) {
     detail::validate_tiers(tiers_);
     reasons_.reserve(tiers_.size());
     for (const Tier& tier : tiers_) reasons_.emplace_back(tier.name);
@@ -138,6 +139,7 @@ class MultiTierLimiter {
   }
 
   const std::vector<Tier>& tiers() const noexcept { return tiers_; }
+  const LimiterOptions& options() const noexcept { return options_; }
   Storage& storage() noexcept { return storage_; }
   const Storage& storage() const noexcept { return storage_; }
 
@@ -252,12 +254,17 @@ class MultiTierLimiter {
         counters_.count_denied();
         break;
     }
+    if (options_.shadow && !decision.allowed) [[unlikely]] {  // counted as denied above; admitted anyway
+      decision.allowed = true;
+      decision.shadow_denied = true;
+    }
     return decision;
   }
 
   std::vector<Tier> tiers_;
   std::vector<detail::ReasonText> reasons_;  // tiers_[i].name, ready to copy into Decision::reason
   Storage storage_;
+  LimiterOptions options_;
   detail::DecisionCounters counters_;
 };
 

@@ -22,8 +22,8 @@ class SlidingWindowLimiter {
   static constexpr std::string_view tier_name = "default";
 
   // Throws std::invalid_argument when the window is <= 0 (or above max_window).
-  explicit SlidingWindowLimiter(Quota quota, Storage storage = Storage{})
-      : tiers_({Tier{std::string(tier_name), Scope::user_model, quota}}, std::move(storage)) {}
+  explicit SlidingWindowLimiter(Quota quota, Storage storage = Storage{}, LimiterOptions options = {})
+      : tiers_({Tier{std::string(tier_name), Scope::user_model, quota}}, std::move(storage), options) {}
 
   // Decides a request of cost 1. Thread safety: safe. Throws std::invalid_argument on bad ids.
   Decision allow(std::string_view user, std::string_view model) { return tiers_.allow(user, model); }
@@ -46,6 +46,7 @@ class SlidingWindowLimiter {
   const Quota& quota() const noexcept { return tiers_.tiers().front().quota; }
   // The single tier, named tier_name (what <airl/http.hpp> describes in RateLimit-Policy).
   const std::vector<Tier>& tiers() const noexcept { return tiers_.tiers(); }
+  const LimiterOptions& options() const noexcept { return tiers_.options(); }
   Storage& storage() noexcept { return tiers_.storage(); }
   const Storage& storage() const noexcept { return tiers_.storage(); }
 
