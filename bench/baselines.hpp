@@ -9,13 +9,13 @@
 //                 baseline); WeightedLog stores (timestamp, cost) pairs with a running total, so a cost of 4000
 //                 is not 4000 entries.
 
+#include <airl/clock.hpp>
 #include <airl/quota.hpp>
 
 #include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -26,18 +26,9 @@
 
 namespace airl_bench {
 
-// The steady clock read the cheapest way, as airl::SteadyClock reads it (CLOCK_MONOTONIC on Linux, without
+// The steady clock read exactly as airl reads it (airl::SteadyClock: CLOCK_MONOTONIC on Linux, without
 // libstdc++'s wrapper), so the floor's clock costs no more than airl's.
-inline std::int64_t steady_now_ns() noexcept {
-#if defined(__linux__) && defined(CLOCK_MONOTONIC)
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return std::int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
-#else
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-#endif
-}
+inline std::int64_t steady_now_ns() noexcept { return airl::SteadyClock{}.now().count(); }
 
 inline std::size_t hash_pair(std::string_view user, std::string_view model) noexcept {
   const std::size_t h = std::hash<std::string_view>{}(user);

@@ -9,6 +9,7 @@
 
 #include <airl/quota.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -34,7 +35,10 @@ class MinimalExact {
     Shard& shard = shards_[hash % shards_.size()];  // as the floor picks its mutex
     std::lock_guard lock(shard.mutex);
     Log& log = shard.find_or_add(hash, user, model, limit_);
-    while (log.size != 0 && log.times[log.head] + window_ns_ <= now) {  // an entry counts while now < t + window
+    // A thread that read the clock before another took the lock decides at that one's (later) time, so the
+    // ring stays in time order (airl keeps each shard's time monotonic the same way).
+    const std::int64_t at = std::max(now, log.newest);
+    while (log.size != 0 && log.times[log.head] + window_ns_ <= at) {  // an entry counts while at < t + window
       log.head = log.head + 1 == log.times.size() ? 0 : log.head + 1;
       --log.size;
     }
@@ -42,9 +46,10 @@ class MinimalExact {
     for (std::uint64_t unit = 0; unit < cost; ++unit) {
       std::size_t slot = log.head + log.size;
       if (slot >= log.times.size()) slot -= log.times.size();
-      log.times[slot] = now;
+      log.times[slot] = at;
       ++log.size;
     }
+    log.newest = at;
     return true;
   }
 
@@ -52,6 +57,7 @@ class MinimalExact {
   struct Log {
     std::vector<std::int64_t> times;  // a ring of `limit` slots
     std::size_t head = 0, size = 0;
+    std::int64_t newest = 0;  // time of the newest entry
   };
   struct Slot {
     std::size_t hash = 0;

@@ -48,6 +48,7 @@ inline KeySet make_key_set(std::size_t count, IdStyle style) {
   keys.model = style == IdStyle::short_ids ? "llama" : "meta-llama-3-70b-ins";  // 5 / 20 characters
   keys.users.reserve(count);
   for (std::size_t i = 0; i < count; ++i) {
+    // append() rather than "u" + std::to_string(i): g++ 12 warns falsely (-Wrestrict) on the latter.
     keys.users.push_back(style == IdStyle::short_ids ? std::string("u").append(std::to_string(i)) : uuid_user(i));
   }
   return keys;

@@ -93,6 +93,18 @@ TEST_CASE("ManualClock advanced from several threads at once sums every step", "
   CHECK(clock.now().count() == std::int64_t{10} * steps);
 }
 
+TEST_CASE("SteadyClock reads std::chrono::steady_clock's clock", "[clock]") {
+  // It reads CLOCK_MONOTONIC itself on Linux; a reading must fall between two of steady_clock's (a different
+  // clock, CLOCK_REALTIME or CLOCK_BOOTTIME after a suspend, would not).
+  for (int i = 0; i < 1000; ++i) {
+    const auto before = std::chrono::steady_clock::now().time_since_epoch();
+    const auto reading = airl::SteadyClock{}.now();
+    const auto after = std::chrono::steady_clock::now().time_since_epoch();
+    REQUIRE(before <= reading);
+    REQUIRE(reading <= after);
+  }
+}
+
 TEST_CASE("SteadyClock never goes back", "[clock]") {
   const airl::SteadyClock clock;
   auto previous = clock.now();

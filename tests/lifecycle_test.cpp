@@ -18,7 +18,13 @@ TEST_CASE("a moved limiter keeps its buckets and counters", "[lifecycle]") {
   CHECK(moved.usage("u", "m") == 1);
   CHECK(moved.metrics().allowed == 1);
   REQUIRE(moved.allow("u", "m"));
-  CHECK_FALSE(moved.allow("u", "m"));
+  const airl::Decision denied = moved.allow("u", "m");
+  CHECK_FALSE(denied.allowed);
+  CHECK(denied.reason == "default");  // the tier names moved along with the tiers
+
+  airl::SlidingWindowLimiter<ManualStorage> assigned({1, 1s}, ManualStorage({}, clock));
+  assigned = std::move(moved);
+  CHECK(assigned.allow("u", "m").reason == "default");
 }
 
 TEST_CASE("a moved-from limiter refuses to decide and reports zero metrics", "[lifecycle]") {

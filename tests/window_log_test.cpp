@@ -797,7 +797,7 @@ TEST_CASE("record() changes nothing when any of its allocations fails (strong gu
 
 TEST_CASE("weighted logs stay exact when usage and costs outgrow the packed cache", "[window_log]") {
   // A weighted log keeps its usage (40 bits) and oldest cost (23 bits) packed beside the ring while they fit and
-  // reads the ring's header when they do not. Costs here cross both bounds in both directions, with ids,
+  // reads the ring when they do not. Costs here cross both bounds in both directions, with ids,
   // undos and expiry, and every answer must match the plain model.
   std::mt19937_64 rng(0xCAC4E);
   const auto below = [&rng](std::uint64_t bound) { return std::uniform_int_distribution<std::uint64_t>(0, bound - 1)(rng); };
@@ -863,4 +863,46 @@ TEST_CASE("weighted logs are exact at the packed cache's bounds", "[window_log]"
       CHECK(log.check(20, window, usage + 5, 6).remaining == 5);
     }
   }
+}
+
+TEST_CASE("a weighted log emptied by undo stays weighted and exact for the next entries", "[window_log]") {
+  // undo_record() of the only entry leaves a weighted log with no entries: the next record must take its
+  // total from the base (there is no newest slot) and rebuild the packed usage from scratch.
+  const std::int64_t window = 1000;
+  WindowLog log;
+  log.record(0, 5, {});
+  log.undo_record();
+  CHECK(log.empty());
+  CHECK(log.usage() == 0);
+  CHECK(log.weighted());
+  log.record(1, 3, {});
+  CHECK(log.usage() == 3);
+  log.record(2, 4, {});
+  CHECK(log.usage() == 7);
+  CHECK(log.check(3, window, 7, 3).retry_after == 1 + window - 3);  // the cost-3 entry frees enough
+  CHECK(log.check(3, window, 7, 4).retry_after == 2 + window - 3);  // 4 units need both entries gone
+}
+
+TEST_CASE("a unit log that wrapped becomes weighted with its entries, ids and order intact", "[window_log]") {
+  // The first cost above 1 rebuilds the ring with running totals; on a ring whose head has moved (entries
+  // expired, so the live ones wrap around), the rebuilt one must keep every live entry in order, and ids.
+  const std::int64_t window = 100;
+  WindowLog log;
+  for (std::int64_t t = 0; t < 4; ++t) log.record(t * 10, 1, "id-" + std::to_string(t));
+  log.expire(window + 15, window);  // t = 0 and 10 expire: the head has moved
+  REQUIRE(log.size() == 2);
+  log.record(window + 16, 1, "id-4");  // wraps into a freed slot
+  log.record(window + 17, 50, "id-5");  // weighted from here on
+  REQUIRE(log.weighted());
+  CHECK(log.usage() == 53);
+  CHECK(log.holds_id("id-2"));
+  CHECK(log.holds_id("id-4"));
+  CHECK(log.holds_id("id-5"));
+  CHECK_FALSE(log.holds_id("id-0"));
+  CHECK(log.oldest_time() == 20);
+  CHECK(log.newest_time() == window + 17);
+  // Freeing 3 units waits for the entries at 20, 30 and window + 16, in that order.
+  CHECK(log.check(window + 18, window, 53, 1).retry_after == 20 + window - (window + 18));
+  CHECK(log.check(window + 18, window, 53, 3).retry_after == (window + 16) + window - (window + 18));
+  CHECK(log.check(window + 18, window, 53, 4).retry_after == (window + 17) + window - (window + 18));
 }

@@ -14,6 +14,17 @@
 
 namespace airl {
 
+namespace detail {
+#if defined(__linux__)
+// One read of a POSIX clock, in nanoseconds since its epoch.
+inline std::chrono::nanoseconds read_clock(clockid_t clock) noexcept {
+  timespec now{};
+  clock_gettime(clock, &now);
+  return std::chrono::seconds{now.tv_sec} + std::chrono::nanoseconds{now.tv_nsec};
+}
+#endif
+}  // namespace detail
+
 // A clock policy: copyable, and now() returns the time since the clock's own epoch, never going back.
 template <class C>
 concept ClockPolicy = std::copy_constructible<C> && requires(const C& clock) {
@@ -27,9 +38,7 @@ class SteadyClock {
  public:
   std::chrono::nanoseconds now() const noexcept {
 #if defined(__linux__) && defined(CLOCK_MONOTONIC)
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return std::chrono::seconds{now.tv_sec} + std::chrono::nanoseconds{now.tv_nsec};
+    return detail::read_clock(CLOCK_MONOTONIC);
 #else
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch());
 #endif
@@ -44,9 +53,7 @@ class CoarseSteadyClock {
  public:
   std::chrono::nanoseconds now() const noexcept {
 #if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    return std::chrono::seconds{now.tv_sec} + std::chrono::nanoseconds{now.tv_nsec};
+    return detail::read_clock(CLOCK_MONOTONIC_COARSE);
 #else
     return SteadyClock{}.now();
 #endif

@@ -221,7 +221,7 @@ class InMemoryStorage {
 
   // acquire() for several charges (or one that is invalid: it throws), out of line so the one-charge path
   // inlined into the limiter keeps a small stack frame.
-  AIRL_DETAIL_COLD AcquireResult decide_many(std::span<const Charge> charges, std::string_view request_id) {
+  AIRL_DETAIL_NOINLINE AcquireResult decide_many(std::span<const Charge> charges, std::string_view request_id) {
     detail::validate_charges(charges, "airl::InMemoryStorage");  // one charge gets here only invalid or moved from: throws
     require_usable();
     if (charges.size() <= inline_charges) {

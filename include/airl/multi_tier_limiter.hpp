@@ -153,7 +153,7 @@ class MultiTierLimiter {
   };
 
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
-  AIRL_DETAIL_COLD Decision allow_in_tiers(const Request& request) {
+  AIRL_DETAIL_NOINLINE Decision allow_in_tiers(const Request& request) {
     const std::string_view request_id = qualified_request_id(request);
     const AcquireResult result = counting_backend_errors([&] {
       if (tiers_.size() <= inline_tiers) {
@@ -218,7 +218,8 @@ class MultiTierLimiter {
   // What Decision::reason says for `result`: empty when allowed.
   std::string reason_of(const AcquireResult& result) const {
     switch (result.status) {
-      case AcquireStatus::denied: return reasons_[result.binding].copy();
+      case AcquireStatus::denied:  // a storage names one of the charges; a faulty one gets no name, not UB
+        return result.binding < reasons_.size() ? reasons_[result.binding].copy() : std::string{};
       case AcquireStatus::key_capacity: return std::string(key_capacity_reason);
       case AcquireStatus::backend_unavailable: return std::string(backend_unavailable_reason);
       case AcquireStatus::allowed:

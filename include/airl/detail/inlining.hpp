@@ -2,12 +2,13 @@
 #pragma once
 // Inlining hints for the decision path, where a call costs more than the work it does.
 //   AIRL_DETAIL_HOT_INLINE   always inline (a small helper on every decision)
-//   AIRL_DETAIL_COLD         never inline (a rarely taken path, kept out of the hot caller's frame)
+//   AIRL_DETAIL_NOINLINE     never inline (a path kept out of the one-tier caller's frame; not "cold": it is
+//                            the main path of multi-tier limiters)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define AIRL_DETAIL_HOT_INLINE [[gnu::always_inline]] inline
-#define AIRL_DETAIL_COLD [[gnu::noinline]]
+#define AIRL_DETAIL_NOINLINE [[gnu::noinline]]
 #else
 #define AIRL_DETAIL_HOT_INLINE inline
-#define AIRL_DETAIL_COLD
+#define AIRL_DETAIL_NOINLINE
 #endif

@@ -15,7 +15,6 @@
 #include "../storage_policy.hpp"
 #include "inlining.hpp"
 
-
 namespace airl::detail {
 
 constexpr bool scope_has_user(Scope scope) noexcept { return scope == Scope::user || scope == Scope::user_model; }

@@ -13,8 +13,8 @@ inline void prefetch(const void* address) noexcept {
 #endif
 }
 
-// The same for a line about to be written: fetched ready to modify (x86 PREFETCHW), so the write does not
-// wait for the line to be shared first. Throws nothing.
+// The same for a line about to be written: fetched ready to modify where the target has an instruction for it
+// (x86 PREFETCHW, with -mprfchw or -march=broadwell and later), else a plain prefetch. Throws nothing.
 inline void prefetch_for_write(const void* address) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(address, 1);

@@ -97,8 +97,8 @@ class WindowLog {
   bool weighted() const noexcept { return (shape_ & weighted_bit) != 0; }
 
   // Starts loading the oldest and newest entries (what a decision reads and an admission writes) together, so
-  // their cache misses overlap instead of following each other. The newest entry's lines are fetched for
-  // writing: an admission writes next to them, and the lock's release waits for those writes. Throws nothing.
+  // their cache misses overlap instead of following each other. The newest entry's lines are asked for with
+  // write intent (where the target can): an admission writes next to them. Throws nothing.
   void prefetch() const noexcept {
     if (size_ == 0) return;
     const std::size_t oldest = head_, newest = wrap(std::size_t{head_} + size_ - 1);
@@ -189,8 +189,8 @@ class WindowLog {
       ++size_;
       return;
     }
-    // The new running total comes from the newest entry's slot, on the cache line being written anyway; the
-    // ring's header is left alone unless this is the first entry.
+    // The new running total comes from the newest entry's slot, usually on the cache line being written anyway
+    // (7 slots in 8); the ring's header is written only for the first entry.
     const std::uint64_t total = (size_ == 0 ? base() : newest_total()) + cost;
     store_total(slot, total);
     if (size_ == 0) store_word(block_ + oldest_total_offset, total);
@@ -252,7 +252,7 @@ class WindowLog {
   static constexpr std::size_t oldest_total_offset = 8, ids_offset = 16, totals_header = 24;
 
   // side_ of a weighted log: usage in bits 0-39, the oldest entry's cost in bits 40-62, bit 63 set when both fit
-  // (else the ring's header is read instead).
+  // (else the ring is read instead: the base and oldest total in its header, the newest total in its slot).
   static constexpr std::uint64_t cache_valid = std::uint64_t{1} << 63;
   static constexpr std::uint64_t cached_usage_mask = (std::uint64_t{1} << 40) - 1;
   static constexpr std::uint64_t cached_cost_mask = (std::uint64_t{1} << 23) - 1;
@@ -276,7 +276,8 @@ class WindowLog {
     delete id_index();
     set_id_index(nullptr);
   }
-  // Recomputes a weighted log's packed usage and oldest cost from the ring's header (after every change).
+  // Recomputes a weighted log's packed usage and oldest cost from the ring (after changes other than an
+  // admission that keeps them in range, which updates them in place).
   void refresh_cache() noexcept {
     if (!weighted()) return;
     const std::uint64_t used = size_ == 0 ? 0 : newest_total() - base();
