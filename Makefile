@@ -3,7 +3,7 @@
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_PACKAGES := cmake g++ make
-TEST_PACKAGES := $(BUILD_PACKAGES) catch2 pkg-config libhiredis-dev redis-server
+TEST_PACKAGES := $(BUILD_PACKAGES) catch2 pkg-config libhiredis-dev redis-server prometheus
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
 .PHONY: demo test test-asan test-tsan bench bench-redis clean

@@ -1,17 +1,48 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// A snapshot of a limiter's counters, cheap enough to scrape every second.
+// A snapshot of a limiter's counters, cheap enough to scrape every second. <airl/prometheus.hpp> renders it.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace airl {
 
+// Upper bounds of the decision-latency histogram's buckets, in nanoseconds; a last bucket holds the rest.
+// 100 ns to 10 ms, so an in-memory decision and a Redis round trip each land in a bucket of their size.
+inline constexpr std::array<std::uint64_t, 16> latency_bucket_bounds_ns = {
+    100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 500'000,
+    1'000'000, 2'500'000, 5'000'000, 10'000'000};
+
+// Decision latencies of allow(), timed for one decision in 64 per thread (timing costs two clock reads).
+struct LatencyHistogram {
+  std::array<std::uint64_t, latency_bucket_bounds_ns.size() + 1> counts{};  // per bucket, not cumulative
+  std::uint64_t sum_ns = 0;
+
+  std::uint64_t count() const noexcept {
+    std::uint64_t all = 0;
+    for (const std::uint64_t n : counts) all += n;
+    return all;
+  }
+};
+
+struct TierDenials {
+  std::string tier;
+  std::uint64_t denied = 0;
+};
+
 struct Metrics {
   std::uint64_t allowed = 0;         // decisions that admitted (replays included)
-  std::uint64_t denied = 0;          // decisions that refused (429s)
+  std::uint64_t denied = 0;          // decisions that refused (429s), whatever refused them
   std::uint64_t backend_errors = 0;  // calls that failed in the storage backend
   std::size_t active_keys = 0;       // buckets the storage holds now (expired ones count until purged)
+  std::uint64_t degraded = 0;        // decisions a failure policy made without the store
+  std::uint64_t denied_key_capacity = 0;         // denials because the store was full (reason key_capacity)
+  std::uint64_t denied_backend_unavailable = 0;  // denials under fail_closed (reason backend_unavailable)
+  std::vector<TierDenials> denied_by_tier;       // every tier, in declared order, with its denials
+  LatencyHistogram latency;                      // sampled decision latencies
 
   // allowed + denied. Thread safety: plain value. Throws nothing.
   std::uint64_t total() const noexcept { return allowed + denied; }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "clock.hpp"
 #include "decision.hpp"
 #include "detail/bucket_key.hpp"
 #include "detail/decision_counters.hpp"
@@ -41,7 +42,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an empty tier list, an empty, reserved or duplicate tier name, or a
   // window <= 0 (or above max_window).
   explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{}, LimiterOptions options = {})
-      : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options) {
+      : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options), counters_(tiers_.size()) {
     detail::validate_tiers(tiers_);
     reasons_.reserve(tiers_.size());
     for (const Tier& tier : tiers_) reasons_.emplace_back(tier.name);
@@ -54,6 +55,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an empty or over-long user, model or request id, or cost 0;
   // airl::BackendError when a storage without a failure policy fails (nothing recorded).
   Decision allow(const Request& request) {
+    if (detail::DecisionCounters::sample_latency()) [[unlikely]] return timed_allow(request);
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
     require_usable();
     if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
@@ -65,6 +67,8 @@ class MultiTierLimiter {
     }
     return allow_in_tiers(request);
   }
+
+
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
   // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
@@ -127,7 +131,7 @@ class MultiTierLimiter {
     return counting_backend_errors([&] { return storage_.purge_expired(); });
   }
 
-  // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws nothing.
+  // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws only std::bad_alloc.
   Metrics metrics() const {
     const auto totals = counters_.totals();
     Metrics metrics;
@@ -135,6 +139,14 @@ class MultiTierLimiter {
     metrics.denied = totals.denied;
     metrics.backend_errors = totals.backend_errors;
     metrics.active_keys = storage_.active_keys();
+    metrics.degraded = totals.degraded;
+    metrics.denied_key_capacity = totals.key_capacity;
+    metrics.denied_backend_unavailable = totals.backend_unavailable;
+    for (std::size_t i = 0; i < totals.denied_by_tier.size() && i < tiers_.size(); ++i) {
+      metrics.denied_by_tier.push_back({tiers_[i].name, totals.denied_by_tier[i]});
+    }
+    metrics.latency.counts = totals.latency;
+    metrics.latency.sum_ns = totals.latency_sum_ns;
     return metrics;
   }
 
@@ -151,6 +163,16 @@ class MultiTierLimiter {
     UninitializedCharges() noexcept {}
     Charge items[inline_tiers];
   };
+
+
+  // allow() for the sampled decisions the latency histogram records: times a nested allow(), which
+  // sample_latency() has already let through untimed (it counts that call, see there).
+  AIRL_DETAIL_NOINLINE Decision timed_allow(const Request& request) {
+    const auto start = SteadyClock{}.now();
+    Decision decision = allow(request);
+    counters_.record_latency(SteadyClock{}.now() - start);
+    return decision;
+  }
 
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
   AIRL_DETAIL_NOINLINE Decision allow_in_tiers(const Request& request) {
@@ -216,7 +238,7 @@ class MultiTierLimiter {
   }
 
   // What Decision::reason says for `result`: empty when allowed.
-  std::string reason_of(const AcquireResult& result) const {
+  AIRL_DETAIL_HOT_INLINE std::string reason_of(const AcquireResult& result) const {
     switch (result.status) {
       case AcquireStatus::denied:  // a storage names one of the charges; a faulty one gets no name, not UB
         return result.binding < reasons_.size() ? reasons_[result.binding].copy() : std::string{};
@@ -231,7 +253,10 @@ class MultiTierLimiter {
   AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result) {
     Decision decision{.reason = reason_of(result)};  // built in place: no second copy of the text
     decision.degraded = result.degraded;
-    if (result.degraded) counters_.count_backend_error();
+    if (result.degraded) {
+      counters_.count_backend_error();
+      counters_.count_degraded();
+    }
     decision.remaining = result.remaining;
     decision.reset_after = result.reset_after;
     if (result.binding < tiers_.size()) {
@@ -247,12 +272,19 @@ class MultiTierLimiter {
         break;
       case AcquireStatus::denied:
         decision.retry_after = result.retry_after;
-        counters_.count_denied();
+        if (result.binding < tiers_.size()) [[likely]] {
+          counters_.count_denied_by(result.binding);
+        } else {
+          counters_.count_denied();
+        }
         break;
       case AcquireStatus::key_capacity:
+        decision.retry_after = result.retry_after;
+        counters_.count_key_capacity();
+        break;
       case AcquireStatus::backend_unavailable:
         decision.retry_after = result.retry_after;
-        counters_.count_denied();
+        counters_.count_backend_unavailable();
         break;
     }
     if (options_.shadow && !decision.allowed) [[unlikely]] {  // counted as denied above; admitted anyway

@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "inlining.hpp"
+
 namespace airl::detail {
 
 class ReasonText {
@@ -24,7 +26,7 @@ class ReasonText {
   }
 
   // A copy of the text. Throws std::bad_alloc only for texts longer than std::string's inline buffer.
-  std::string copy() const {
+  AIRL_DETAIL_HOT_INLINE std::string copy() const {
     // One named result on every path, so it is built in the caller's object (no move of it on return).
     const bool padded = size_ <= padded_.size();
     std::string text(padded ? padded_.size() : size_, '\0');  // 15 fits the inline buffer of libstdc++, libc++, MSVC

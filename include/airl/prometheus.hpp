@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// A limiter's metrics in the Prometheus text exposition format (version 0.0.4), for a /metrics endpoint:
+//   <prefix>_decisions_total{result="allowed"|"denied"}        counter
+//   <prefix>_denials_total{reason="<tier name>"|"key_capacity"|"backend_unavailable"}   counter
+//   <prefix>_backend_errors_total                              counter
+//   <prefix>_degraded_decisions_total                          counter (a failure policy decided)
+//   <prefix>_active_keys                                       gauge
+//   <prefix>_decision_latency_seconds                          histogram (one allow() in 64 per thread)
+// Serve it as "text/plain; version=0.0.4" (prometheus_content_type). Label values are escaped as the format
+// requires ('\', '"' and newline); bytes that are not valid UTF-8 become U+FFFD.
+
+#include <cstdint>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "detail/http_text.hpp"
+#include "metrics.hpp"
+
+namespace airl::prometheus {
+
+inline constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+namespace detail {
+
+// A metric name prefix: [a-zA-Z_:][a-zA-Z0-9_:]*.
+inline bool valid_prefix(std::string_view prefix) noexcept {
+  if (prefix.empty()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    const char c = prefix[i];
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+    if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+inline void append_label_value(std::string& out, std::string_view value) {
+  out += '"';
+  for (std::size_t at = 0; at < value.size();) {
+    const char c = value[at];
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+      ++at;
+    } else if (c == '\n') {
+      out += "\\n";
+      ++at;
+    } else if (const std::size_t length = airl::detail::utf8_sequence_length(value, at); length != 0) {
+      out.append(value, at, length);
+      at += length;
+    } else {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++at;
+    }
+  }
+  out += '"';
+}
+
+// Nanoseconds as seconds, exactly (a decimal point and 9 digits, trailing zeros kept: still a valid float).
+inline std::string seconds_text(std::uint64_t ns) {
+  std::string fraction = std::to_string(1'000'000'000 + ns % 1'000'000'000).substr(1);
+  return std::to_string(ns / 1'000'000'000) + "." + fraction;
+}
+
+struct Writer {
+  std::string& out;
+  std::string_view prefix;
+
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    out += "# HELP ";
+    out += prefix;
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += prefix;
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+  }
+  void sample(std::string_view name, std::string_view label, std::string_view label_value, std::string_view value) {
+    out += prefix;
+    out += name;
+    if (!label.empty()) {
+      out += '{';
+      out += label;
+      out += '=';
+      append_label_value(out, label_value);
+      out += '}';
+    }
+    out += ' ';
+    out += value;
+    out += '\n';
+  }
+};
+
+}  // namespace detail
+
+// The exposition text of `metrics` (a limiter's metrics()), every name starting with `prefix` + "_".
+// Throws std::invalid_argument when `prefix` is not a valid metric name.
+inline std::string text(const Metrics& metrics, std::string_view prefix = "airl") {
+  if (!detail::valid_prefix(prefix)) {
+    throw std::invalid_argument("airl::prometheus::text: '" + std::string(prefix) + "' is not a metric name prefix");
+  }
+  std::string out;
+  const std::string base = std::string(prefix) + "_";
+  detail::Writer w{out, base};
+  const auto number = [](std::uint64_t n) { return std::to_string(n); };
+
+  w.family("decisions_total", "counter", "Rate-limit decisions, by result.");
+  w.sample("decisions_total", "result", "allowed", number(metrics.allowed));
+  w.sample("decisions_total", "result", "denied", number(metrics.denied));
+
+  w.family("denials_total", "counter", "Denials, by the tier (or store-level reason) that denied.");
+  for (const TierDenials& tier : metrics.denied_by_tier) w.sample("denials_total", "reason", tier.tier, number(tier.denied));
+  w.sample("denials_total", "reason", "key_capacity", number(metrics.denied_key_capacity));
+  w.sample("denials_total", "reason", "backend_unavailable", number(metrics.denied_backend_unavailable));
+
+  w.family("backend_errors_total", "counter", "Storage backend calls that failed.");
+  w.sample("backend_errors_total", "", "", number(metrics.backend_errors));
+
+  w.family("degraded_decisions_total", "counter", "Decisions a failure policy made without the store.");
+  w.sample("degraded_decisions_total", "", "", number(metrics.degraded));
+
+  w.family("active_keys", "gauge", "Buckets the store holds (expired ones until swept).");
+  w.sample("active_keys", "", "", number(metrics.active_keys));
+
+  w.family("decision_latency_seconds", "histogram", "Latency of allow(), one decision in 64 per thread.");
+  std::uint64_t cumulative = 0;
+  for (std::size_t b = 0; b < latency_bucket_bounds_ns.size(); ++b) {
+    cumulative += metrics.latency.counts[b];
+    w.sample("decision_latency_seconds_bucket", "le", detail::seconds_text(latency_bucket_bounds_ns[b]), number(cumulative));
+  }
+  cumulative += metrics.latency.counts.back();
+  w.sample("decision_latency_seconds_bucket", "le", "+Inf", number(cumulative));
+  w.sample("decision_latency_seconds_sum", "", "", detail::seconds_text(metrics.latency.sum_ns));
+  w.sample("decision_latency_seconds_count", "", "", number(cumulative));
+  return out;
+}
+
+}  // namespace airl::prometheus
