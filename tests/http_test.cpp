@@ -184,8 +184,28 @@ TEST_CASE("tier names that need escaping come out escaped in every header and in
   CHECK(header(headers, "RateLimit") == R"("tok\"ens\\ caf%c3%a9 100%25";r=0;t=1)");
   CHECK(header(headers, "Retry-After") == "1");  // 500 ms, rounded up
   CHECK(header(headers, "x-ratelimit-reset-tokens") == "500ms");
-  CHECK(airl::http::problem_json(denied).find("\"violated-policies\":[\"tok\\\"ens\\\\ caf\xC3\xA9 100%\"]") !=
+  // The body names the policy as the headers advertise it, so a client can match the two.
+  CHECK(airl::http::problem_json(denied).find(R"("violated-policies":["tok\"ens\\ caf%c3%a9 100%25"])") !=
         std::string::npos);
+}
+
+TEST_CASE("a denial's RateLimit t is its retry time, never later than Retry-After", "[http]") {
+  // Entries spread over the window: the oldest frees a request long before the window empties, and t must
+  // say so (draft 11: Retry-After should not point earlier than the end of the effective window).
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  REQUIRE(limiter.allow("u", "m"));
+  backend.advance(30s);
+  REQUIRE(limiter.allow("u", "m"));
+  backend.advance(1s);
+  REQUIRE(limiter.allow("u", "m"));
+  backend.advance(1s);
+  const airl::Decision denied = limiter.allow("u", "m");  // at 32 s: the entry of 0 s frees one at 60 s
+  REQUIRE_FALSE(denied.allowed);
+  const auto headers = airl::http::response_headers(denied, limiter.tiers());
+  CHECK(header(headers, "Retry-After") == "28");
+  CHECK(header(headers, "RateLimit") == R"("rpm";r=0;t=28)");
+  CHECK(header(headers, "x-ratelimit-reset-requests") == "59s");  // the window empties at 91 s
 }
 
 TEST_CASE("a request no wait can admit gets no Retry-After", "[http]") {

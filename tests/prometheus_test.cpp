@@ -172,6 +172,21 @@ TEST_CASE("one allow() in 64 per thread is timed into the latency histogram", "[
   CHECK(sample(text, "airl_decision_latency_seconds_bucket{le=\"+Inf\"}") == "10");
 }
 
+TEST_CASE("two limiters used in turn by one thread are each sampled one decision in 64", "[prometheus][metrics]") {
+  // The countdown is per limiter: a thread-wide one would line up with the alternation and starve one.
+  airl::RateLimiter live({1'000'000, 60s});
+  airl::RateLimiter candidate({1'000'000, 60s}, airl::InMemoryStorage<>{}, airl::LimiterOptions{.shadow = true});
+  std::thread worker([&] {
+    for (int i = 0; i < 64 * 10; ++i) {
+      live.allow("u", "m");
+      candidate.allow("u", "m");
+    }
+  });
+  worker.join();
+  CHECK(live.metrics().latency.count() == 10);
+  CHECK(candidate.metrics().latency.count() == 10);
+}
+
 TEST_CASE("promtool accepts the metrics of a real limiter", "[prometheus][promtool]") {
   if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
     FAIL("promtool is not installed (Debian: apt-get install prometheus); this test needs it");

@@ -25,7 +25,7 @@ struct Decision {
   bool allowed = false;
   std::uint64_t limit = 0;                   // limit of the binding quota
   std::uint64_t remaining = 0;               // cost units still admissible in the binding quota after this decision
-  std::chrono::milliseconds retry_after{0};  // 0 when allowed; else the smallest wait (rounded up to ms) after which
+  std::chrono::milliseconds retry_after{0};  // 0 when allowed (unless shadow_denied); else the smallest wait (rounded up to ms) after which
                                              // the same request passes absent other traffic; `never` when it never can
   std::chrono::milliseconds reset_after{0};  // until the binding window holds nothing
   std::string reason;                        // empty when allowed; else the denying tier's name (also set on a

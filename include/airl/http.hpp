@@ -8,7 +8,8 @@
 //   RateLimit-Policy                  every tier: "name";q=<limit>;w=<window seconds>, plus qu="requests" for
 //                                     tiers that count requests and airl-unit="tokens" for tiers that count
 //                                     cost (draft-ietf-httpapi-ratelimit-headers-11 has no unit for tokens)
-//   RateLimit                         the binding tier: "name";r=<remaining>;t=<seconds until its window is empty>
+//   RateLimit                         the binding tier: "name";r=<remaining>;t=<seconds until more than r>
+//                                     (on a denial the retry time, else until its window is empty)
 //   x-ratelimit-limit-<unit>,         OpenAI's names, for the binding tier, <unit> being "requests" or
 //   x-ratelimit-remaining-<unit>,     "tokens" by what the tier counts; the reset as a duration ("1s", "6m0s")
 //   x-ratelimit-reset-<unit>
@@ -16,7 +17,8 @@
 // one with the least remaining), so RateLimit and the x-ratelimit-* headers describe that tier; with a
 // requests tier and a tokens tier, the other kind's x-ratelimit-* headers are left out rather than guessed.
 // Names and parameters are written as Structured Fields: a tier name's '"' and '\' are escaped and bytes
-// outside printable ASCII (and '%') are written %xx.
+// outside printable ASCII (and '%') are written %xx. Build the headers from the decision that decides the
+// response: a shadow limiter's decisions describe its candidate limits, which clients should not pace by.
 
 #include <algorithm>
 #include <chrono>
@@ -85,8 +87,11 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
   detail::append_sf_string(current, tier.name);
   current += ";r=";
   detail::append_sf_integer(current, decision.remaining);
+  // t: when the client may use more than r again. On a denial that is the retry time (draft 11, section 6:
+  // Retry-After should not point earlier than it); else when the window holds nothing.
   current += ";t=";
-  detail::append_sf_integer(current, detail::ceil_seconds(decision.reset_after));
+  const bool waiting = !decision.allowed && decision.retry_after != Decision::never;
+  detail::append_sf_integer(current, detail::ceil_seconds(waiting ? decision.retry_after : decision.reset_after));
   headers.push_back({"RateLimit", std::move(current)});
   const std::string unit(unit_name(tier.unit));
   headers.push_back({"x-ratelimit-limit-" + unit, std::to_string(tier.quota.limit)});
@@ -96,9 +101,10 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
 }
 
 // The application/problem+json body of a denial (RFC 9457): the quota-exceeded problem type with its
-// violated-policies member (draft-ietf-httpapi-ratelimit-headers-11) naming the denying tier (or
-// "key_capacity"), and "retry-after" in seconds when a wait helps. A backend_unavailable denial is not a
-// quota matter: it gets a plain 503 problem. Throws std::invalid_argument when the decision was allowed.
+// violated-policies member (draft-ietf-httpapi-ratelimit-headers-11) naming the denying tier as the headers
+// name it (a Decision names the first denying tier only), or "key_capacity" when the store was full; and
+// "retry-after" in seconds when a wait helps (an airl extension member). A backend_unavailable denial is not
+// a quota matter: it gets a plain 503 problem. Throws std::invalid_argument when the decision was allowed.
 inline std::string problem_json(const Decision& decision) {
   if (decision.allowed) throw std::invalid_argument("airl::http::problem_json: the decision was allowed");
   const int status = status_code(decision);
@@ -114,7 +120,7 @@ inline std::string problem_json(const Decision& decision) {
   }
   if (status != 503) {
     body += ",\"violated-policies\":[";
-    detail::append_json_string(body, decision.reason);
+    detail::append_json_string(body, detail::policy_identifier(decision.reason));
     body += "]";
   }
   body += "}";

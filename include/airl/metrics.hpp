@@ -35,7 +35,7 @@ struct TierDenials {
 
 struct Metrics {
   std::uint64_t allowed = 0;         // decisions that admitted (replays included)
-  std::uint64_t denied = 0;          // decisions that refused (429s), whatever refused them
+  std::uint64_t denied = 0;          // decisions that refused (429s; in shadow mode, that would have), whatever refused them
   std::uint64_t backend_errors = 0;  // calls that failed in the storage backend
   std::size_t active_keys = 0;       // buckets the storage holds now (expired ones count until purged)
   std::uint64_t degraded = 0;        // decisions a failure policy made without the store

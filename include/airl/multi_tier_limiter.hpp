@@ -55,7 +55,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an empty or over-long user, model or request id, or cost 0;
   // airl::BackendError when a storage without a failure policy fails (nothing recorded).
   Decision allow(const Request& request) {
-    if (detail::DecisionCounters::sample_latency()) [[unlikely]] return timed_allow(request);
+    if (counters_.sample_latency()) [[unlikely]] return timed_allow(request);
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
     require_usable();
     if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
@@ -67,8 +67,6 @@ class MultiTierLimiter {
     }
     return allow_in_tiers(request);
   }
-
-
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
   // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
@@ -164,14 +162,19 @@ class MultiTierLimiter {
     Charge items[inline_tiers];
   };
 
-
   // allow() for the sampled decisions the latency histogram records: times a nested allow(), which
   // sample_latency() has already let through untimed (it counts that call, see there).
+  // A call that throws is timed too: a backend that fails slowly is what the histogram should show.
   AIRL_DETAIL_NOINLINE Decision timed_allow(const Request& request) {
     const auto start = SteadyClock{}.now();
-    Decision decision = allow(request);
-    counters_.record_latency(SteadyClock{}.now() - start);
-    return decision;
+    try {
+      Decision decision = allow(request);
+      counters_.record_latency(SteadyClock{}.now() - start);
+      return decision;
+    } catch (...) {
+      counters_.record_latency(SteadyClock{}.now() - start);
+      throw;
+    }
   }
 
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.

@@ -7,11 +7,12 @@
 //   <prefix>_degraded_decisions_total                          counter (a failure policy decided)
 //   <prefix>_active_keys                                       gauge
 //   <prefix>_decision_latency_seconds                          histogram (one allow() in 64 per thread)
-// Serve it as "text/plain; version=0.0.4" (prometheus_content_type). Label values are escaped as the format
-// requires ('\', '"' and newline); bytes that are not valid UTF-8 become U+FFFD.
+// Serve it with `content_type`. Label values are escaped as the format requires ('\', '"' and newline);
+// bytes that are not valid UTF-8 become U+FFFD. One text per prefix: give each limiter (a shadow one too) its
+// own prefix, so their families do not collide and shadow denials are not read as real 429s.
 
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <string_view>

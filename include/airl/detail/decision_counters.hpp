@@ -19,8 +19,6 @@
 
 namespace airl::detail {
 
-inline constexpr const auto& latency_bounds_ns = latency_bucket_bounds_ns;
-
 // One decision in this many per thread is timed for the histogram: the timing costs two clock reads.
 inline constexpr std::uint32_t latency_sample_every = 64;
 
@@ -45,22 +43,26 @@ class DecisionCounters {
   void count_backend_error() noexcept { bump(my_stripe().backend_errors); }
   void count_degraded() noexcept { bump(my_stripe().degraded); }
 
-  // Whether this thread's current decision is one to time: one in latency_sample_every. A timed decision
-  // runs its untimed self once more inside the timing, so the countdown restarts one higher to let that
-  // nested call through. Throws nothing.
-  AIRL_DETAIL_HOT_INLINE static bool sample_latency() noexcept {
-    thread_local std::uint32_t countdown = 0;
-    if (countdown != 0) [[likely]] {
-      --countdown;
+  // Whether this thread's current decision on this limiter is one to time: one in latency_sample_every. The
+  // countdown lives in the thread's stripe of this limiter, so limiters used in turn by one thread are each
+  // sampled (a shared stripe's threads share a countdown: sampled about as often). A timed decision runs its
+  // untimed self once more inside the timing, so the countdown restarts one higher to let that nested call
+  // through. Throws nothing.
+  AIRL_DETAIL_HOT_INLINE bool sample_latency() noexcept {
+    if (!stripes_) [[unlikely]] return false;  // moved from: the limiter refuses the call itself
+    std::atomic<std::uint32_t>& countdown = my_stripe().sample_countdown;
+    const std::uint32_t left = countdown.load(std::memory_order_relaxed);
+    if (left != 0) [[likely]] {
+      countdown.store(left - 1, std::memory_order_relaxed);
       return false;
     }
-    countdown = latency_sample_every;  // the nested call, then latency_sample_every - 1 untimed ones
+    countdown.store(latency_sample_every, std::memory_order_relaxed);  // the nested call, then 63 untimed
     return true;
   }
   void record_latency(std::chrono::nanoseconds latency) noexcept {
     const auto ns = static_cast<std::uint64_t>(latency.count() < 0 ? 0 : latency.count());
     std::size_t bucket = 0;
-    while (bucket < latency_bounds_ns.size() && ns > latency_bounds_ns[bucket]) ++bucket;
+    while (bucket < latency_bucket_bounds_ns.size() && ns > latency_bucket_bounds_ns[bucket]) ++bucket;
     Stripe& stripe = my_stripe();
     bump(stripe.latency[bucket]);
     bump(stripe.latency_sum_ns, ns);
@@ -71,7 +73,7 @@ class DecisionCounters {
     std::uint64_t allowed = 0, denied = 0, backend_errors = 0, degraded = 0, key_capacity = 0,
                   backend_unavailable = 0;
     std::vector<std::uint64_t> denied_by_tier;                 // by tier index
-    std::array<std::uint64_t, latency_bounds_ns.size() + 1> latency{};  // per bucket, not cumulative
+    std::array<std::uint64_t, latency_bucket_bounds_ns.size() + 1> latency{};  // per bucket, not cumulative
     std::uint64_t latency_sum_ns = 0;
   };
   Totals totals() const {
@@ -111,7 +113,8 @@ class DecisionCounters {
     std::atomic<std::uint64_t> allowed{0}, unnamed_denials{0}, backend_errors{0}, degraded{0}, key_capacity{0},
         backend_unavailable{0};
     std::atomic<std::uint64_t> latency_sum_ns{0};
-    std::array<std::atomic<std::uint64_t>, latency_bounds_ns.size() + 1> latency{};
+    std::array<std::atomic<std::uint64_t>, latency_bucket_bounds_ns.size() + 1> latency{};
+    std::atomic<std::uint32_t> sample_countdown{0};
   };
 
   // A thread's stripe index, taken in the order threads first count, process-wide (so in every limiter the

@@ -17,22 +17,29 @@ inline void append_hex_byte(std::string& out, unsigned char byte) {
   out += digits[byte & 0xFu];
 }
 
-// A Structured Field String: quoted, with '"' and '\' escaped. An sf-string holds only printable ASCII, so
-// any other byte (and '%' itself, so the mapping stays one-to-one) is written as %xx; a tier named "café"
-// appears as "caf%c3%a9".
-inline void append_sf_string(std::string& out, std::string_view text) {
-  out += '"';
-  for (const char c : text) {
+// A tier name as the headers advertise it: an sf-string holds only printable ASCII, so any other byte (and
+// '%' itself, so the mapping stays one-to-one) is written as %xx; a tier named "café" is "caf%c3%a9". The
+// problem+json body names policies the same way, so a client can match them.
+inline std::string policy_identifier(std::string_view name) {
+  std::string out;
+  for (const char c : name) {
     const auto byte = static_cast<unsigned char>(c);
-    if (byte == '"' || byte == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20 || byte > 0x7E || byte == '%') {
+    if (byte < 0x20 || byte > 0x7E || byte == '%') {
       out += '%';
       append_hex_byte(out, byte);
     } else {
       out += c;
     }
+  }
+  return out;
+}
+
+// A Structured Field String of a tier name: its policy_identifier(), quoted, with '"' and '\\' escaped.
+inline void append_sf_string(std::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : policy_identifier(text)) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
   }
   out += '"';
 }
