@@ -57,6 +57,13 @@ std::string repeated(std::string_view text, int times) {
   return out;
 }
 
+// The exact 429 body for a quota denial (written out in full once, here).
+std::string quota_exceeded_body(int retry_after, const std::string& policy) {
+  return R"({"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",)"
+         R"("title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,)"
+         R"("retry-after":)" + std::to_string(retry_after) + R"(,"violated-policies":[")" + policy + R"("]})";
+}
+
 }  // namespace
 
 TEST_CASE("durations are written as OpenAI's reset headers write them", "[http]") {
@@ -165,10 +172,7 @@ TEST_CASE("a denial gets Retry-After rounded up, the denying tier's counters and
       {"x-ratelimit-reset-tokens", "59.75s"},
   };
   CHECK(airl::http::response_headers(denied, limiter.tiers()) == expected);
-  CHECK(airl::http::problem_json(denied) ==
-        R"({"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",)"
-        R"("title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,)"
-        R"("retry-after":60,"violated-policies":["tpm"]})");
+  CHECK(airl::http::problem_json(denied) == quota_exceeded_body(60, "tpm"));
 }
 
 TEST_CASE("tier names that need escaping come out escaped in every header and in the body", "[http]") {
@@ -232,10 +236,7 @@ TEST_CASE("a key_capacity denial carries Retry-After and the policies but no tie
       {"RateLimit-Policy", std::string(both_policies)},
   };
   CHECK(airl::http::response_headers(full, limiter.tiers()) == expected);
-  CHECK(airl::http::problem_json(full) ==
-        R"({"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",)"
-        R"("title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,)"
-        R"("retry-after":90,"violated-policies":["key_capacity"]})");
+  CHECK(airl::http::problem_json(full) == quota_exceeded_body(90, "key_capacity"));
 }
 
 TEST_CASE("a backend_unavailable denial is a 503 with a plain problem body", "[http]") {

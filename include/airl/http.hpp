@@ -50,6 +50,12 @@ inline int status_code(const Decision& decision) noexcept {
   return decision.reason == backend_unavailable_reason ? 503 : 429;
 }
 
+// A denial's wait in whole seconds, rounded up and at least 1, as Retry-After says it. Requires a wait that
+// helps (retry_after != Decision::never).
+inline std::uint64_t retry_after_seconds(const Decision& decision) noexcept {
+  return std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after));
+}
+
 // The unit name a tier's counters are reported in: "requests" or "tokens".
 constexpr std::string_view unit_name(Unit unit) noexcept { return unit == Unit::requests ? "requests" : "tokens"; }
 
@@ -77,7 +83,7 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
   }
   std::vector<Header> headers;
   if (!decision.allowed && decision.retry_after != Decision::never) {
-    headers.push_back({"Retry-After", std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after)))});
+    headers.push_back({"Retry-After", std::to_string(retry_after_seconds(decision))});
   }
   headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
   const bool from_tier = decision.reason != key_capacity_reason && decision.reason != backend_unavailable_reason;
@@ -116,7 +122,7 @@ inline std::string problem_json(const Decision& decision) {
     body += ",\"title\":\"Request cannot be satisfied as assigned quota has been exceeded\",\"status\":429";
   }
   if (decision.retry_after != Decision::never) {
-    body += ",\"retry-after\":" + std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(decision.retry_after)));
+    body += ",\"retry-after\":" + std::to_string(retry_after_seconds(decision));
   }
   if (status != 503) {
     body += ",\"violated-policies\":[";
