@@ -87,6 +87,17 @@ class ReferenceLog {
 
   void undo_record() { entries_.pop_back(); }
 
+  bool replace_cost(const std::string& id, std::uint64_t cost) {
+    if (id.empty()) return false;
+    for (Entry& entry : entries_) {
+      if (entry.id == id) {
+        entry.cost = cost;
+        return true;
+      }
+    }
+    return false;
+  }
+
   bool holds_id(const std::string& id) const {
     if (id.empty()) return false;
     for (const Entry& entry : entries_) {
@@ -421,7 +432,7 @@ TEST_CASE("randomized differential test against a std::deque model", "[window_lo
   ReferenceLog reference;
   std::vector<std::string> ids;  // every id ever recorded
   std::int64_t clock = 0;
-  int fits = 0, denials = 0, finite_retries = 0, undos = 0, id_hits = 0;
+  int fits = 0, denials = 0, finite_retries = 0, undos = 0, id_hits = 0, settles = 0;
   std::size_t peak_capacity = 0;
 
   for (int step = 0; step < 20'000; ++step) {
@@ -461,6 +472,13 @@ TEST_CASE("randomized differential test against a std::deque model", "[window_lo
       const bool held = reference.holds_id(probe);
       REQUIRE(log.holds_id(probe) == held);
       id_hits += held ? 1 : 0;
+      if (below(8) == 0) {  // settle a reservation: a refund, an overcharge or a full refund (0)
+        const std::uint64_t actual = below(4) == 0 ? below(90) : below(7);
+        const std::string& recent = ids[ids.size() - 1 - below(std::min<std::size_t>(ids.size(), 6))];  // likely live
+        const bool settled = reference.replace_cost(recent, actual);
+        REQUIRE(log.replace_cost(recent, actual) == settled);
+        settles += settled ? 1 : 0;
+      }
     }
     REQUIRE(log.usage() == reference.usage());
     peak_capacity = std::max(peak_capacity, log.capacity());
@@ -471,6 +489,7 @@ TEST_CASE("randomized differential test against a std::deque model", "[window_lo
   CHECK(finite_retries > 100);
   CHECK(undos > 100);
   CHECK(id_hits > 0);
+  CHECK(settles > 50);
   CHECK(peak_capacity >= 11);  // grew several times (4, 7, 11, ...)
 }
 
@@ -905,4 +924,72 @@ TEST_CASE("a unit log that wrapped becomes weighted with its entries, ids and or
   CHECK(log.check(window + 18, window, 53, 1).retry_after == 20 + window - (window + 18));
   CHECK(log.check(window + 18, window, 53, 3).retry_after == (window + 16) + window - (window + 18));
   CHECK(log.check(window + 18, window, 53, 4).retry_after == (window + 17) + window - (window + 18));
+}
+
+TEST_CASE("replace_cost settles one entry: refunds, overcharges and zero, keeping its time", "[window_log][settle]") {
+  constexpr std::int64_t window = 1000 * ms;
+  WindowLog log;
+  log.record(0, 1, "a");
+  log.record(10 * ms, 1, "b");
+  log.record(20 * ms, 1, "c");
+  REQUIRE_FALSE(log.weighted());
+  CHECK(log.replace_cost("b", 1));  // same cost on a unit-cost log: nothing to store
+  CHECK_FALSE(log.weighted());
+  CHECK_FALSE(log.replace_cost("unknown", 5));
+  CHECK_FALSE(log.replace_cost({}, 5));
+
+  REQUIRE(log.replace_cost("b", 40));  // the log now stores costs
+  CHECK(log.weighted());
+  CHECK(log.usage() == 42);
+  CHECK(log.cost_of("b") == 40u);
+  CHECK(log.cost_of("a") == 1u);
+  CHECK_FALSE(log.cost_of("zzz").has_value());
+  REQUIRE(log.replace_cost("a", 0));  // the oldest, refunded in full
+  CHECK(log.usage() == 41);
+  // 41 used of 45: a cost of 10 needs 6 freed; "a" frees 0, "b" 40: ready when "b" expires.
+  CHECK(log.check(30 * ms, window, 45, 10).retry_after == 10 * ms + window - 30 * ms);
+  REQUIRE(log.replace_cost("b", 3));
+  CHECK(log.usage() == 4);
+  CHECK(log.check(30 * ms, window, 45, 10).fits);
+  // Times are kept: "a" and "b" expire when they would have.
+  CHECK(log.expire(window + 10 * ms, window) == 2);
+  CHECK(log.usage() == 1);
+  CHECK_FALSE(log.replace_cost("b", 9));  // expired: nothing to settle
+  CHECK(log.replace_cost("c", 9));
+  CHECK(log.usage() == 9);
+}
+
+TEST_CASE("replace_cost stays exact in a wrapped ring with the packed cache in and out of range", "[window_log][settle]") {
+  constexpr std::int64_t window = 100;
+  WindowLog log;
+  ReferenceLog reference;
+  std::int64_t now = 0;
+  for (int i = 0; i < 60; ++i, now += 10) {  // ten live at a time: the ring wraps many times
+    log.expire(now, window);
+    reference.expire(now, window);
+    const std::string id = "r" + std::to_string(i);
+    log.record(now, 2, id);
+    reference.record(now, 2, id);
+    const std::string older = "r" + std::to_string(i / 2 + i % 3);
+    const std::uint64_t actual = i % 7 == 0 ? (std::uint64_t{1} << 45) : static_cast<std::uint64_t>(i % 5);
+    REQUIRE(log.replace_cost(older, actual) == reference.replace_cost(older, actual));
+    REQUIRE(log.usage() == reference.usage());
+    for (const std::uint64_t cost : {1u, 7u, 20u}) {
+      require_same_verdict(log.check(now, window, 30, cost), reference.check(now, window, 30, cost));
+    }
+  }
+}
+
+TEST_CASE("replace_cost changes nothing when storing costs fails (strong guarantee)", "[window_log][settle]") {
+  WindowLog log;
+  log.record(0, 1, "a");
+  log.record(5, 1, "b");
+  airl::test::fail_allocation_after(0);
+  CHECK_THROWS_AS(log.replace_cost("a", 10), std::bad_alloc);
+  airl::test::fail_allocation_after(-1);
+  CHECK_FALSE(log.weighted());
+  CHECK(log.usage() == 2);
+  CHECK(log.cost_of("a") == 1u);
+  CHECK(log.replace_cost("a", 10));
+  CHECK(log.usage() == 11);
 }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -130,6 +131,58 @@ class InMemoryStorage {
       return decide_one(charges.front(), request_id);  // the common case
     }
     return decide_many(charges, request_id);
+  }
+
+  // Replaces, in every charge's bucket that still holds `request_id`, that entry's cost by the charge's cost
+  // (see SettlingStoragePolicy); all buckets under their locks at once. Returns how many held it.
+  // Thread safety: safe from any thread. Throws std::invalid_argument on an unknown scope, a window outside
+  // (0, max_window], a part longer than 65535 bytes or a repeated bucket; std::bad_alloc, and then nothing
+  // changed; std::logic_error on a moved-from storage.
+  std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
+    require_usable();
+    detail::validate_settle_charges(charges, "airl::InMemoryStorage");
+    if (charges.empty() || request_id.empty()) return 0;
+    thread_local std::vector<detail::PlannedCharge> plan;
+    thread_local std::vector<std::size_t> held;
+    plan.clear();
+    held.clear();
+    for (std::size_t i = 0; i < charges.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (detail::same_bucket(charges[j].bucket, charges[i].bucket)) {
+          throw std::invalid_argument("airl::InMemoryStorage::settle: two charges name the same bucket");
+        }
+      }
+      const std::uint64_t hash = detail::hash_bucket(seed_, charges[i].bucket);
+      plan.push_back(detail::PlannedCharge{hash, shard_index(hash), nullptr, false});
+      held.push_back(plan.back().shard);
+    }
+    std::sort(held.begin(), held.end());
+    held.erase(std::unique(held.begin(), held.end()), held.end());
+    const std::int64_t read = detail::to_ticks(clock_.now());
+    detail::ShardLocks locks(shards_.get(), held);
+    std::int64_t now = read;
+    for (const std::size_t index : held) now = shards_[index].advance(now);
+    for (const std::size_t index : held) shards_[index].latest = now;
+    find_buckets(charges, std::span(plan), now);
+    // The old costs first, so a failed change (a unit-cost log that cannot grow its totals) can be undone.
+    thread_local std::vector<std::optional<std::uint64_t>> before;
+    before.assign(charges.size(), std::nullopt);
+    for (std::size_t i = 0; i < charges.size(); ++i) {
+      if (plan[i].bucket != nullptr) before[i] = plan[i].bucket->log.cost_of(request_id);
+    }
+    std::size_t settled = 0;
+    try {
+      for (; settled < charges.size(); ++settled) {
+        if (before[settled]) plan[settled].bucket->log.replace_cost(request_id, charges[settled].cost);
+      }
+    } catch (...) {  // logs already changed are weighted now: restoring their costs allocates nothing
+      while (settled > 0) {
+        --settled;
+        if (before[settled]) plan[settled].bucket->log.replace_cost(request_id, *before[settled]);
+      }
+      throw;
+    }
+    return static_cast<std::size_t>(std::count_if(before.begin(), before.end(), [](const auto& cost) { return cost.has_value(); }));
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
@@ -530,5 +583,6 @@ class InMemoryStorage {
 
 static_assert(StoragePolicy<InMemoryStorage<SteadyClock>>);
 static_assert(StoragePolicy<InMemoryStorage<ManualClock>>);
+static_assert(SettlingStoragePolicy<InMemoryStorage<SteadyClock>>);
 
 }  // namespace airl

@@ -98,6 +98,32 @@ class MultiTierLimiter {
     return decisions;
   }
 
+  // Settles a reservation: the request admitted for (user, model) with `request_id` really cost
+  // `actual_cost`. In every tier that counts cost and still holds it, its recorded cost becomes actual_cost
+  // (a refund when lower; an extra charge when higher, even beyond the limit: the tokens were spent); its time
+  // does not change, so it still expires with its window. Tiers that count requests are left as they are.
+  // Returns false when no tier holds the request (unknown id, expired, or never admitted, as a shadow-denied
+  // one). Settling again with the same cost changes nothing; a later settle replaces an earlier one.
+  // Thread safety: safe, also against concurrent allow() and settle() of the same request.
+  // Throws std::invalid_argument on an empty or over-long user, model or request_id (and, on Redis, a cost
+  // above 2^53); airl::BackendError when the store fails (the reservation then stands until it expires).
+  bool settle(std::string_view user, std::string_view model, std::string_view request_id, std::uint64_t actual_cost)
+    requires SettlingStoragePolicy<Storage>
+  {
+    detail::validate_request(user, model, 1, request_id);
+    detail::validate_id(request_id, "request_id");
+    require_usable();
+    thread_local std::string id;
+    detail::encode_request_id(id, user, model, request_id);
+    thread_local std::vector<Charge> charges;
+    charges.resize(tiers_.size());
+    for (std::size_t i = 0; i < tiers_.size(); ++i) {
+      const Tier& tier = tiers_[i];
+      charges[i] = Charge{bucket_of(tier, user, model), tier.quota, tier.unit == Unit::requests ? 1 : actual_cost};
+    }
+    return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
+  }
+
   // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier or an invalid id.
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {

@@ -32,6 +32,14 @@ class SlidingWindowLimiter {
   // Decides a batch in order, as allow() one by one would (one pipelined round trip on Redis).
   // Thread safety: safe. Throws like allow(), before deciding any request.
   std::vector<Decision> allow_many(std::span<const Request> requests) { return tiers_.allow_many(requests); }
+  // Settles a reservation made with `request_id`: its recorded cost becomes actual_cost (see
+  // MultiTierLimiter::settle). Returns false when it is unknown or expired. Thread safety: safe.
+  // Throws std::invalid_argument on bad ids, BackendError on faults.
+  bool settle(std::string_view user, std::string_view model, std::string_view request_id, std::uint64_t actual_cost)
+    requires SettlingStoragePolicy<Storage>
+  {
+    return tiers_.settle(user, model, request_id, actual_cost);
+  }
   // Cost units counting now for (user, model). Thread safety: safe. Throws std::invalid_argument on bad ids.
   std::uint64_t usage(std::string_view user, std::string_view model) { return tiers_.usage(tier_name, user, model); }
   // Clears every model of `user`. Thread safety: safe. Throws std::invalid_argument on a bad id.

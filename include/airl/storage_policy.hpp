@@ -77,6 +77,16 @@ concept BatchStoragePolicy = requires(S& storage, std::span<const AcquireCall> c
   { storage.acquire_many(calls) } -> std::same_as<std::vector<AcquireResult>>;
 };
 
+// Optional: a storage that can settle a reservation (MultiTierLimiter::settle needs it; both shipped ones have it)
+//   std::size_t settle(std::span<const Charge> charges, std::string_view request_id)
+// expires each charge's bucket under charge.quota's window, then replaces the cost of the entry admitted with
+// request_id by charge.cost (0 allowed) in every bucket that still holds it, all charges at once; returns how
+// many buckets held it. Times do not change: a settled entry expires when it would have.
+template <class S>
+concept SettlingStoragePolicy = requires(S& storage, std::span<const Charge> charges, std::string_view id) {
+  { storage.settle(charges, id) } -> std::same_as<std::size_t>;
+};
+
 template <class S>
 concept StoragePolicy = std::movable<S> && requires(S& storage, const S& const_storage, std::span<const Charge> charges,
                                                      std::string_view id, const BucketRef& bucket, Quota quota,

@@ -98,6 +98,17 @@ void validate_charges(const Charges& charges, const char* storage) {
   }
 }
 
+// Checks what a storage's settle() is handed: valid buckets and windows (a cost of 0 is a full refund).
+template <class Charges>
+void validate_settle_charges(const Charges& charges, const char* storage) {
+  for (const auto& charge : charges) {
+    validate_bucket(charge.bucket, storage);
+    if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
+      refuse(std::string(storage) + "::settle: window must be in (0, 366 days]");
+    }
+  }
+}
+
 inline void validate_tiers(const std::vector<Tier>& tiers) {
   if (tiers.empty()) refuse("a limiter needs at least one tier");
   for (std::size_t i = 0; i < tiers.size(); ++i) {

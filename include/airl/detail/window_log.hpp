@@ -30,6 +30,7 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -203,6 +204,34 @@ class WindowLog {
     }
   }
 
+  // Replaces the cost of the live entry admitted with `id` by `cost` (0 allowed: a full refund), keeping its
+  // time; call expire() first. Returns false when no live entry has that id. Costs after it shift by the
+  // difference: O(entries newer than it). A unit-cost log becomes weighted when the cost is not 1.
+  // Strong guarantee: throws std::bad_alloc and changes nothing.
+  bool replace_cost(std::string_view id, std::uint64_t cost) {
+    const std::size_t index = index_of(id);
+    if (index == no_entry) return false;
+    if (!weighted()) {
+      if (cost == 1) return true;  // every entry costs 1 already
+      const auto span = static_cast<std::uint64_t>(newest_ - oldest_);
+      adopt(allocate(cap(), packed_width_for(span), true));  // totals synthesised: entry i costs 1
+    }
+    const std::uint64_t before = index == 0 ? base() : total_at(index - 1);
+    const std::uint64_t delta = cost - (total_at(index) - before);  // modular, like the totals themselves
+    for (std::size_t i = index; i < size_; ++i) store_total(wrap(head_ + i), total_at(i) + delta);
+    if (index == 0) store_word(block_ + oldest_total_offset, total_at(0));
+    refresh_cache();
+    return true;
+  }
+
+  // The cost of the live entry admitted with `id`, or nothing (call expire() first). Throws nothing.
+  std::optional<std::uint64_t> cost_of(std::string_view id) const noexcept {
+    const std::size_t index = index_of(id);
+    if (index == no_entry) return std::nullopt;
+    if (!weighted()) return 1;
+    return total_at(index) - (index == 0 ? base() : total_at(index - 1));
+  }
+
   // Takes back the newest record() (used to roll back a multi-bucket admission). Requires !empty().
   void undo_record() noexcept {
     if (IdIndex* ids = id_index()) {
@@ -256,6 +285,18 @@ class WindowLog {
   static constexpr std::uint64_t cache_valid = std::uint64_t{1} << 63;
   static constexpr std::uint64_t cached_usage_mask = (std::uint64_t{1} << 40) - 1;
   static constexpr std::uint64_t cached_cost_mask = (std::uint64_t{1} << 23) - 1;
+
+  static constexpr std::size_t no_entry = std::numeric_limits<std::size_t>::max();
+  // Position (0 = oldest) of the live entry admitted with `id`, or no_entry.
+  std::size_t index_of(std::string_view id) const noexcept {
+    const IdIndex* ids = id_index();
+    if (ids == nullptr || id.empty()) return no_entry;
+    const auto found = ids->seq_by_id.find(id);
+    if (found == ids->seq_by_id.end() || found->second < ids->first_seq || found->second - ids->first_seq >= size_) {
+      return no_entry;
+    }
+    return static_cast<std::size_t>(found->second - ids->first_seq);
+  }
 
   // The request-id index, or nullptr: in side_ for unit-cost logs, in the ring's header for weighted ones.
   IdIndex* id_index() const noexcept {

@@ -128,6 +128,48 @@ class RedisStorage {
     return results;
   }
 
+  // Replaces, in every charge's bucket that still logs `request_id`, that entry's cost by the charge's cost
+  // (see SettlingStoragePolicy), in one atomic script call. Returns how many buckets logged it.
+  // Thread safety: safe. Throws BackendError when Redis fails (whatever on_failure says: the reservation
+  // then stands and expires with its window); std::invalid_argument on a bad window, a cost above 2^53, an
+  // unknown scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
+  std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
+    require_usable();
+    detail::validate_settle_charges(charges, "airl::RedisStorage");
+    for (const Charge& charge : charges) {
+      if (charge.cost > detail::redis_max_exact) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
+    }
+    if (charges.empty() || request_id.empty()) return 0;
+    const std::size_t n = charges.size();
+    auto& scratch = detail::RedisScratch::for_this_thread();
+    scratch.keys.resize(2 * n);
+    scratch.numbers.resize(1 + 2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      detail::redis_bucket_key(scratch.keys[2 * i], state_->options.key_prefix, charges[i].bucket);
+      detail::redis_costs_key(scratch.keys[2 * i + 1], scratch.keys[2 * i]);
+      for (std::size_t j = 0; j < i; ++j) {
+        if (scratch.keys[2 * j] == scratch.keys[2 * i]) {
+          throw std::invalid_argument("airl::RedisStorage::settle: two charges name the same bucket");
+        }
+      }
+      scratch.numbers[1 + 2 * i] = std::to_string(window_us(charges[i].quota));
+      scratch.numbers[2 + 2 * i] = std::to_string(charges[i].cost);
+    }
+    request_member(scratch.member, request_id);
+    scratch.numbers[0] = std::to_string(2 * n);
+    scratch.args.assign({"EVALSHA", "", scratch.numbers[0]});
+    scratch.args.insert(scratch.args.end(), scratch.keys.begin(), scratch.keys.end());
+    scratch.args.insert(scratch.args.end(), {"settle", scratch.member});
+    scratch.args.insert(scratch.args.end(), scratch.numbers.begin() + 1, scratch.numbers.end());
+    detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) {
+      return evalsha(connection, scratch.args);
+    });
+    if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
+      throw ReplyError("airl: unexpected settle reply");
+    }
+    return static_cast<std::size_t>(reply->integer);
+  }
+
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails;
   // std::invalid_argument on a bad window, an unknown scope or a part longer than 65535 bytes.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
@@ -312,8 +354,7 @@ class RedisStorage {
     // never collide, and a counter of 1..8 bytes after a fixed 8-byte seed never repeats a member.
     scratch.member.clear();
     if (!request_id.empty()) {
-      scratch.member.push_back('i');
-      scratch.member.append(request_id);
+      request_member(scratch.member, request_id);
     } else {
       // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
       // storage instance, then the counter's significant bytes (little-endian): unique across processes.
@@ -332,6 +373,12 @@ class RedisStorage {
     scratch.args.insert(scratch.args.end(), scratch.keys.begin(), scratch.keys.end());
     scratch.args.insert(scratch.args.end(), {"acquire", scratch.member, request_id.empty() ? "0" : "1"});
     scratch.args.insert(scratch.args.end(), scratch.numbers.begin() + 1, scratch.numbers.end());
+  }
+
+  // The member that logs a caller's request id.
+  static void request_member(std::string& out, std::string_view request_id) {
+    out.assign(1, 'i');
+    out.append(request_id);
   }
 
   static constexpr std::size_t inline_verdicts = 8;
@@ -386,5 +433,7 @@ class RedisStorage {
 
   std::unique_ptr<State> state_;
 };
+
+static_assert(StoragePolicy<RedisStorage> && SettlingStoragePolicy<RedisStorage>);
 
 }  // namespace airl

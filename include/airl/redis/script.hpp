@@ -15,6 +15,8 @@ inline constexpr std::string_view sliding_window_script = R"lua(
 --           bucket: limit, window (us), cost. Returns {status, then per bucket: fits, remaining, retry_us,
 --           reset_us}; status 0 denied, 1 admitted, 2 replayed; retry_us -1 = never.
 -- ARGV[1] = 'usage': ARGV[2] window (us), one bucket. Returns the cost counting now.
+-- ARGV[1] = 'settle': ARGV[2] member, then for each bucket: window (us), cost. Replaces the member's cost in
+--           every bucket that still logs it (its time stays). Returns how many buckets logged it.
 local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
 
 -- Every argument is checked before the first write: Redis does not roll a script back.
@@ -107,6 +109,34 @@ local op = ARGV[1]
 if op == 'usage' then
   if #KEYS ~= 2 or #ARGV ~= 2 then error('airl: usage takes one bucket and a window') end
   return (expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1)))
+end
+if op == 'settle' then
+  local n = #KEYS / 2
+  if n < 1 or n ~= math.floor(n) or #ARGV ~= 2 + 2 * n then error('airl: wrong number of keys or arguments') end
+  local member = ARGV[2]
+  if member == nil or member == '' then error('airl: empty member') end
+  local window, cost = {}, {}
+  for i = 1, n do
+    window[i] = whole(ARGV[2 * i + 1], 'window', 1)
+    cost[i] = whole(ARGV[2 * i + 2], 'cost', 0)
+  end
+  local settled = 0
+  for i = 1, n do
+    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
+    local usage, weighted = expire(log, costs, window[i])
+    if redis.call('ZSCORE', log, member) then
+      settled = settled + 1
+      local old = weighted and (tonumber(redis.call('HGET', costs, member)) or 1) or 1
+      if cost[i] ~= old then
+        if not weighted then redis.call('HSET', costs, '', int(usage)) end  -- the cost-1 entries so far
+        if cost[i] == 1 then redis.call('HDEL', costs, member) else redis.call('HSET', costs, member, int(cost[i])) end
+        redis.call('HINCRBY', costs, '', int(cost[i] - old))
+        local ttl = redis.call('PTTL', log)  -- the costs live exactly as long as their log
+        if ttl > 0 then redis.call('PEXPIRE', costs, ttl) end
+      end
+    end
+  end
+  return settled
 end
 if op ~= 'acquire' then error('airl: unknown operation ' .. tostring(op)) end
 
