@@ -106,7 +106,7 @@ TEMPLATE_TEST_CASE("an expired reservation cannot be settled, and an unsettled o
   CHECK(limiter.allow(reserve("frank", "m", 10'000, "next")));
 }
 
-TEMPLATE_TEST_CASE("settling twice with the same cost is harmless; a later settle replaces an earlier one",
+TEMPLATE_TEST_CASE("settling twice with the same cost is harmless and a later settle replaces an earlier one",
                    "[settle]", InMemoryBackend, RedisBackend) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(rpm_tpm_and_model_tpm(), backend.make_storage());

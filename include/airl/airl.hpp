@@ -9,6 +9,7 @@
 #include "limiter_options.hpp"
 #include "metrics.hpp"
 #include "multi_tier_limiter.hpp"
+#include "plans.hpp"
 #include "quota.hpp"
 #include "request.hpp"
 #include "tier.hpp"

@@ -20,12 +20,14 @@
 #include "detail/bucket_key.hpp"
 #include "detail/decision_counters.hpp"
 #include "detail/inlining.hpp"
+#include "detail/quota_book.hpp"
 #include "detail/reason_text.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
 #include "in_memory_storage.hpp"
 #include "limiter_options.hpp"
 #include "metrics.hpp"
+#include "plans.hpp"
 #include "quota.hpp"
 #include "request.hpp"
 #include "tier.hpp"
@@ -44,6 +46,7 @@ class MultiTierLimiter {
   explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{}, LimiterOptions options = {})
       : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options), counters_(tiers_.size()) {
     detail::validate_tiers(tiers_);
+    book_ = std::make_unique<detail::QuotaBook>(tiers_);
     reasons_.reserve(tiers_.size());
     for (const Tier& tier : tiers_) reasons_.emplace_back(tier.name);
   }
@@ -60,10 +63,11 @@ class MultiTierLimiter {
     require_usable();
     if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
       const Tier& tier = tiers_.front();
-      const Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
+      Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
+      if (book_->active()) [[unlikely]] book_->resolve(request.user, request.model, request.plan, {&charge, 1});
+      const std::span<const Charge> charges(&charge, 1);
       const std::string_view request_id = qualified_request_id(request);
-      return to_decision(counting_backend_errors(
-          [&] { return storage_.acquire(std::span<const Charge>(&charge, 1), request_id); }));
+      return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
     }
     return allow_in_tiers(request);
   }
@@ -91,7 +95,9 @@ class MultiTierLimiter {
         calls[i] = AcquireCall{mine, ids[i]};
       }
       const std::vector<AcquireResult> results = counting_backend_errors([&] { return storage_.acquire_many(calls); });
-      for (const AcquireResult& result : results) decisions.push_back(to_decision(result));
+      for (std::size_t i = 0; i < results.size() && i < calls.size(); ++i) {
+        decisions.push_back(to_decision(results[i], calls[i].charges));
+      }
     } else {
       for (const Request& request : requests) decisions.push_back(allow(request));
     }
@@ -119,7 +125,7 @@ class MultiTierLimiter {
     charges.resize(tiers_.size());
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
       const Tier& tier = tiers_[i];
-      charges[i] = Charge{bucket_of(tier, user, model), tier.quota, tier.unit == Unit::requests ? 1 : actual_cost};
+      charges[i] = Charge{bucket_of(tier, user, model), book_->current(i), tier.unit == Unit::requests ? 1 : actual_cost};
     }
     return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
   }
@@ -128,8 +134,9 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an unknown tier or an invalid id.
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
-    const Tier& found = tier_named(tier);
-    return counting_backend_errors([&] { return storage_.usage(bucket_of(found, user, model), found.quota); });
+    const std::size_t index = book_->index_of(tier);
+    const Quota quota = book_->current(index);  // the window is the tier's, whoever asks
+    return counting_backend_errors([&] { return storage_.usage(bucket_of(tiers_[index], user, model), quota); });
   }
 
   // Clears every bucket of `user` (its user and user_model tiers, all models); nothing of other users.
@@ -174,6 +181,66 @@ class MultiTierLimiter {
     return metrics;
   }
 
+  // Plans, overrides and runtime changes (docs/AI-SERVING.md). Each change applies to every decision that
+  // starts after it returns, on every thread; logs already recorded are kept. For a request, the limit of a
+  // tier is, from most to least specific: an override for its user+model, for its user, for its model; its
+  // plan's limit; the tier's own. Windows are the tiers' own (see plans.hpp): a shorter window drops older
+  // entries at the next decision on each bucket; a longer one counts what is still logged, but a bucket idle
+  // since before the change may already have been dropped under the old window (and on Redis by its TTL).
+  // Until the first change a limiter reads none of this (one atomic load per decision).
+
+  // Changes a tier's quota (limit and window) for everyone. Thread safety: safe.
+  // Throws std::invalid_argument on an unknown tier or a window outside (0, max_window].
+  void set_quota(std::string_view tier, Quota quota) {
+    require_usable();
+    book_->set_quota(book_->index_of(tier), quota);
+  }
+  // Adds or replaces a plan: limits for some of the tiers (the others keep theirs). A request uses the plan
+  // it names (Request::plan), else the resolver's, else none. Thread safety: safe. Throws
+  // std::invalid_argument on an empty or over-long name, an unknown or repeated tier, or a tier shared
+  // between users (Scope::model, Scope::global).
+  void set_plan(std::string_view plan, const std::vector<PlanLimit>& limits) {
+    require_usable();
+    book_->set_plan(plan, limits);
+  }
+  // Removes a plan; returns whether it existed. Requests still naming it are then refused
+  // (std::invalid_argument), so reassign users first. Thread safety: safe.
+  bool remove_plan(std::string_view plan) {
+    require_usable();
+    return book_->remove_plan(plan);
+  }
+  // Sets the function mapping a user to a plan for requests that name none (an empty function removes it).
+  // See PlanResolver for what it may do. Thread safety: safe.
+  void set_plan_resolver(PlanResolver resolver) {
+    require_usable();
+    book_->set_resolver(std::move(resolver));
+  }
+  // Sets the limit of one tier for one user, model or user+model, above any plan. Thread safety: safe.
+  // Throws std::invalid_argument on an unknown tier, no user and no model, an id the tier's scope does not
+  // have (a model on a user tier, say), or an over-long id.
+  void set_override(const LimitTarget& target, std::uint64_t limit) {
+    require_usable();
+    book_->set_override(target, limit);
+  }
+  // Removes an override; returns whether it existed. Thread safety: safe. Throws like set_override.
+  bool clear_override(const LimitTarget& target) {
+    require_usable();
+    return book_->clear_override(target);
+  }
+  // The tiers as they apply to this request now: each with the limit the rules above give it (for
+  // <airl/http.hpp>'s headers, which then advertise the user's own limits). Thread safety: safe.
+  // Throws std::invalid_argument on an unknown plan; whatever the resolver throws.
+  std::vector<Tier> tiers_for(std::string_view user, std::string_view model, std::string_view plan = {}) const {
+    require_usable();
+    std::vector<Tier> tiers = tiers_;
+    std::vector<Charge> charges(tiers_.size());
+    for (std::size_t i = 0; i < tiers_.size(); ++i) charges[i].quota = book_->current(i);
+    if (book_->active()) book_->resolve(user, model, plan, charges);
+    for (std::size_t i = 0; i < tiers.size(); ++i) tiers[i].quota = charges[i].quota;
+    return tiers;
+  }
+
+  // The tiers as constructed (names, scopes, units and initial quotas); tiers_for() gives the ones in force.
   const std::vector<Tier>& tiers() const noexcept { return tiers_; }
   const LimiterOptions& options() const noexcept { return options_; }
   Storage& storage() noexcept { return storage_; }
@@ -206,15 +273,14 @@ class MultiTierLimiter {
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
   AIRL_DETAIL_NOINLINE Decision allow_in_tiers(const Request& request) {
     const std::string_view request_id = qualified_request_id(request);
-    const AcquireResult result = counting_backend_errors([&] {
-      if (tiers_.size() <= inline_tiers) {
-        UninitializedCharges charges;  // only the first tiers_.size() are written and read
-        return storage_.acquire(fill_charges(charges.items, request), request_id);
-      }
-      std::vector<Charge> charges(tiers_.size());
-      return storage_.acquire(fill_charges(charges, request), request_id);
-    });
-    return to_decision(result);
+    if (tiers_.size() <= inline_tiers) {
+      UninitializedCharges room;  // only the first tiers_.size() are written and read
+      const std::span<const Charge> charges = fill_charges(room.items, request);
+      return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
+    }
+    std::vector<Charge> room(tiers_.size());
+    const std::span<const Charge> charges = fill_charges(room, request);
+    return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
   }
 
   // Runs a storage call; a BackendError it throws is counted in the metrics, then passed on.
@@ -251,19 +317,15 @@ class MultiTierLimiter {
     return tier.unit == Unit::requests ? 1 : request.cost;
   }
 
-  // Writes one charge per tier into `charges` (room for tiers_.size()) and returns them.
-  std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const noexcept {
+  // Writes one charge per tier into `charges` (room for tiers_.size()), with the quotas in force for this
+  // request, and returns them. Throws only what QuotaBook::resolve throws.
+  std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
       std::construct_at(&charges[i],
                         Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost_in(tiers_[i], request)});
     }
+    if (book_->active()) [[unlikely]] book_->resolve(request.user, request.model, request.plan, charges.first(tiers_.size()));
     return charges.first(tiers_.size());
-  }
-
-  const Tier& tier_named(std::string_view name) const {
-    const auto found = std::find_if(tiers_.begin(), tiers_.end(), [name](const Tier& t) { return t.name == name; });
-    if (found == tiers_.end()) throw std::invalid_argument("airl: no tier named '" + std::string(name) + "'");
-    return *found;
   }
 
   // What Decision::reason says for `result`: empty when allowed.
@@ -279,7 +341,8 @@ class MultiTierLimiter {
     return {};
   }
 
-  AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result) {
+  // The Decision for `result`, which decided `charges` (their quotas give the binding limit).
+  AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result, std::span<const Charge> charges) {
     Decision decision{.reason = reason_of(result)};  // built in place: no second copy of the text
     decision.degraded = result.degraded;
     if (result.degraded) {
@@ -288,8 +351,8 @@ class MultiTierLimiter {
     }
     decision.remaining = result.remaining;
     decision.reset_after = result.reset_after;
-    if (result.binding < tiers_.size()) {
-      decision.limit = tiers_[result.binding].quota.limit;
+    if (result.binding < tiers_.size() && result.binding < charges.size()) {
+      decision.limit = charges[result.binding].quota.limit;
       decision.binding_tier = result.binding;
     }
     switch (result.status) {
@@ -327,6 +390,7 @@ class MultiTierLimiter {
   std::vector<detail::ReasonText> reasons_;  // tiers_[i].name, ready to copy into Decision::reason
   Storage storage_;
   LimiterOptions options_;
+  std::unique_ptr<detail::QuotaBook> book_;  // runtime rules; behind a pointer so the limiter stays movable
   detail::DecisionCounters counters_;
 };
 

@@ -15,6 +15,7 @@ struct Request {
   std::string_view model;
   std::uint64_t cost = 1;
   std::string_view request_id = {};
+  std::string_view plan = {};  // the user's plan (MultiTierLimiter::set_plan); empty: the resolver's, or none
 };
 
 // Longest user, model, request id or tier name accepted, in bytes. Longer ids are refused, not truncated.

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MIT
+// Plans, overrides and runtime quota changes: users on plans with different limits, overrides for one user,
+// one model or one user+model, and changes while threads are deciding, losing nothing recorded.
+// Behavioural cases run on both test backends.
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace airl::test;
+
+namespace {
+
+// 2 requests per minute per user+model and 1000 tokens per minute per user; 5000 tokens per model.
+std::vector<airl::Tier> serving_tiers() {
+  return {{"rpm", airl::Scope::user_model, {2, 60s}, airl::Unit::requests},
+          {"tpm", airl::Scope::user, {1'000, 60s}},
+          {"model-tpm", airl::Scope::model, {5'000, 60s}}};
+}
+
+// How many requests of `cost` are admitted in a row (stops at the first denial, at most `most`).
+template <class Limiter>
+int admitted_in_a_row(Limiter& limiter, airl::Request request, int most = 50) {
+  for (int i = 0; i < most; ++i) {
+    if (!limiter.allow(request)) return i;
+  }
+  return most;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("users on plans get their plan's limits and other tiers keep theirs", "[plans]", InMemoryBackend,
+                   RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  limiter.set_plan("free", {{"rpm", 1}});
+  limiter.set_plan("pro", {{"rpm", 5}, {"tpm", 100'000}});
+  CHECK(admitted_in_a_row(limiter, {.user = "f", .model = "m", .plan = "free"}) == 1);
+  CHECK(admitted_in_a_row(limiter, {.user = "p", .model = "m", .plan = "pro"}) == 5);
+  CHECK(admitted_in_a_row(limiter, {.user = "n", .model = "m"}) == 2);  // no plan: the tier's own limit
+  // The pro plan's token limit, and the limit a decision reports.
+  const airl::Decision big = limiter.allow({.user = "p", .model = "m2", .cost = 4'000, .plan = "pro"});
+  CHECK(big);
+  const airl::Decision too_big = limiter.allow({.user = "f", .model = "m2", .cost = 1'001, .plan = "free"});
+  CHECK_FALSE(too_big);
+  CHECK(too_big.reason == "tpm");
+  CHECK(too_big.limit == 1'000);
+  const airl::Decision pro_full = limiter.allow({.user = "p", .model = "m", .plan = "pro"});
+  CHECK(pro_full.reason == "rpm");
+  CHECK(pro_full.limit == 5);
+}
+
+TEMPLATE_TEST_CASE("a resolver maps users to plans and a plan named in the request wins", "[plans]", InMemoryBackend,
+                   RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  limiter.set_plan("enterprise", {{"rpm", 4}});
+  limiter.set_plan("free", {{"rpm", 1}});
+  limiter.set_plan_resolver([](std::string_view user) { return user.starts_with("corp-") ? "enterprise" : ""; });
+  CHECK(admitted_in_a_row(limiter, {.user = "corp-a", .model = "m"}) == 4);
+  CHECK(admitted_in_a_row(limiter, {.user = "solo", .model = "m"}) == 2);
+  CHECK(admitted_in_a_row(limiter, {.user = "corp-b", .model = "m", .plan = "free"}) == 1);
+  limiter.set_plan_resolver({});  // removed: back to the tiers' limits
+  CHECK(admitted_in_a_row(limiter, {.user = "corp-c", .model = "m"}) == 2);
+}
+
+TEMPLATE_TEST_CASE("overrides beat plans: user+model, then user, then model", "[plans][overrides]",
+                   InMemoryBackend, RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  limiter.set_plan("pro", {{"rpm", 5}});
+  limiter.set_override({.tier = "rpm", .model = "big-model"}, 3);
+  limiter.set_override({.tier = "rpm", .user = "vip"}, 7);
+  limiter.set_override({.tier = "rpm", .user = "vip", .model = "big-model"}, 9);
+  CHECK(admitted_in_a_row(limiter, {.user = "a", .model = "big-model", .plan = "pro"}) == 3);  // model > plan
+  CHECK(admitted_in_a_row(limiter, {.user = "vip", .model = "small", .plan = "pro"}) == 7);     // user > plan
+  CHECK(admitted_in_a_row(limiter, {.user = "vip", .model = "big-model"}) == 9);                // user+model
+  CHECK(admitted_in_a_row(limiter, {.user = "b", .model = "small", .plan = "pro"}) == 5);       // the plan
+  // A model override on a per-model tier, a user override on a per-user tier.
+  limiter.set_override({.tier = "model-tpm", .model = "tiny"}, 10);
+  limiter.set_override({.tier = "tpm", .user = "whale"}, 50'000);
+  CHECK_FALSE(limiter.allow({.user = "c", .model = "tiny", .cost = 11}));
+  CHECK(limiter.allow({.user = "whale", .model = "m3", .cost = 4'900}));
+  // Clearing an override restores what is below it.
+  CHECK(limiter.clear_override({.tier = "rpm", .user = "vip", .model = "big-model"}));
+  CHECK_FALSE(limiter.clear_override({.tier = "rpm", .user = "vip", .model = "big-model"}));
+  const std::vector<airl::Tier> vip = limiter.tiers_for("vip", "big-model");
+  CHECK(vip[0].quota.limit == 7);
+  CHECK(vip[1].quota.limit == 1'000);
+  CHECK(vip[2].quota.limit == 5'000);
+}
+
+TEMPLATE_TEST_CASE("a smaller limit applies to the next decision and keeps what was recorded", "[plans][runtime]",
+                   InMemoryBackend, RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter({{"rpm", airl::Scope::user_model, {10, 60s}}},
+                                                             backend.make_storage());
+  CHECK(admitted_in_a_row(limiter, {.user = "u", .model = "m"}, 6) == 6);
+  limiter.set_quota("rpm", {4, 60s});
+  const airl::Decision denied = limiter.allow({.user = "u", .model = "m"});
+  CHECK_FALSE(denied);
+  CHECK(denied.limit == 4);
+  CHECK(limiter.usage("rpm", "u", "m") == 6);  // nothing recorded was lost
+  limiter.set_quota("rpm", {8, 60s});
+  CHECK(admitted_in_a_row(limiter, {.user = "u", .model = "m"}) == 2);
+  CHECK(limiter.tiers_for("u", "m")[0].quota.limit == 8);
+  CHECK(limiter.tiers()[0].quota.limit == 10);  // tiers() stays as constructed
+}
+
+TEMPLATE_TEST_CASE("a shorter window applies to the next decision", "[plans][runtime]", InMemoryBackend,
+                   RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter({{"rpm", airl::Scope::user, {2, 60s}}},
+                                                             backend.make_storage());
+  REQUIRE(limiter.allow({.user = "w", .model = "m"}));
+  REQUIRE(limiter.allow({.user = "w", .model = "m"}));
+  REQUIRE_FALSE(limiter.allow({.user = "w", .model = "m"}));
+  limiter.set_quota("rpm", {2, 200ms});
+  backend.advance(200ms + boundary_margin<TestType>());
+  CHECK(limiter.allow({.user = "w", .model = "m"}));
+}
+
+TEMPLATE_TEST_CASE("changing limits while 8 threads decide: exact caps before and after, nothing lost",
+                   "[plans][runtime][concurrency]", InMemoryBackend, RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(
+      {{"global", airl::Scope::global, {1'000'000, 60s}}, {"per-user", airl::Scope::user, {1'000, 60s}}},
+      backend.make_storage());
+  limiter.set_plan("pro", {{"per-user", 2'000}});
+  constexpr int threads = 8;
+  std::atomic<int> admitted{0};
+  std::atomic<bool> changed{false};
+  std::atomic<int> admitted_after_change{0}, decided_after_change{0};
+  const auto deadline = std::chrono::steady_clock::now() + 20s;  // bounds every loop below
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      const std::string user = "user-" + std::to_string(t);
+      // Decides until the change is made, then 20 more: those surely start after it.
+      int after_count = 0;
+      while (after_count < 20 && std::chrono::steady_clock::now() < deadline) {
+        const bool after = changed.load();  // read before deciding: this decision starts after the change
+        const airl::Decision decision = limiter.allow({.user = user, .model = "m", .plan = t % 2 ? "pro" : ""});
+        if (decision) admitted.fetch_add(1);
+        if (after) {
+          decided_after_change.fetch_add(1);
+          if (decision) admitted_after_change.fetch_add(1);
+        }
+        after_count += after ? 1 : 0;
+      }
+    });
+  }
+  // Meanwhile: plans, overrides and quotas change; once 200 are admitted, the global limit drops below that.
+  std::thread changer([&] {
+    for (int i = 0; i < 50; ++i) {
+      limiter.set_plan("pro", {{"per-user", static_cast<std::uint64_t>(1'500 + i)}});
+      limiter.set_override({.tier = "per-user", .user = "user-0"}, static_cast<std::uint64_t>(900 + i));
+      limiter.clear_override({.tier = "per-user", .user = "user-0"});
+      limiter.set_quota("global", {static_cast<std::uint64_t>(1'000'000 - i), 60s});
+    }
+    while (admitted.load() < 200 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    limiter.set_quota("global", {100, 60s});
+    changed.store(true);
+  });
+  changer.join();
+  for (std::thread& worker : workers) worker.join();
+  const int total = admitted.load();
+  CHECK(total >= 200);
+  CHECK(decided_after_change.load() >= threads * 20);
+  // Every decision that started after the change saw the limit of 100, already exceeded: none was admitted.
+  CHECK(admitted_after_change.load() == 0);
+  // Nothing recorded was lost: the global bucket holds every admission, the per-user ones theirs.
+  CHECK(limiter.usage("global", "any", "m") == static_cast<std::uint64_t>(total));
+  std::uint64_t per_user = 0;
+  for (int t = 0; t < threads; ++t) per_user += limiter.usage("per-user", "user-" + std::to_string(t), "m");
+  CHECK(per_user == static_cast<std::uint64_t>(total));
+}
+
+TEST_CASE("per-user caps hold exactly while a plan changes under 8 threads", "[plans][runtime][concurrency]") {
+  InMemoryBackend backend;
+  airl::MultiTierLimiter<ManualStorage> limiter({{"per-user", airl::Scope::user, {10, 60s}}}, backend.make_storage());
+  limiter.set_plan("p", {{"per-user", 300}});
+  std::atomic<bool> go{false};
+  std::vector<std::thread> workers;
+  std::atomic<int> admitted{0};
+  for (int t = 0; t < 8; ++t) {
+    workers.emplace_back([&] {
+      while (!go.load()) std::this_thread::yield();
+      for (int i = 0; i < 200; ++i) {
+        if (limiter.allow({.user = "shared-user", .model = "m", .plan = "p"})) admitted.fetch_add(1);
+      }
+    });
+  }
+  go.store(true);
+  for (int i = 0; i < 20; ++i) limiter.set_plan("p", {{"per-user", static_cast<std::uint64_t>(300 + i * 10)}});
+  for (std::thread& worker : workers) worker.join();
+  // The limit only grew, from 300 to 490: admissions are at least 300 and never above the last limit.
+  CHECK(admitted.load() >= 300);
+  CHECK(admitted.load() <= 490);
+  CHECK(limiter.usage("per-user", "shared-user", "m") == static_cast<std::uint64_t>(admitted.load()));
+}
+
+TEST_CASE("plan and override refusals name the mistake and change nothing", "[plans][validation]") {
+  InMemoryBackend backend;
+  airl::MultiTierLimiter<ManualStorage> limiter(serving_tiers(), backend.make_storage());
+  CHECK_THROWS_AS(limiter.set_plan("", {{"rpm", 1}}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_plan(std::string(airl::max_id_length + 1, 'p'), {{"rpm", 1}}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_plan("x", {{"no-such-tier", 1}}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_plan("x", {{"rpm", 1}, {"rpm", 2}}), std::invalid_argument);
+  CHECK_THROWS_WITH(limiter.set_plan("x", {{"model-tpm", 1}}), Catch::Contains("shared between users"));
+  CHECK_THROWS_AS(limiter.set_override({.tier = "rpm"}, 1), std::invalid_argument);                 // no ids
+  CHECK_THROWS_AS(limiter.set_override({.tier = "tpm", .model = "m"}, 1), std::invalid_argument);   // user tier
+  CHECK_THROWS_AS(limiter.set_override({.tier = "model-tpm", .user = "u"}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_override({.tier = "nope", .user = "u"}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_quota("rpm", {1, 0ms}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_quota("nope", {1, 1s}), std::invalid_argument);
+  // None of those changed anything, and the limiter never started reading rules.
+  CHECK(admitted_in_a_row(limiter, {.user = "u", .model = "m"}) == 2);
+  // A request naming an unknown plan is refused and recorded nowhere.
+  limiter.set_plan("real", {{"rpm", 5}});
+  CHECK_THROWS_WITH(limiter.allow({.user = "u2", .model = "m", .plan = "imaginary"}), Catch::Contains("unknown plan"));
+  CHECK(limiter.usage("rpm", "u2", "m") == 0);
+  CHECK(limiter.remove_plan("real"));
+  CHECK_FALSE(limiter.remove_plan("real"));
+  CHECK_THROWS_AS(limiter.allow({.user = "u2", .model = "m", .plan = "real"}), std::invalid_argument);
+  // A resolver that throws: the exception passes out of allow() and nothing is recorded.
+  limiter.set_plan_resolver([](std::string_view) -> std::string { throw std::runtime_error("plan lookup failed"); });
+  CHECK_THROWS_AS(limiter.allow({.user = "u3", .model = "m"}), std::runtime_error);
+  CHECK(limiter.usage("tpm", "u3", "m") == 0);
+}
+
+TEMPLATE_TEST_CASE("allow_many and settle follow plans and changed quotas", "[plans][settle]", InMemoryBackend,
+                   RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  limiter.set_plan("pro", {{"rpm", 3}});
+  const std::vector<airl::Request> batch(4, airl::Request{.user = "b", .model = "m", .plan = "pro"});
+  const std::vector<airl::Decision> decisions = limiter.allow_many(batch);
+  REQUIRE(decisions.size() == 4);
+  CHECK(decisions[2]);
+  CHECK_FALSE(decisions[3]);
+  CHECK(decisions[3].limit == 3);
+  REQUIRE(limiter.allow({.user = "s", .model = "m", .cost = 900, .request_id = "r", .plan = "pro"}));
+  CHECK(limiter.settle("s", "m", "r", 100));
+  CHECK(limiter.usage("tpm", "s", "m") == 100);
+}
