@@ -124,7 +124,7 @@ TEST_CASE("JSON strings escape what JSON requires and keep the output valid UTF-
   CHECK(json_string("a\xFF" "b") == "\"a\xEF\xBF\xBD" "b\"");  // the bytes around a bad one are kept
 }
 
-TEST_CASE("an admission gets RateLimit-Policy for every tier and the binding tier's counters", "[http]") {
+TEST_CASE("an admission gets RateLimit-Policy for every tier and the counters of both units", "[http]") {
   airl::test::InMemoryBackend backend;
   airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
   const airl::Decision first = limiter.allow({.user = "u", .model = "m", .cost = 300});
@@ -132,10 +132,13 @@ TEST_CASE("an admission gets RateLimit-Policy for every tier and the binding tie
   CHECK(airl::http::status_code(first) == 200);
   const std::vector<Header> expected = {
       {"RateLimit-Policy", std::string(both_policies)},
-      {"RateLimit", R"("rpm";r=2;t=60)"},
+      {"RateLimit", R"("rpm";r=2;t=60, "tpm";r=700;t=90)"},
       {"x-ratelimit-limit-requests", "3"},
       {"x-ratelimit-remaining-requests", "2"},
       {"x-ratelimit-reset-requests", "1m0s"},
+      {"x-ratelimit-limit-tokens", "1000"},
+      {"x-ratelimit-remaining-tokens", "700"},
+      {"x-ratelimit-reset-tokens", "1m30s"},
   };
   CHECK(airl::http::response_headers(first, limiter.tiers()) == expected);
   CHECK_THROWS_AS(airl::http::problem_json(first), std::invalid_argument);
@@ -145,11 +148,13 @@ TEST_CASE("an admission gets RateLimit-Policy for every tier and the binding tie
   const airl::Decision second = limiter.allow({.user = "u", .model = "m", .cost = 700});
   REQUIRE(second.allowed);
   const auto headers = airl::http::response_headers(second, limiter.tiers());
-  CHECK(header(headers, "RateLimit") == R"("tpm";r=0;t=90)");
+  CHECK(header(headers, "RateLimit") == R"("tpm";r=0;t=90, "rpm";r=1;t=60)");
   CHECK(header(headers, "x-ratelimit-limit-tokens") == "1000");
   CHECK(header(headers, "x-ratelimit-remaining-tokens") == "0");
   CHECK(header(headers, "x-ratelimit-reset-tokens") == "1m30s");
-  CHECK(header(headers, "x-ratelimit-remaining-requests") == "(absent)");  // another tier's: not guessed
+  CHECK(header(headers, "x-ratelimit-limit-requests") == "3");  // the other unit's binding tier, too
+  CHECK(header(headers, "x-ratelimit-remaining-requests") == "1");
+  CHECK(header(headers, "x-ratelimit-reset-requests") == "1m0s");
   CHECK(header(headers, "Retry-After") == "(absent)");
 }
 
@@ -166,10 +171,14 @@ TEST_CASE("a denial gets Retry-After rounded up, the denying tier's counters and
   const std::vector<Header> expected = {
       {"Retry-After", "60"},  // the 900 expire in 59.75 s
       {"RateLimit-Policy", std::string(both_policies)},
-      {"RateLimit", R"("tpm";r=100;t=60)"},
+      {"RateLimit", R"("tpm";r=100;t=60, "rpm";r=2;t=30)"},
       {"x-ratelimit-limit-tokens", "1000"},
       {"x-ratelimit-remaining-tokens", "100"},
       {"x-ratelimit-reset-tokens", "59.75s"},
+      // The request was not charged: rpm reports its one request, which leaves the window in 29.75 s.
+      {"x-ratelimit-limit-requests", "3"},
+      {"x-ratelimit-remaining-requests", "2"},
+      {"x-ratelimit-reset-requests", "29.75s"},
   };
   CHECK(airl::http::response_headers(denied, limiter.tiers()) == expected);
   CHECK(airl::http::problem_json(denied) == quota_exceeded_body(60, "tpm"));
@@ -208,7 +217,8 @@ TEST_CASE("a denial's RateLimit t is its retry time, never later than Retry-Afte
   REQUIRE_FALSE(denied.allowed);
   const auto headers = airl::http::response_headers(denied, limiter.tiers());
   CHECK(header(headers, "Retry-After") == "28");
-  CHECK(header(headers, "RateLimit") == R"("rpm";r=0;t=28)");
+  // tpm's t is when its window empties (its own reset): only the denying tier's t is the retry time.
+  CHECK(header(headers, "RateLimit") == R"("rpm";r=0;t=28, "tpm";r=997;t=89)");
   CHECK(header(headers, "x-ratelimit-reset-requests") == "59s");  // the window empties at 91 s
 }
 
@@ -220,7 +230,7 @@ TEST_CASE("a request no wait can admit gets no Retry-After", "[http]") {
   REQUIRE(too_big.retry_after == airl::Decision::never);
   const auto headers = airl::http::response_headers(too_big, limiter.tiers());
   CHECK(header(headers, "Retry-After") == "(absent)");
-  CHECK(header(headers, "RateLimit") == R"("tpm";r=1000;t=0)");
+  CHECK(header(headers, "RateLimit") == R"("tpm";r=1000;t=0, "rpm";r=3;t=0)");
   CHECK(airl::http::problem_json(too_big).find("retry-after") == std::string::npos);
 }
 
@@ -290,5 +300,16 @@ TEMPLATE_TEST_CASE("the decision names its binding tier on both backends, so the
   REQUIRE_FALSE(denied.allowed);
   CHECK(denied.binding_tier == 1);  // the denying tier
   CHECK(denied.reason == prefix + "tpm");
-  CHECK(header(airl::http::response_headers(denied, limiter.tiers()), "x-ratelimit-remaining-tokens") == "2");
+  const auto denied_headers = airl::http::response_headers(denied, limiter.tiers());
+  CHECK(header(denied_headers, "x-ratelimit-remaining-tokens") == "2");
+  // The other unit on both backends: rpm holds 2 requests of 5, and the denied one was not charged.
+  REQUIRE(denied.other_unit.has_value());
+  CHECK(denied.other_unit->tier == 0);
+  CHECK(denied.other_unit->limit == 5);
+  CHECK(denied.other_unit->remaining == 3);
+  CHECK_THAT(denied.other_unit->reset_after, airl::test::within_slack<TestType>(60s));
+  CHECK(header(denied_headers, "x-ratelimit-remaining-requests") == "3");
+  CHECK(second.other_unit.has_value());
+  CHECK(second.other_unit->remaining == 3);
+  CHECK(second.other_unit->tier == 0);
 }

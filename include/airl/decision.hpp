@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,14 @@ inline constexpr std::string_view key_capacity_reason = "key_capacity";
 // Decision::reason of a request refused because the backend is unreachable under FailurePolicy::fail_closed.
 // No tier may use this name.
 inline constexpr std::string_view backend_unavailable_reason = "backend_unavailable";
+
+// One tier's counters as a decision saw them.
+struct TierState {
+  std::size_t tier = 0;                      // index in the limiter's tiers()
+  std::uint64_t limit = 0;                   // its limit in force
+  std::uint64_t remaining = 0;               // units still admissible in it after this decision
+  std::chrono::milliseconds reset_after{0};  // until its window holds nothing
+};
 
 struct Decision {
   static constexpr std::chrono::milliseconds never = std::chrono::milliseconds::max();
@@ -37,6 +46,9 @@ struct Decision {
                                              // backend_unavailable denials, which no tier made
   bool shadow_denied = false;                // allowed only because the limiter is in shadow mode
                                              // (LimiterOptions::shadow): the limits denied it
+  // With tiers of both units (requests and cost): the binding tier among those of the unit binding_tier does
+  // not count, so a client sees its requests and its tokens. Empty otherwise.
+  std::optional<TierState> other_unit = std::nullopt;
 
   explicit operator bool() const noexcept { return allowed; }
 };

@@ -75,10 +75,13 @@ inline std::string policy_header_value(std::span<const Tier> tiers) {
   return value;
 }
 
-// The response headers for `decision`, made by a limiter with these tiers (pass limiter.tiers()).
-// Throws std::invalid_argument when the decision's binding tier is not one of `tiers`.
+// The response headers for `decision`, made by a limiter with these tiers (pass limiter.tiers(), or
+// limiter.tiers_for(user, model) when plans or overrides give users their own limits).
+// RateLimit and the x-ratelimit-* headers describe the binding tier and, for a limiter counting requests and
+// tokens, the binding tier of the other unit too (Decision::other_unit), so both kinds are always present.
+// Throws std::invalid_argument when a tier the decision names is not one of `tiers`.
 inline std::vector<Header> response_headers(const Decision& decision, std::span<const Tier> tiers) {
-  if (decision.binding_tier >= tiers.size()) {
+  if (decision.binding_tier >= tiers.size() || (decision.other_unit && decision.other_unit->tier >= tiers.size())) {
     throw std::invalid_argument("airl::http: the decision's binding tier is not in the tiers given");
   }
   std::vector<Header> headers;
@@ -88,21 +91,30 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
   headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
   const bool from_tier = decision.reason != key_capacity_reason && decision.reason != backend_unavailable_reason;
   if (!from_tier) return headers;  // no tier's counters: the store or the backend refused
-  const Tier& tier = tiers[decision.binding_tier];
+  const TierState binding{decision.binding_tier, decision.limit, decision.remaining, decision.reset_after};
+  std::vector<TierState> described{binding};
+  if (decision.other_unit && tiers[decision.other_unit->tier].unit != tiers[binding.tier].unit) {
+    described.push_back(*decision.other_unit);
+  }
   std::string current;
-  detail::append_sf_string(current, tier.name);
-  current += ";r=";
-  detail::append_sf_integer(current, decision.remaining);
-  // t: when the client may use more than r again. On a denial that is the retry time (draft 11, section 6:
-  // Retry-After should not point earlier than it); else when the window holds nothing.
-  current += ";t=";
-  const bool waiting = !decision.allowed && decision.retry_after != Decision::never;
-  detail::append_sf_integer(current, detail::ceil_seconds(waiting ? decision.retry_after : decision.reset_after));
+  for (const TierState& state : described) {
+    if (!current.empty()) current += ", ";
+    detail::append_sf_string(current, tiers[state.tier].name);
+    current += ";r=";
+    detail::append_sf_integer(current, state.remaining);
+    // t: when the client may use more than r again. For the denying tier that is the retry time (draft 11,
+    // section 6: Retry-After should not point earlier than it); else when the window holds nothing.
+    current += ";t=";
+    const bool waiting = !decision.allowed && decision.retry_after != Decision::never && state.tier == binding.tier;
+    detail::append_sf_integer(current, detail::ceil_seconds(waiting ? decision.retry_after : state.reset_after));
+  }
   headers.push_back({"RateLimit", std::move(current)});
-  const std::string unit(unit_name(tier.unit));
-  headers.push_back({"x-ratelimit-limit-" + unit, std::to_string(tier.quota.limit)});
-  headers.push_back({"x-ratelimit-remaining-" + unit, std::to_string(decision.remaining)});
-  headers.push_back({"x-ratelimit-reset-" + unit, detail::duration_text(decision.reset_after)});
+  for (const TierState& state : described) {
+    const std::string unit(unit_name(tiers[state.tier].unit));
+    headers.push_back({"x-ratelimit-limit-" + unit, std::to_string(state.limit)});
+    headers.push_back({"x-ratelimit-remaining-" + unit, std::to_string(state.remaining)});
+    headers.push_back({"x-ratelimit-reset-" + unit, detail::duration_text(state.reset_after)});
+  }
   return headers;
 }
 

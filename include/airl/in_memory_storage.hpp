@@ -368,6 +368,7 @@ class InMemoryStorage {
           verdicts[i] = log_of(plan[i].bucket).peek(now, detail::window_ticks(charges[i].quota), charges[i].quota.limit);
         }
         result = detail::combine_verdicts(verdicts);
+        detail::note_other_group(result, verdicts, charges);
         result.status = AcquireStatus::replayed;
       } else {
         for (std::size_t i = 0; i < charges.size(); ++i) {
@@ -375,6 +376,14 @@ class InMemoryStorage {
                                                      charges[i].quota.limit, charges[i].cost);
         }
         result = detail::combine_verdicts(verdicts);
+        if (result.status == AcquireStatus::denied) {  // nothing charged: tiers that had room report it as is
+          for (std::size_t i = 0; i < charges.size(); ++i) {
+            if (verdicts[i].fits) {
+              verdicts[i] = log_of(plan[i].bucket).peek(now, detail::window_ticks(charges[i].quota), charges[i].quota.limit);
+            }
+          }
+        }
+        detail::note_other_group(result, verdicts, charges);
         if (result.status == AcquireStatus::allowed) short_of_keys = admit(charges, request_id, plan, held, now);
       }
       sweep(held, now, incremental_sweep);

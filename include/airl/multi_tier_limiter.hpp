@@ -321,8 +321,8 @@ class MultiTierLimiter {
   // request, and returns them. Throws only what QuotaBook::resolve throws.
   std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
-      std::construct_at(&charges[i],
-                        Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota, cost_in(tiers_[i], request)});
+      std::construct_at(&charges[i], Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota,
+                                            cost_in(tiers_[i], request), static_cast<unsigned>(tiers_[i].unit)});
     }
     if (book_->active()) [[unlikely]] book_->resolve(request.user, request.model, request.plan, charges.first(tiers_.size()));
     return charges.first(tiers_.size());
@@ -354,6 +354,10 @@ class MultiTierLimiter {
     if (result.binding < tiers_.size() && result.binding < charges.size()) {
       decision.limit = charges[result.binding].quota.limit;
       decision.binding_tier = result.binding;
+    }
+    if (result.other_group.present && result.other_group.index < charges.size()) {
+      decision.other_unit = TierState{result.other_group.index, charges[result.other_group.index].quota.limit,
+                                      result.other_group.remaining, result.other_group.reset_after};
     }
     switch (result.status) {
       case AcquireStatus::allowed:

@@ -28,11 +28,14 @@ struct BucketRef {
   std::string_view model;
 };
 
-// One tier's share of a request: charge `cost` to `bucket` if it fits `quota`.
+// One tier's share of a request: charge `cost` to `bucket` if it fits `quota`. `group` sorts charges into kinds
+// that are reported apart (limiters put tiers counting requests in one and tiers counting cost in the other):
+// see AcquireResult::other_group.
 struct Charge {
   BucketRef bucket;
   Quota quota;
   std::uint64_t cost = 1;
+  unsigned group = 0;
 };
 
 enum class AcquireStatus {
@@ -46,6 +49,14 @@ enum class AcquireStatus {
 // What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
 // with the least remaining (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
 // the store was not reached (a failure policy decided); it counts as a backend error in the metrics.
+// The binding charge among those of one group (chosen by the same rule as `binding`).
+struct GroupBinding {
+  bool present = false;  // false when every charge is in the binding charge's group
+  std::size_t index = 0;
+  std::uint64_t remaining = 0;
+  std::chrono::milliseconds reset_after{0};
+};
+
 struct AcquireResult {
   AcquireStatus status = AcquireStatus::denied;
   std::size_t binding = 0;
@@ -53,6 +64,9 @@ struct AcquireResult {
   std::chrono::milliseconds retry_after{0};
   std::chrono::milliseconds reset_after{0};
   bool degraded = false;
+  // For charges in more than one group: the binding charge among those outside `binding`'s group, so a
+  // limiter of requests and tokens can report both (storages that decide from verdicts fill it; others may not).
+  GroupBinding other_group;
 };
 
 // One request's part of a batch: its charges and (possibly empty) request id.

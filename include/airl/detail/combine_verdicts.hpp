@@ -59,4 +59,27 @@ inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) n
   return result;
 }
 
+// Fills result.other_group from the verdicts of the charges outside the binding charge's group: the first that
+// does not fit, else the one with the least remaining (first of equals). Nothing when all share one group.
+// `charges` and `verdicts` correspond one to one. Throws nothing.
+inline void note_other_group(AcquireResult& result, std::span<const WindowVerdict> verdicts,
+                             std::span<const Charge> charges) noexcept {
+  if (charges.size() < 2 || result.binding >= charges.size() || verdicts.size() != charges.size()) return;
+  const unsigned bound = charges[result.binding].group;
+  const WindowVerdict* best = nullptr;
+  for (std::size_t i = 0; i < charges.size(); ++i) {
+    if (charges[i].group == bound) continue;
+    const WindowVerdict& verdict = verdicts[i];
+    const bool better = best == nullptr || (best->fits && (!verdict.fits || verdict.remaining < best->remaining));
+    if (better) {
+      best = &verdict;
+      result.other_group.index = i;
+    }
+  }
+  if (best == nullptr) return;
+  result.other_group.present = true;
+  result.other_group.remaining = best->remaining;
+  result.other_group.reset_after = ceil_to_ms(best->reset_after);
+}
+
 }  // namespace airl::detail

@@ -95,7 +95,7 @@ class RedisStorage {
       detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) {
         return evalsha(connection, scratch.args);
       });
-      return parse_acquire_reply(*reply, charges.size());
+      return parse_acquire_reply(*reply, charges);
     } catch (const BackendError&) {
       return degrade(charges, request_id);
     }
@@ -119,7 +119,7 @@ class RedisStorage {
         return evalsha_many(connection, built);
       });
       for (std::size_t i = 0; i < calls.size(); ++i) {
-        results.push_back(parse_acquire_reply(*replies[i], calls[i].charges.size()));
+        results.push_back(parse_acquire_reply(*replies[i], calls[i].charges));
       }
     } catch (const BackendError&) {
       results.clear();
@@ -383,7 +383,8 @@ class RedisStorage {
 
   static constexpr std::size_t inline_verdicts = 8;
 
-  static AcquireResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
+  static AcquireResult parse_acquire_reply(const redisReply& reply, std::span<const Charge> charges) {
+    const std::size_t n = charges.size();
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 1 + 4 * n) {
       throw ReplyError("airl: unexpected reply from the airl script");
     }
@@ -405,6 +406,7 @@ class RedisStorage {
       verdicts[i].reset_after = integer(at + 3) * 1000;
     }
     AcquireResult result = detail::combine_verdicts(verdicts);
+    detail::note_other_group(result, verdicts, charges);
     const long long status = integer(0);
     if (status == 2) result.status = AcquireStatus::replayed;
     return result;

@@ -157,10 +157,11 @@ for i = 1, n do
   if is_request_id and redis.call('ZSCORE', KEYS[2 * i - 1], member) then replayed = true end
 end
 
-local reply, all_fit = {0}, true
+local reply, all_fit, rooms = {0}, true, {}
 for i = 1, n do
   local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
   local room = limit[i] > usage[i] and limit[i] - usage[i] or 0
+  rooms[i] = room
   local charge = replayed and 0 or cost[i]
   local fits, remaining, retry, reset = 1, room - charge, 0, window[i]
   if charge > room then
@@ -179,6 +180,18 @@ for i = 1, n do
   reply[#reply + 1] = remaining
   reply[#reply + 1] = retry
   reply[#reply + 1] = reset
+end
+
+if not all_fit and not replayed then
+  -- Nothing is charged: the buckets that had room report it as it is (their room, when they empty).
+  for i = 1, n do
+    local at = 2 + 4 * (i - 1)
+    if reply[at] == 1 then
+      local last = newest(KEYS[2 * i - 1])
+      reply[at + 1] = rooms[i]
+      reply[at + 3] = last and (last + window[i] - now) or 0
+    end
+  end
 end
 
 if replayed then
