@@ -3,6 +3,7 @@
 // Umbrella header: everything in airl that needs no third-party library.
 
 #include "clock.hpp"
+#include "concurrency_limiter.hpp"
 #include "decision.hpp"
 #include "errors.hpp"
 #include "in_memory_storage.hpp"

@@ -6,6 +6,7 @@
 #include "airl.hpp"
 #include "redis/errors.hpp"
 #include "redis/options.hpp"
+#include "redis/redis_concurrency_storage.hpp"
 #include "redis/redis_storage.hpp"
 
 namespace airl {

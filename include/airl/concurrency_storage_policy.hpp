@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The storage-policy interface of concurrency caps, stated once as a C++20 concept, with its vocabulary.
+//
+// A ConcurrencyLimiter turns one acquisition into one ConcurrencySlot per cap (the scope's key, its cap and
+// its lease) and hands them to try_acquire() together: the storage takes a lease on every slot, or on none,
+// under one lock set (in memory) or one Lua script (Redis). Each lease names its permit by a PermitId and
+// counts until it is released or its deadline passes, so a holder that crashed stops counting on its own.
+
+#include <array>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "quota.hpp"
+#include "storage_policy.hpp"
+#include "tier.hpp"
+
+namespace airl {
+
+// The identity of one permit: 128 bits, unique across processes (a limiter draws a random base from
+// std::random_device and adds a counter), so replicas sharing one Redis never take each other's leases.
+struct PermitId {
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+
+  friend constexpr bool operator==(const PermitId&, const PermitId&) noexcept = default;
+
+  // 32 lowercase hex digits, high word first: the member the Redis storage writes. Throws nothing.
+  constexpr std::array<char, 32> hex() const noexcept {
+    constexpr char digits[] = "0123456789abcdef";
+    std::array<char, 32> text{};
+    for (int i = 0; i < 16; ++i) {
+      text[static_cast<std::size_t>(i)] = digits[(high >> (60 - 4 * i)) & 0xFu];
+      text[static_cast<std::size_t>(16 + i)] = digits[(low >> (60 - 4 * i)) & 0xFu];
+    }
+    return text;
+  }
+};
+
+// One cap's share of an acquisition: a lease in the scope named by `bucket` (its `tier` is the cap's name)
+// if fewer than `max_in_flight` leases are live there, lasting `lease` from the moment it is taken.
+struct ConcurrencySlot {
+  BucketRef bucket;
+  std::uint64_t max_in_flight = 0;
+  std::chrono::milliseconds lease{0};
+};
+
+// Where a permit's leases live, so release and renew go back to the same place.
+enum class LeaseLocation : unsigned char {
+  nowhere,   // nothing was recorded: a denial, or a failure policy that admitted without any store
+  store,     // in the storage itself
+  fallback,  // in the storage's in-process fallback (Redis, FailurePolicy::local, while Redis was down)
+};
+
+// What try_acquire() decided. On a denial `denied_by` indexes the first slot that was full (in declared
+// order) and `retry_after` is when that slot's earliest lease runs out (rounded up to whole milliseconds):
+// an upper bound, since holders usually release before their lease ends; Decision::never when its
+// max_in_flight is 0. `degraded` means a failure policy decided without the store.
+struct ConcurrencyResult {
+  bool acquired = false;
+  bool degraded = false;
+  LeaseLocation location = LeaseLocation::nowhere;
+  std::size_t denied_by = 0;
+  std::chrono::milliseconds retry_after{0};
+};
+
+// What renew() found.
+enum class RenewStatus {
+  renewed,  // every lease was live and now runs for its full lease again, from now
+  lost,     // some lease had run out or was gone: the permit holds nothing any more (its other leases are dropped)
+  assumed,  // the store could not be reached and the failure policy assumes the leases still hold
+};
+
+// A concurrency storage policy. Every member must be safe to call from many threads at once.
+//   try_acquire(slots, id)       all-or-nothing: a lease for `id` in every slot, or in none
+//   release(slots, id, where)    drops `id`'s leases (those already gone are ignored)
+//   renew(slots, id, where)      extends `id`'s leases to each slot's lease from now, if all are live
+//   in_flight(slot)              live leases in the slot's scope now
+//   purge_expired()              drops run-out leases and empty scopes everywhere; returns scopes dropped
+//   active_keys()                scopes held in process now
+// `where` is the location try_acquire() reported. Backend faults throw airl::BackendError (or are turned
+// into results by the storage's failure policy); caller mistakes throw std::invalid_argument.
+template <class S>
+concept ConcurrencyStoragePolicy =
+    std::movable<S> && requires(S& storage, const S& const_storage, std::span<const ConcurrencySlot> slots,
+                                const ConcurrencySlot& slot, const PermitId& id, LeaseLocation where) {
+      { storage.try_acquire(slots, id) } -> std::same_as<ConcurrencyResult>;
+      { storage.release(slots, id, where) } -> std::same_as<void>;
+      { storage.renew(slots, id, where) } -> std::same_as<RenewStatus>;
+      { storage.in_flight(slot) } -> std::same_as<std::uint64_t>;
+      { storage.purge_expired() } -> std::same_as<std::size_t>;
+      { const_storage.active_keys() } -> std::same_as<std::size_t>;
+    };
+
+namespace detail {
+
+// Checks what a concurrency storage is handed directly (limiters have validated their caps already):
+// 1..n slots, each with a known scope, a lease in (0, max_window] and parts of at most 65535 bytes.
+// Throws std::invalid_argument naming `storage`.
+inline void validate_slots(std::span<const ConcurrencySlot> slots, const char* storage) {
+  const auto refuse = [storage](const char* what) {
+    throw std::invalid_argument(std::string(storage) + ": " + what);
+  };
+  if (slots.empty()) refuse("no slots");
+  constexpr std::size_t most = 0xFFFF;
+  for (const ConcurrencySlot& slot : slots) {
+    const Scope scope = slot.bucket.scope;
+    if (scope != Scope::user && scope != Scope::model && scope != Scope::user_model && scope != Scope::global) {
+      refuse("unknown scope");
+    }
+    if (slot.lease.count() <= 0 || slot.lease > max_window) refuse("lease must be in (0, 366 days]");
+    if (slot.bucket.tier.size() > most || slot.bucket.user.size() > most || slot.bucket.model.size() > most) {
+      refuse("a cap name, user or model is longer than 65535 bytes");
+    }
+  }
+}
+
+}  // namespace detail
+
+}  // namespace airl

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The live leases of one concurrency scope: permit id -> lease deadline, as a small unordered array. Pure (no
+// locks, no clock, no I/O): the in-memory concurrency storage passes `now` in and holds the shard's lock.
+//
+// A scope holds at most its cap of live leases (tens, rarely thousands), so a flat array beats a hash map on
+// memory and on the common operations: an acquisition appends, a release swaps the last lease into the
+// released one's place. A lease counts while now < deadline. Expired leases (holders that never released)
+// are dropped when the scope is next touched: a lower bound of the earliest deadline says when there is
+// anything to drop, so touching a scope with nothing expired costs one comparison.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../concurrency_storage_policy.hpp"
+
+namespace airl::detail {
+
+class LeaseSet {
+ public:
+  static constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::max();
+
+  // Drops the leases whose deadline is at or before `now`; returns how many stay live. Throws nothing.
+  std::size_t live(std::int64_t now) noexcept {
+    if (now >= earliest_) drop_expired(now);
+    return leases_.size();
+  }
+
+  bool empty() const noexcept { return leases_.empty(); }
+  std::size_t size() const noexcept { return leases_.size(); }
+
+  // The earliest deadline of the leases held (no_deadline when none): when the next one runs out.
+  // Throws nothing. O(1) unless the earliest lease was released or renewed since it was last computed.
+  std::int64_t earliest() noexcept {
+    if (!exact_) recompute_earliest();
+    return earliest_;
+  }
+
+  // Makes room for one more lease, so add() cannot fail. Strong guarantee: throws only std::bad_alloc.
+  void reserve_one() {
+    if (leases_.size() == leases_.capacity()) leases_.reserve(std::max<std::size_t>(4, 2 * leases_.size()));
+  }
+
+  // Adds a lease; call reserve_one() first. Throws nothing.
+  void add(const PermitId& id, std::int64_t deadline) noexcept {
+    leases_.push_back(Lease{id, deadline});  // within the reserved capacity: no allocation
+    earliest_ = std::min(earliest_, deadline);
+  }
+
+  // Drops `id`'s lease; returns whether it was held. Throws nothing.
+  bool remove(const PermitId& id) noexcept {
+    Lease* const found = find(id);
+    if (found == nullptr) return false;
+    const std::int64_t deadline = found->deadline;
+    *found = leases_.back();
+    leases_.pop_back();
+    forget_deadline(deadline);
+    return true;
+  }
+
+  // Whether `id` holds a lease that is live at `now`. Throws nothing.
+  bool holds(const PermitId& id, std::int64_t now) const noexcept {
+    const Lease* const found = find(id);
+    return found != nullptr && now < found->deadline;
+  }
+
+  // Moves `id`'s lease to `deadline` (never earlier than it was); returns whether it was held. Throws nothing.
+  bool extend(const PermitId& id, std::int64_t deadline) noexcept {
+    Lease* const found = find(id);
+    if (found == nullptr) return false;
+    if (deadline <= found->deadline) return true;
+    forget_deadline(found->deadline);
+    found->deadline = deadline;
+    return true;
+  }
+
+ private:
+  struct Lease {
+    PermitId id;
+    std::int64_t deadline;
+  };
+
+  Lease* find(const PermitId& id) noexcept {
+    const auto at = std::find_if(leases_.begin(), leases_.end(), [&id](const Lease& lease) { return lease.id == id; });
+    return at == leases_.end() ? nullptr : &*at;
+  }
+  const Lease* find(const PermitId& id) const noexcept { return const_cast<LeaseSet*>(this)->find(id); }
+
+  // A lease with `deadline` left the set or moved later: earliest_ stays a lower bound, but may no longer be
+  // the exact earliest deadline.
+  void forget_deadline(std::int64_t deadline) noexcept {
+    if (leases_.empty()) {
+      earliest_ = no_deadline;
+      exact_ = true;
+    } else if (deadline == earliest_) {
+      exact_ = false;
+    }
+  }
+
+  void drop_expired(std::int64_t now) noexcept {
+    std::erase_if(leases_, [now](const Lease& lease) { return lease.deadline <= now; });
+    recompute_earliest();
+  }
+
+  void recompute_earliest() noexcept {
+    earliest_ = no_deadline;
+    for (const Lease& lease : leases_) earliest_ = std::min(earliest_, lease.deadline);
+    exact_ = true;
+  }
+
+  std::vector<Lease> leases_;
+  std::int64_t earliest_ = no_deadline;  // at or before every lease's deadline
+  bool exact_ = true;                    // earliest_ is the earliest deadline itself
+};
+
+}  // namespace airl::detail

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Permit: the RAII answer of ConcurrencyLimiter::try_acquire(). An acquired permit holds one lease per cap
+// and gives them back when it is destroyed (or earlier, with release()); a denied one holds nothing and says
+// which cap was full. It is not a template: code that passes permits around (a request context, a streaming
+// handler) needs no storage type, and a permit keeps what it needs to release alive even if its limiter
+// is destroyed first.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "concurrency_storage_policy.hpp"
+
+namespace airl {
+
+template <class Storage>
+class ConcurrencyLimiter;
+
+namespace detail {
+
+// What a permit's owner needs to find its leases again.
+struct PermitTicket {
+  PermitId id;
+  std::string user;
+  std::string model;
+  LeaseLocation location = LeaseLocation::nowhere;
+};
+
+// The limiter side of a permit, behind a virtual interface so Permit stays a plain type.
+class PermitOwner {
+ public:
+  virtual ~PermitOwner() = default;
+  // Gives the leases back; a backend fault is swallowed (the leases run out) and counted. Throws nothing.
+  virtual void release(const PermitTicket& ticket) noexcept = 0;
+  // Extends the leases. Throws what the storage throws for a fault its failure policy does not absorb.
+  virtual RenewStatus renew(const PermitTicket& ticket) = 0;
+  // The holder lets go without releasing (the leases run out on their own): counted only. Throws nothing.
+  virtual void abandon(const PermitTicket& ticket) noexcept = 0;
+};
+
+}  // namespace detail
+
+class Permit {
+ public:
+  // An empty permit: not acquired, holds nothing (e.g. a member to move an acquired permit into). Throws nothing.
+  Permit() noexcept = default;
+
+  // Move-only: exactly one permit releases a given set of leases. The moved-from permit holds nothing.
+  // Throws nothing.
+  Permit(Permit&& other) noexcept
+      : owner_(std::move(other.owner_)),
+        ticket_(std::move(other.ticket_)),
+        reason_(std::move(other.reason_)),
+        retry_after_(other.retry_after_),
+        denied_by_(other.denied_by_),
+        acquired_(std::exchange(other.acquired_, false)),
+        degraded_(other.degraded_) {}
+
+  // Releases what this permit holds, then takes `other`'s. Throws nothing.
+  Permit& operator=(Permit&& other) noexcept {
+    if (this != &other) {
+      release();
+      owner_ = std::move(other.owner_);
+      ticket_ = std::move(other.ticket_);
+      reason_ = std::move(other.reason_);
+      retry_after_ = other.retry_after_;
+      denied_by_ = other.denied_by_;
+      acquired_ = std::exchange(other.acquired_, false);
+      degraded_ = other.degraded_;
+    }
+    return *this;
+  }
+
+  Permit(const Permit&) = delete;
+  Permit& operator=(const Permit&) = delete;
+
+  // Releases the leases if still held. Never throws: a backend fault is swallowed (and counted in the
+  // limiter's metrics); the leases then run out on their own.
+  ~Permit() { release(); }
+
+  // Whether this permit holds its caps now: true from a successful try_acquire() until release(), a lost
+  // renew(), abandon() or a move out. Thread safety: like any object, one thread at a time. Throws nothing.
+  bool acquired() const noexcept { return acquired_; }
+  explicit operator bool() const noexcept { return acquired_; }
+
+  // Set when a failure policy decided without the store (Redis down): under fail_open the permit was
+  // admitted holding no lease; under local it holds leases in the replica's own in-process store.
+  // The accessors below are plain reads: one thread at a time per permit, and they throw nothing.
+  bool degraded() const noexcept { return degraded_; }
+
+  // Empty when acquired; otherwise the name of the first cap (in declared order) that was full.
+  const std::string& reason() const noexcept { return reason_; }
+  // Index in the limiter's caps() of the cap named by reason() (0 when acquired).
+  std::size_t denied_by() const noexcept { return denied_by_; }
+
+  // 0 when acquired. On a denial, when the earliest live lease of the full cap's scope runs out: an upper
+  // bound of the wait (holders usually release before their lease ends, and others may take the slot
+  // first), Decision::never when that cap's max_in_flight is 0.
+  std::chrono::milliseconds retry_after() const noexcept { return retry_after_; }
+
+  // The permit's 128-bit id (the member written to Redis), for logs. Zero for a denied permit.
+  const PermitId& id() const noexcept { return ticket_.id; }
+
+  // Gives the leases back now; afterwards acquired() is false. Idempotent; does nothing for a denied or
+  // moved-from permit. Thread safety: one thread at a time per permit. Never throws (a backend fault is
+  // swallowed and counted: the leases run out on their own).
+  void release() noexcept {
+    if (!acquired_) return;
+    acquired_ = false;
+    if (owner_ && ticket_.location != LeaseLocation::nowhere) owner_->release(ticket_);
+    owner_.reset();
+  }
+
+  // Extends every lease to its cap's full lease from now, for a holder still working (a long stream).
+  // Returns true when renewed (or, during an outage, when the failure policy assumes the leases hold; and
+  // for a fail_open permit, which holds none); false when a lease had already run out or was gone: the
+  // permit then holds nothing any more (acquired() is false) and the holder should stop, since its slot
+  // may have gone to someone else. Thread safety: one thread at a time per permit.
+  // Throws airl::BackendError when the store fails and its failure policy is fail_closed (the permit keeps
+  // its state; its destructor still tries to release).
+  bool renew() {
+    if (!acquired_) return false;
+    if (ticket_.location == LeaseLocation::nowhere) return true;
+    if (owner_->renew(ticket_) != RenewStatus::lost) return true;
+    acquired_ = false;
+    owner_.reset();
+    return false;
+  }
+
+  // Lets go of the permit without releasing it: its leases keep counting until they run out, exactly as if
+  // the holder had crashed. For tests and failure drills. Afterwards acquired() is false. Throws nothing.
+  void abandon() noexcept {
+    if (!acquired_) return;
+    acquired_ = false;
+    if (owner_) owner_->abandon(ticket_);
+    owner_.reset();
+  }
+
+ private:
+  template <class Storage>
+  friend class ConcurrencyLimiter;
+
+  std::shared_ptr<detail::PermitOwner> owner_;
+  detail::PermitTicket ticket_;
+  std::string reason_;
+  std::chrono::milliseconds retry_after_{0};
+  std::size_t denied_by_ = 0;
+  bool acquired_ = false;
+  bool degraded_ = false;
+};
+
+}  // namespace airl

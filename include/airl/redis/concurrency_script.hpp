@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The one Lua script behind the Redis concurrency storage: leases on in-flight permits, taken, released and
+// renewed atomically inside Redis on Redis's own clock (TIME), so replicas with skewed clocks agree on when a
+// lease runs out. docs/CONCURRENCY_CAPS_DRAFT.md ("On Redis") explains it.
+
+#include <string_view>
+
+namespace airl::detail {
+
+inline constexpr std::string_view concurrency_script = R"lua(
+-- airl concurrency caps. Each KEYS[i] is one scope's leases: a sorted set, member = permit id, score = the
+-- lease's deadline in microseconds (Redis TIME). A lease counts while now < deadline.
+-- ARGV[1] = 'acquire': ARGV[2] permit id, then per key: max_in_flight, lease (us). All or nothing. Returns
+--           {1} when a lease was taken in every key, else {0, i, live, retry_us}: key i (1-based) was the
+--           first full one, with `live` leases; retry_us = until its earliest lease runs out, -1 = never.
+-- ARGV[1] = 'release': ARGV[2] permit id. Removes it from every key; returns how many held it.
+-- ARGV[1] = 'renew':   ARGV[2] permit id, then per key: lease (us). If the id holds a live lease in every
+--           key, moves each to now + lease and returns 1; otherwise removes it everywhere and returns 0.
+-- ARGV[1] = 'count':   one key. Returns its live leases.
+local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
+
+-- Every argument is checked before the first write: Redis does not roll a script back.
+local function whole(text, what, least)
+  local n = tonumber(text)
+  if n == nil or n ~= math.floor(n) or n < least or n > max_exact then
+    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', 2^53], got ' .. tostring(text))
+  end
+  return n
+end
+
+-- Integers as exact decimal text: tostring() would round to 14 significant digits.
+local function int(n) return string.format('%d', n) end
+
+local op, n = ARGV[1], #KEYS
+if n < 1 then error('airl: no keys') end
+local function expect_args(count)
+  if #ARGV ~= count then error('airl: ' .. tostring(op) .. ' expects ' .. count .. ' arguments, got ' .. #ARGV) end
+end
+local function expect_member()
+  if ARGV[2] == nil or ARGV[2] == '' then error('airl: empty permit id') end
+  return ARGV[2]
+end
+
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+
+-- Drops the leases that have run out (deadline <= now); a key left empty is deleted by Redis itself.
+local function expire(key) redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now)) end
+
+-- Keeps the key at least until its newest lease runs out (its members never outlive it by much).
+local function keep_until(key, lease)
+  local ttl = math.ceil(lease / 1000)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, int(ttl)) end
+end
+
+if op == 'acquire' then
+  expect_args(2 + 2 * n)
+  local member = expect_member()
+  local max, lease = {}, {}
+  for i = 1, n do
+    max[i] = whole(ARGV[1 + 2 * i], 'max_in_flight', 0)
+    lease[i] = whole(ARGV[2 + 2 * i], 'lease', 1)
+  end
+  for i = 1, n do
+    expire(KEYS[i])
+    local live = redis.call('ZCARD', KEYS[i])
+    if live >= max[i] then
+      local retry = -1
+      if max[i] > 0 then
+        local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+        retry = math.max(tonumber(first[2]) - now, 1)
+      end
+      return {0, i, live, retry}
+    end
+  end
+  for i = 1, n do
+    redis.call('ZADD', KEYS[i], int(now + lease[i]), member)
+    keep_until(KEYS[i], lease[i])
+  end
+  return {1}
+elseif op == 'release' then
+  expect_args(2)
+  local member = expect_member()
+  local held = 0
+  for i = 1, n do held = held + redis.call('ZREM', KEYS[i], member) end
+  return held
+elseif op == 'renew' then
+  expect_args(2 + n)
+  local member = expect_member()
+  local lease = {}
+  for i = 1, n do lease[i] = whole(ARGV[2 + i], 'lease', 1) end
+  local live, deadline = true, {}
+  for i = 1, n do
+    expire(KEYS[i])
+    local score = redis.call('ZSCORE', KEYS[i], member)
+    if score then deadline[i] = math.max(tonumber(score), now + lease[i]) else live = false end
+  end
+  if not live then
+    for i = 1, n do redis.call('ZREM', KEYS[i], member) end
+    return 0
+  end
+  for i = 1, n do
+    redis.call('ZADD', KEYS[i], 'XX', int(deadline[i]), member)  -- never moves a deadline earlier
+    keep_until(KEYS[i], lease[i])
+  end
+  return 1
+elseif op == 'count' then
+  expect_args(1)
+  if n ~= 1 then error('airl: count takes one key') end
+  expire(KEYS[1])
+  return redis.call('ZCARD', KEYS[1])
+end
+error('airl: unknown operation ' .. tostring(op))
+)lua";
+
+}  // namespace airl::detail
