@@ -25,18 +25,20 @@ inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
 
 // One tier: the verdict is the result.
 inline AcquireResult single_verdict(const WindowVerdict& only) noexcept {
-  AcquireResult result;
-  result.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied;
-  result.remaining = only.remaining;
-  result.retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after);
-  result.reset_after = ceil_to_ms(only.reset_after);
-  return result;
+  // Every member written once, so no zeroing of the whole result comes first.
+  return AcquireResult{.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied,
+                       .binding = 0,
+                       .remaining = only.remaining,
+                       .retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after),
+                       .reset_after = ceil_to_ms(only.reset_after),
+                       .degraded = false,
+                       .other_group = {}};
 }
 
 inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {
   if (verdicts.size() == 1) return single_verdict(verdicts.front());
-  AcquireResult result;
   const WindowVerdict* binding = nullptr;
+  std::size_t index = 0;
   std::int64_t retry = 0;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {
     const WindowVerdict& verdict = verdicts[i];
@@ -44,19 +46,21 @@ inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) n
       retry = std::max(retry, verdict.retry_after);
       if (binding == nullptr || binding->fits) {
         binding = &verdict;
-        result.binding = i;
+        index = i;
       }
     } else if (binding == nullptr || (binding->fits && verdict.remaining < binding->remaining)) {
       binding = &verdict;
-      result.binding = i;
+      index = i;
     }
   }
-  if (binding == nullptr) return result;
-  result.status = binding->fits ? AcquireStatus::allowed : AcquireStatus::denied;
-  result.remaining = binding->remaining;
-  result.retry_after = binding->fits ? std::chrono::milliseconds{0} : ceil_to_ms(retry);
-  result.reset_after = ceil_to_ms(binding->reset_after);
-  return result;
+  if (binding == nullptr) return AcquireResult{};
+  return AcquireResult{.status = binding->fits ? AcquireStatus::allowed : AcquireStatus::denied,
+                       .binding = index,
+                       .remaining = binding->remaining,
+                       .retry_after = binding->fits ? std::chrono::milliseconds{0} : ceil_to_ms(retry),
+                       .reset_after = ceil_to_ms(binding->reset_after),
+                       .degraded = false,
+                       .other_group = {}};
 }
 
 // Fills result.other_group from the verdicts of the charges outside the binding charge's group: the first that
