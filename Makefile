@@ -40,8 +40,10 @@ test-tsan:
 bench:
 	@.ci/ensure-packages $(BENCH_PACKAGES)
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF -DAIRL_BUILD_BENCH=ON
-	cmake --build build/bench -j$(JOBS) --target airl_bench airl_bench_memory
+	cmake --build build/bench -j$(JOBS) --target airl_bench airl_bench_memory airl_bench_ai_serving
 	python3 bench/summary.py --build build/bench/bench --repetitions 5
+	./build/bench/bench/airl_bench_ai_serving --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+	  --benchmark_enable_random_interleaving=true
 
 # The Redis backend against a private redis-server, next to plain hiredis: sequential allow() vs raw PING and
 # EVALSHA, allow_many(64) vs 64 pipelined EVALSHA, 1 vs 4 threads, memory per bucket; ends with a ratio table.
