@@ -229,6 +229,15 @@ TEST_CASE("the user SCAN pattern matches that user's keys only: 'al' never match
   CHECK_FALSE(glob_match(airl::detail::redis_user_pattern("airl", "*"), log_key("airl", Scope::user, "t", "bob", "")));
 }
 
+TEST_CASE("the user SCAN pattern matches no concurrency-cap key of the same user", "[redis_keys]") {
+  // reset(user) must not free a user's in-flight slots: their keys share the hash tag but not the kind.
+  const std::string pattern = airl::detail::redis_user_pattern("airl", "bob");
+  CHECK(glob_match(pattern, log_key("airl", Scope::user, "t", "bob", "")));
+  CHECK(glob_match(pattern, log_key("airl", Scope::user_model, "t", "bob", "m")));
+  CHECK_FALSE(glob_match(pattern, "airl:{u=bob}:cc:u:cap"));
+  CHECK_FALSE(glob_match(pattern, "airl:{u=bob}:cc:um:cap:m"));
+}
+
 TEST_CASE("the user SCAN pattern escapes glob characters of the prefix: 'ai*' never matches prefix 'airl'",
           "[redis_keys]") {
   const std::string bob_in_airl = log_key("airl", Scope::user, "t", "bob", "");

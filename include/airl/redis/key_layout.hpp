@@ -81,7 +81,8 @@ inline void redis_costs_key(std::string& out, std::string_view log_key) {
   out.append(":c");
 }
 
-// A SCAN MATCH pattern for every key of `user` (its user and user_model buckets).
+// A SCAN MATCH pattern for every key of `user`'s user and user_model buckets: "}:u" then anything (":u:" and
+// ":um:" keys), so other keys under the user's hash tag (the concurrency caps' ":cc:" keys) never match.
 inline std::string redis_user_pattern(std::string_view prefix, std::string_view user) {
   std::string pattern;
   for (const char c : prefix) {  // the prefix is the caller's text: escape glob characters
@@ -90,7 +91,7 @@ inline std::string redis_user_pattern(std::string_view prefix, std::string_view 
   }
   pattern.append(":{u=");
   append_percent_encoded(pattern, user);  // percent-encoded ids hold no glob character
-  pattern.append("}:*");
+  pattern.append("}:u*");
   return pattern;
 }
 
