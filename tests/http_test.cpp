@@ -313,3 +313,42 @@ TEMPLATE_TEST_CASE("the decision names its binding tier on both backends, so the
   CHECK(second.other_unit->remaining == 3);
   CHECK(second.other_unit->tier == 0);
 }
+
+TEMPLATE_TEST_CASE("replayed and batched decisions carry the other unit too", "[http]", airl::test::InMemoryBackend,
+                   airl::test::RedisBackend) {
+  TestType backend;
+  const std::vector<Tier> tiers = {{"rpm", Scope::user_model, {5, 60s}, Unit::requests},
+                                   {"tpm", Scope::user_model, {1000, 60s}, Unit::cost}};
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(tiers, backend.make_storage());
+  REQUIRE(limiter.allow({.user = "rita", .model = "m", .cost = 100, .request_id = "r"}));
+  const airl::Decision replay = limiter.allow({.user = "rita", .model = "m", .cost = 100, .request_id = "r"});
+  REQUIRE(replay.replayed);
+  REQUIRE(replay.other_unit.has_value());
+  CHECK(replay.binding_tier == 0);  // rpm: 4 left; tpm: 900
+  CHECK(replay.other_unit->tier == 1);
+  CHECK(replay.other_unit->remaining == 900);
+  const std::vector<airl::Request> batch = {{.user = "sam", .model = "m", .cost = 999}, {.user = "sam", .model = "m", .cost = 5}};
+  const std::vector<airl::Decision> decisions = limiter.allow_many(batch);
+  REQUIRE(decisions.size() == 2);
+  REQUIRE(decisions[0].other_unit.has_value());
+  CHECK(decisions[0].binding_tier == 1);  // tpm: 1 left
+  CHECK(decisions[0].other_unit->remaining == 4);
+  CHECK_FALSE(decisions[1]);
+  REQUIRE(decisions[1].other_unit.has_value());
+  CHECK(decisions[1].other_unit->remaining == 4);  // denied: rpm reports its room, uncharged
+}
+
+TEST_CASE("a degraded fail_open decision still carries both units' headers", "[http][redis][faults]") {
+  airl::RedisOptions options;
+  options.port = airl::test::free_loopback_port();  // nothing listens there
+  options.key_prefix = airl::test::unique_key_prefix();
+  options.on_failure = airl::FailurePolicy::fail_open;
+  options.connect_timeout = 50ms;
+  options.command_timeout = 50ms;
+  airl::MultiTierLimiter<airl::RedisStorage> limiter(rpm_and_tpm(), airl::RedisStorage(options));
+  const airl::Decision degraded = limiter.allow({.user = "u", .model = "m", .cost = 300});
+  REQUIRE(degraded.degraded);
+  const auto headers = airl::http::response_headers(degraded, limiter.tiers());
+  CHECK(header(headers, "x-ratelimit-remaining-requests") == "2");
+  CHECK(header(headers, "x-ratelimit-remaining-tokens") == "700");
+}

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -249,4 +250,65 @@ TEMPLATE_TEST_CASE("allow_many and settle follow plans and changed quotas", "[pl
   REQUIRE(limiter.allow({.user = "s", .model = "m", .cost = 900, .request_id = "r", .plan = "pro"}));
   CHECK(limiter.settle("s", "m", "r", 100));
   CHECK(limiter.usage("tpm", "s", "m") == 100);
+}
+
+TEMPLATE_TEST_CASE("limits above 2^53 are refused when set, not on every later decision", "[plans][validation]",
+                   InMemoryBackend, RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  const std::uint64_t too_big = (std::uint64_t{1} << 53) + 1;
+  CHECK_THROWS_AS(limiter.set_override({.tier = "tpm", .user = "vip"}, std::numeric_limits<std::uint64_t>::max()),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_plan("big", {{"tpm", too_big}}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_quota("model-tpm", {too_big, 60s}), std::invalid_argument);
+  limiter.set_override({.tier = "tpm", .user = "vip"}, std::uint64_t{1} << 53);  // as good as unlimited
+  CHECK(limiter.allow({.user = "vip", .model = "m", .cost = 4'000}));
+}
+
+TEST_CASE("a request naming a plan is refused even before any rule was set", "[plans][validation]") {
+  InMemoryBackend backend;
+  airl::MultiTierLimiter<ManualStorage> one({{"rpm", airl::Scope::user, {2, 60s}}}, backend.make_storage());
+  airl::MultiTierLimiter<ManualStorage> two(serving_tiers(), backend.make_storage());
+  // A typo must fail in staging, not at the first set_plan in production.
+  CHECK_THROWS_WITH(one.allow({.user = "u", .model = "m", .plan = "enterprize"}), Catch::Contains("unknown plan"));
+  CHECK_THROWS_AS(two.allow({.user = "u", .model = "m", .plan = "enterprize"}), std::invalid_argument);
+  CHECK_THROWS_AS(two.tiers_for("u", "m", "enterprize"), std::invalid_argument);
+  CHECK(one.usage("rpm", "u", "m") == 0);
+}
+
+TEMPLATE_TEST_CASE("a resolver may itself decide on limiters, this one included", "[plans][resolver]",
+                   InMemoryBackend, RedisBackend) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
+  airl::MultiTierLimiter<typename TestType::Storage> lookups({{"lookups", airl::Scope::user, {1'000, 60s}}},
+                                                             backend.make_storage());
+  limiter.set_plan("pro", {{"rpm", 5}});
+  // A resolver that rate-limits its own plan lookups, with request ids (long enough to need the heap), and
+  // once also asks the limiter it resolves for (a re-entrant call).
+  std::atomic<int> calls{0};
+  limiter.set_plan_resolver([&](std::string_view user) -> std::string {
+    const int n = calls.fetch_add(1);
+    const std::string lookup_id = "plan-lookup-with-a-long-request-id-" + std::to_string(n);
+    (void)lookups.allow({.user = user, .model = "plans", .request_id = lookup_id});
+    if (n == 0) (void)limiter.allow({.user = "someone-else", .model = "x", .request_id = "nested-request-id-long-enough"});
+    return "pro";
+  });
+  const std::string outer_id = "the-outer-request-id-that-must-stay-intact";
+  REQUIRE(limiter.allow({.user = "ann", .model = "m", .cost = 300, .request_id = outer_id}));
+  // The outer request was recorded under its own id: a replay is recognised and settle finds it.
+  CHECK(limiter.allow({.user = "ann", .model = "m", .cost = 300, .request_id = outer_id}).replayed);
+  CHECK(limiter.settle("ann", "m", outer_id, 20));
+  CHECK(limiter.usage("tpm", "ann", "m") == 20);
+  CHECK(admitted_in_a_row(limiter, {.user = "ann", .model = "m"}) == 4);  // the pro plan: 5 per minute
+  CHECK(lookups.usage("lookups", "ann", "plans") >= 3);
+}
+
+TEST_CASE("a moved-from limiter refuses usage() and the rule setters instead of crashing", "[plans][lifecycle]") {
+  InMemoryBackend backend;
+  airl::MultiTierLimiter<ManualStorage> limiter(serving_tiers(), backend.make_storage());
+  airl::MultiTierLimiter<ManualStorage> moved(std::move(limiter));
+  CHECK_THROWS_AS(limiter.usage("rpm", "u", "m"), std::logic_error);  // NOLINT(bugprone-use-after-move)
+  CHECK_THROWS_AS(limiter.set_quota("rpm", {1, 1s}), std::logic_error);
+  CHECK_THROWS_AS(limiter.tiers_for("u", "m"), std::logic_error);
+  CHECK(moved.allow("u", "m"));
 }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -251,4 +252,48 @@ TEST_CASE("InMemoryStorage::settle refuses a repeated bucket and bad windows", "
   const airl::Charge fine[] = {{bucket, {10, 1s}, 1}};
   CHECK(storage.settle(fine, "id") == 0);
   CHECK(storage.settle({}, "id") == 0);
+}
+
+TEMPLATE_TEST_CASE("settle answers for the cost tiers: false once they no longer hold the request", "[settle]",
+                   InMemoryBackend, RedisBackend) {
+  TestType backend;
+  // The requests tier remembers the request for an hour, the tokens tier for 300 ms.
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(
+      {{"rph", airl::Scope::user, {100, 1h}, airl::Unit::requests}, {"tps", airl::Scope::user, {1'000, 300ms}}},
+      backend.make_storage());
+  REQUIRE(limiter.allow(reserve("mia", "m", 900, "r")));
+  backend.advance(300ms + boundary_margin<TestType>());
+  CHECK_FALSE(limiter.settle("mia", "m", "r", 10));  // the tokens are gone already: nothing was settled
+  CHECK(limiter.usage("rph", "mia", "m") == 1);
+}
+
+TEST_CASE("settle refuses an actual cost above 2^53 on every backend", "[settle][validation]") {
+  InMemoryBackend backend;
+  airl::MultiTierLimiter<ManualStorage> limiter({{"tpm", airl::Scope::user, {100, 60s}}}, backend.make_storage());
+  REQUIRE(limiter.allow(reserve("ned", "m", 10, "a")));
+  REQUIRE(limiter.allow(reserve("ned", "m", 10, "b")));
+  // A "cost unknown" sentinel such as uint64 max must not wrap the totals and open the limit.
+  CHECK_THROWS_AS(limiter.settle("ned", "m", "a", std::numeric_limits<std::uint64_t>::max()), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.settle("ned", "m", "a", (std::uint64_t{1} << 53) + 1), std::invalid_argument);
+  CHECK(limiter.usage("tpm", "ned", "m") == 20);
+  CHECK(limiter.settle("ned", "m", "a", std::uint64_t{1} << 53));  // 2^53 itself is accepted
+  CHECK_FALSE(limiter.allow(costing("ned", "m", 1)));
+}
+
+TEST_CASE("with FailurePolicy::local, requests admitted during an outage are settled in the local store",
+          "[settle][redis][faults]") {
+  airl::RedisOptions options;
+  options.port = free_loopback_port();  // nothing listens there: every request is decided locally
+  options.key_prefix = unique_key_prefix();
+  options.on_failure = airl::FailurePolicy::local;
+  options.connect_timeout = 50ms;
+  options.command_timeout = 50ms;
+  airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {1'000, 60s}}},
+                                                     airl::RedisStorage(options));
+  for (int i = 0; i < 2; ++i) REQUIRE(limiter.allow(reserve("oli", "m", 400, id("r", i))).degraded);
+  CHECK_FALSE(limiter.allow(reserve("oli", "m", 400, "r-2")));  // 800 reserved locally: no room for 400
+  CHECK(limiter.settle("oli", "m", "r-0", 10));                   // refunded in the local store
+  CHECK(limiter.settle("oli", "m", "r-1", 10));
+  CHECK(limiter.allow(reserve("oli", "m", 400, "r-2")));
+  CHECK_FALSE(limiter.settle("oli", "m", "never", 10));
 }

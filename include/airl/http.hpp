@@ -8,14 +8,15 @@
 //   RateLimit-Policy                  every tier: "name";q=<limit>;w=<window seconds>, plus qu="requests" for
 //                                     tiers that count requests and airl-unit="tokens" for tiers that count
 //                                     cost (draft-ietf-httpapi-ratelimit-headers-11 has no unit for tokens)
-//   RateLimit                         the binding tier: "name";r=<remaining>;t=<seconds until more than r>
-//                                     (on a denial the retry time, else until its window is empty)
-//   x-ratelimit-limit-<unit>,         OpenAI's names, for the binding tier, <unit> being "requests" or
+//   RateLimit                         the binding tier, and the other unit's binding tier when the tiers count
+//                                     both: "name";r=<remaining>;t=<seconds until more than r> (for the
+//                                     denying tier the retry time, else until its window is empty)
+//   x-ratelimit-limit-<unit>,         OpenAI's names, for the same tiers, <unit> being "requests" or
 //   x-ratelimit-remaining-<unit>,     "tokens" by what the tier counts; the reset as a duration ("1s", "6m0s")
 //   x-ratelimit-reset-<unit>
-// A Decision carries the counters of one tier only, the binding one (the denying tier, or on admission the
-// one with the least remaining), so RateLimit and the x-ratelimit-* headers describe that tier; with a
-// requests tier and a tokens tier, the other kind's x-ratelimit-* headers are left out rather than guessed.
+// The binding tier is the denying one, or on admission the one with the least remaining; Decision::other_unit
+// is the same choice among the tiers of the other unit, so with a requests tier and a tokens tier both kinds
+// of x-ratelimit-* headers are present.
 // Names and parameters are written as Structured Fields: a tier name's '"' and '\' are escaped and bytes
 // outside printable ASCII (and '%') are written %xx. Build the headers from the decision that decides the
 // response: a shadow limiter's decisions describe its candidate limits, which clients should not pace by.

@@ -64,7 +64,9 @@ class MultiTierLimiter {
     if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
       const Tier& tier = tiers_.front();
       Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
-      if (book_->active()) [[unlikely]] book_->resolve(request.user, request.model, request.plan, {&charge, 1});
+      if (book_->active() || !request.plan.empty()) [[unlikely]] {
+        book_->resolve(request.user, request.model, request.plan, {&charge, 1});
+      }
       const std::span<const Charge> charges(&charge, 1);
       const std::string_view request_id = qualified_request_id(request);
       return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
@@ -108,24 +110,29 @@ class MultiTierLimiter {
   // `actual_cost`. In every tier that counts cost and still holds it, its recorded cost becomes actual_cost
   // (a refund when lower; an extra charge when higher, even beyond the limit: the tokens were spent); its time
   // does not change, so it still expires with its window. Tiers that count requests are left as they are.
-  // Returns false when no tier holds the request (unknown id, expired, or never admitted, as a shadow-denied
-  // one). Settling again with the same cost changes nothing; a later settle replaces an earlier one.
+  // Returns false when no cost tier holds the request (unknown id, expired there, or never admitted, as a
+  // shadow-denied one); a limiter without cost tiers says whether a tier still holds it. Settling again with
+  // the same cost changes nothing; a later settle replaces an earlier one.
   // Thread safety: safe, also against concurrent allow() and settle() of the same request.
-  // Throws std::invalid_argument on an empty or over-long user, model or request_id (and, on Redis, a cost
-  // above 2^53); airl::BackendError when the store fails (the reservation then stands until it expires).
+  // Throws std::invalid_argument on an empty or over-long user, model or request_id, or an actual_cost above
+  // 2^53 (what every storage counts exactly); airl::BackendError when the store fails (the reservation then
+  // stands until it expires).
   bool settle(std::string_view user, std::string_view model, std::string_view request_id, std::uint64_t actual_cost)
     requires SettlingStoragePolicy<Storage>
   {
     detail::validate_request(user, model, 1, request_id);
     detail::validate_id(request_id, "request_id");
+    if (actual_cost > detail::max_rule_limit) detail::refuse("actual_cost must be at most 2^53");
     require_usable();
     thread_local std::string id;
     detail::encode_request_id(id, user, model, request_id);
     thread_local std::vector<Charge> charges;
-    charges.resize(tiers_.size());
+    charges.clear();
+    const bool counts_cost = std::any_of(tiers_.begin(), tiers_.end(), [](const Tier& t) { return t.unit == Unit::cost; });
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
       const Tier& tier = tiers_[i];
-      charges[i] = Charge{bucket_of(tier, user, model), book_->current(i), tier.unit == Unit::requests ? 1 : actual_cost};
+      if (counts_cost && tier.unit == Unit::requests) continue;  // nothing to settle there
+      charges.push_back(Charge{bucket_of(tier, user, model), book_->current(i), counts_cost ? actual_cost : 1});
     }
     return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
   }
@@ -134,6 +141,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an unknown tier or an invalid id.
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
+    require_usable();
     const std::size_t index = book_->index_of(tier);
     const Quota quota = book_->current(index);  // the window is the tier's, whoever asks
     return counting_backend_errors([&] { return storage_.usage(bucket_of(tiers_[index], user, model), quota); });
@@ -190,15 +198,15 @@ class MultiTierLimiter {
   // Until the first change a limiter reads none of this (one atomic load per decision).
 
   // Changes a tier's quota (limit and window) for everyone. Thread safety: safe.
-  // Throws std::invalid_argument on an unknown tier or a window outside (0, max_window].
+  // Throws std::invalid_argument on an unknown tier, a window outside (0, max_window] or a limit above 2^53.
   void set_quota(std::string_view tier, Quota quota) {
     require_usable();
     book_->set_quota(book_->index_of(tier), quota);
   }
   // Adds or replaces a plan: limits for some of the tiers (the others keep theirs). A request uses the plan
   // it names (Request::plan), else the resolver's, else none. Thread safety: safe. Throws
-  // std::invalid_argument on an empty or over-long name, an unknown or repeated tier, or a tier shared
-  // between users (Scope::model, Scope::global).
+  // std::invalid_argument on an empty or over-long name, an unknown or repeated tier, a tier shared
+  // between users (Scope::model, Scope::global), or a limit above 2^53.
   void set_plan(std::string_view plan, const std::vector<PlanLimit>& limits) {
     require_usable();
     book_->set_plan(plan, limits);
@@ -217,7 +225,7 @@ class MultiTierLimiter {
   }
   // Sets the limit of one tier for one user, model or user+model, above any plan. Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier, no user and no model, an id the tier's scope does not
-  // have (a model on a user tier, say), or an over-long id.
+  // have (a model on a user tier, say), an over-long id, or a limit above 2^53.
   void set_override(const LimitTarget& target, std::uint64_t limit) {
     require_usable();
     book_->set_override(target, limit);
@@ -235,7 +243,7 @@ class MultiTierLimiter {
     std::vector<Tier> tiers = tiers_;
     std::vector<Charge> charges(tiers_.size());
     for (std::size_t i = 0; i < tiers_.size(); ++i) charges[i].quota = book_->current(i);
-    if (book_->active()) book_->resolve(user, model, plan, charges);
+    if (book_->active() || !plan.empty()) book_->resolve(user, model, plan, charges);
     for (std::size_t i = 0; i < tiers.size(); ++i) tiers[i].quota = charges[i].quota;
     return tiers;
   }
@@ -271,15 +279,18 @@ class MultiTierLimiter {
   }
 
   // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
+  // The charges are filled first: a plan resolver may decide on limiters itself, which reuses this thread's
+  // request-id buffer, so the id is built only after it returned.
   AIRL_DETAIL_NOINLINE Decision allow_in_tiers(const Request& request) {
-    const std::string_view request_id = qualified_request_id(request);
     if (tiers_.size() <= inline_tiers) {
       UninitializedCharges room;  // only the first tiers_.size() are written and read
       const std::span<const Charge> charges = fill_charges(room.items, request);
+      const std::string_view request_id = qualified_request_id(request);
       return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
     }
     std::vector<Charge> room(tiers_.size());
     const std::span<const Charge> charges = fill_charges(room, request);
+    const std::string_view request_id = qualified_request_id(request);
     return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
   }
 
@@ -324,7 +335,9 @@ class MultiTierLimiter {
       std::construct_at(&charges[i], Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota,
                                             cost_in(tiers_[i], request), static_cast<unsigned>(tiers_[i].unit)});
     }
-    if (book_->active()) [[unlikely]] book_->resolve(request.user, request.model, request.plan, charges.first(tiers_.size()));
+    if (book_->active() || !request.plan.empty()) [[unlikely]] {
+      book_->resolve(request.user, request.model, request.plan, charges.first(tiers_.size()));
+    }
     return charges.first(tiers_.size());
   }
 

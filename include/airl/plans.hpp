@@ -32,9 +32,9 @@ struct LimitTarget {
 };
 
 // Maps a user to a plan name, or "" for no plan (the tiers' own limits). Called on every decision of a
-// request that names no plan, under the limiter's rule lock held for reading: it must be fast, thread-safe,
-// and must not call the limiter's set_* members (they wait for that lock). May throw; the exception passes
-// out of allow() and nothing is recorded.
+// request that names no plan, from the deciding thread, with no lock held: it must be thread-safe and should
+// be fast (it is on the decision path); it may call limiters, this one included. May throw; the exception
+// passes out of allow() and nothing is recorded.
 using PlanResolver = std::function<std::string(std::string_view user)>;
 
 }  // namespace airl

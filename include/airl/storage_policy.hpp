@@ -46,9 +46,6 @@ enum class AcquireStatus {
   backend_unavailable,  // the store could not be reached and the failure policy denies: recorded nowhere
 };
 
-// What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
-// with the least remaining (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
-// the store was not reached (a failure policy decided); it counts as a backend error in the metrics.
 // The binding charge among those of one group (chosen by the same rule as `binding`).
 struct GroupBinding {
   bool present = false;  // false when every charge is in the binding charge's group
@@ -57,6 +54,9 @@ struct GroupBinding {
   std::chrono::milliseconds reset_after{0};
 };
 
+// What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
+// with the least remaining (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
+// the store was not reached (a failure policy decided); it counts as a backend error in the metrics.
 struct AcquireResult {
   AcquireStatus status = AcquireStatus::denied;
   std::size_t binding = 0;
@@ -66,7 +66,7 @@ struct AcquireResult {
   bool degraded = false;
   // For charges in more than one group: the binding charge among those outside `binding`'s group, so a
   // limiter of requests and tokens can report both (storages that decide from verdicts fill it; others may not).
-  GroupBinding other_group;
+  GroupBinding other_group = {};
 };
 
 // One request's part of a batch: its charges and (possibly empty) request id.

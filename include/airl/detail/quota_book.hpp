@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // The rules a limiter's tiers follow at runtime: the tiers' current quotas, plans, per-user / per-model /
-// per-user+model limit overrides and the plan resolver, behind one reader-writer lock.
+// per-user+model limit overrides and the plan resolver.
 //
-// Deciding threads read it only once some rule was set (active()): a limiter configured once at construction
-// pays one atomic load per decision and takes no lock. Changes are rare (an operator's action), so they take
-// the lock exclusively; decisions that started before a change may still use the old limits, every decision
-// that starts after it returns uses the new ones. Logs are never touched, so a change loses nothing recorded.
+// The rules are an immutable snapshot; a change builds a new one under a mutex and publishes it with a new
+// version number. Deciding threads never lock: each keeps the snapshots it last used (a few, per thread) and
+// re-reads one only when the version moved, so decisions on different keys share no written cache line.
+// A limiter configured once at construction reads none of this (active() is one atomic load). Every decision
+// that starts after a change returns uses the new rules; logs are never touched, so a change loses nothing
+// recorded. The resolver runs with no lock held and may call into limiters (even this one).
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -30,40 +33,48 @@
 
 namespace airl::detail {
 
+// Largest limit a rule may set: what every storage decides exactly (Redis's Lua numbers are doubles).
+inline constexpr std::uint64_t max_rule_limit = std::uint64_t{1} << 53;
+
 class QuotaBook {
  public:
   explicit QuotaBook(const std::vector<Tier>& tiers) {
+    auto rules = std::make_shared<Rules>();
     for (const Tier& tier : tiers) {
       names_.push_back(tier.name);
       scopes_.push_back(tier.scope);
       initial_.push_back(tier.quota);
     }
-    quotas_ = initial_;
+    rules->quotas = initial_;
+    rules->override_counts.resize(tiers.size());
+    rules_ = std::move(rules);
   }
 
-  // Whether any rule was ever set; until then the tiers' own quotas apply and nothing here need be read.
+  // Whether any rule was ever set; until then the tiers' own quotas apply and no rule need be read.
   bool active() const noexcept { return active_.load(std::memory_order_acquire); }
 
   // Writes the quota each charge's tier has for this request into charges[i].quota (one charge per tier, in
   // tier order). `plan` empty: the resolver's plan for the user, if there is a resolver.
-  // Throws std::invalid_argument on an unknown plan; whatever the resolver throws.
+  // Throws std::invalid_argument on an unknown plan (also before any rule was set); whatever the resolver throws.
   void resolve(std::string_view user, std::string_view model, std::string_view plan, std::span<Charge> charges) const {
-    std::shared_lock lock(mutex_);
+    std::shared_ptr<const Rules> pinned;
+    const Rules& rules = current_rules(pinned);
     std::string resolved;
-    if (plan.empty() && resolver_) {
-      resolved = resolver_(user);
+    if (plan.empty() && rules.resolver) {
+      const ResolverCall nested;  // the resolver may decide on limiters itself: it must not replace `rules`
+      resolved = (*rules.resolver)(user);
       plan = resolved;
     }
     const std::vector<std::optional<std::uint64_t>>* plan_limits = nullptr;
     if (!plan.empty()) {
-      const auto found = plans_.find(plan);
-      if (found == plans_.end()) refuse("unknown plan '" + std::string(plan) + "'");
+      const auto found = rules.plans.find(plan);
+      if (found == rules.plans.end()) refuse("unknown plan '" + std::string(plan) + "'");
       plan_limits = &found->second;
     }
-    for (std::size_t i = 0; i < charges.size() && i < quotas_.size(); ++i) {
-      Quota quota = quotas_[i];
+    for (std::size_t i = 0; i < charges.size() && i < rules.quotas.size(); ++i) {
+      Quota quota = rules.quotas[i];
       if (plan_limits != nullptr && (*plan_limits)[i]) quota.limit = *(*plan_limits)[i];
-      if (const std::optional<std::uint64_t> limit = override_for(i, user, model)) quota.limit = *limit;
+      if (const std::optional<std::uint64_t> limit = override_for(rules, i, user, model)) quota.limit = *limit;
       charges[i].quota = quota;
     }
   }
@@ -71,19 +82,18 @@ class QuotaBook {
   // Tier i's current quota for everyone (its limit before plans and overrides).
   Quota current(std::size_t tier) const {
     if (!active()) return initial_[tier];
-    std::shared_lock lock(mutex_);
-    return quotas_[tier];
+    std::shared_ptr<const Rules> pinned;
+    return current_rules(pinned).quotas[tier];
   }
 
   void set_quota(std::size_t tier, Quota quota) {
     validate_quota(quota, names_[tier]);
-    std::unique_lock lock(mutex_);
-    quotas_[tier] = quota;
-    activate();
+    validate_limit(quota.limit, names_[tier]);
+    change([&](Rules& rules) { rules.quotas[tier] = quota; });
   }
 
-  // Throws std::invalid_argument on an empty or over-long name, an unknown or repeated tier, or a tier
-  // whose bucket is shared between users (model, global).
+  // Throws std::invalid_argument on an empty or over-long name, an unknown or repeated tier, a tier whose
+  // bucket is shared between users (model, global), or a limit above max_rule_limit.
   void set_plan(std::string_view name, const std::vector<PlanLimit>& limits) {
     validate_id(name, "plan name");
     std::vector<std::optional<std::uint64_t>> by_tier(names_.size());
@@ -94,44 +104,50 @@ class QuotaBook {
                std::string(to_string(scopes_[tier])) + "), so it has one limit for everyone: use set_quota");
       }
       if (by_tier[tier]) refuse("plan '" + std::string(name) + "' names tier '" + limit.tier + "' twice");
+      validate_limit(limit.limit, limit.tier);
       by_tier[tier] = limit.limit;
     }
-    std::unique_lock lock(mutex_);
-    plans_.insert_or_assign(std::string(name), std::move(by_tier));
-    activate();
+    change([&](Rules& rules) { rules.plans.insert_or_assign(std::string(name), std::move(by_tier)); });
   }
 
   bool remove_plan(std::string_view name) {
-    std::unique_lock lock(mutex_);
-    const auto found = plans_.find(name);
-    if (found == plans_.end()) return false;
-    plans_.erase(found);
-    return true;
+    bool removed = false;
+    change([&](Rules& rules) {
+      const auto found = rules.plans.find(name);
+      if (found == rules.plans.end()) return;
+      rules.plans.erase(found);
+      removed = true;
+    });
+    return removed;
   }
 
   void set_resolver(PlanResolver resolver) {
-    std::unique_lock lock(mutex_);
-    resolver_ = std::move(resolver);
-    activate();
+    auto shared = resolver ? std::make_shared<const PlanResolver>(std::move(resolver)) : nullptr;
+    change([&](Rules& rules) { rules.resolver = std::move(shared); });
   }
 
-  // Throws std::invalid_argument on an unknown tier, or ids the tier's scope does not have (see LimitTarget).
+  // Throws std::invalid_argument on an unknown tier, ids the tier's scope does not have (see LimitTarget), or
+  // a limit above max_rule_limit.
   void set_override(const LimitTarget& target, std::uint64_t limit) {
     std::string key = override_key(target);
-    std::unique_lock lock(mutex_);
-    const bool added = overrides_.insert_or_assign(std::move(key), limit).second;
-    if (added) ++override_counts_[kind_of(target)];
-    activate();
+    validate_limit(limit, target.tier);
+    change([&](Rules& rules) {
+      const std::size_t tier = index_of(target.tier);
+      if (rules.overrides.insert_or_assign(std::move(key), limit).second) ++rules.override_counts[tier][kind_of(target)];
+    });
   }
 
   bool clear_override(const LimitTarget& target) {
     const std::string key = override_key(target);
-    std::unique_lock lock(mutex_);
-    const auto found = overrides_.find(key);
-    if (found == overrides_.end()) return false;
-    overrides_.erase(found);
-    --override_counts_[kind_of(target)];
-    return true;
+    bool cleared = false;
+    change([&](Rules& rules) {
+      const auto found = rules.overrides.find(key);
+      if (found == rules.overrides.end()) return;
+      rules.overrides.erase(found);
+      --rules.override_counts[index_of(target.tier)][kind_of(target)];
+      cleared = true;
+    });
+    return cleared;
   }
 
   std::size_t index_of(std::string_view tier) const {
@@ -144,23 +160,96 @@ class QuotaBook {
  private:
   enum Kind : std::size_t { both = 0, user_only = 1, model_only = 2, kinds = 3 };
 
+  // One immutable set of rules. Shared by the book and the threads' caches; never changed once published.
+  struct Rules {
+    std::vector<Quota> quotas;
+    std::unordered_map<std::string, std::vector<std::optional<std::uint64_t>>, TransparentHash, std::equal_to<>> plans;
+    std::unordered_map<std::string, std::uint64_t, TransparentHash, std::equal_to<>> overrides;
+    std::vector<std::array<std::size_t, kinds>> override_counts;  // per tier and kind: lookups only where some exist
+    std::shared_ptr<const PlanResolver> resolver;
+  };
+
+  // Marks a resolver call on this thread: rules read meanwhile are pinned, not cached, so the caller's cached
+  // snapshot stays alive and unchanged however the resolver uses limiters.
+  struct ResolverCall {
+    ResolverCall() noexcept { ++depth(); }
+    ~ResolverCall() { --depth(); }
+    ResolverCall(const ResolverCall&) = delete;
+    ResolverCall& operator=(const ResolverCall&) = delete;
+    static int& depth() noexcept {
+      thread_local int calls = 0;
+      return calls;
+    }
+  };
+
+  // The rules in force: from this thread's cache when its copy is current, else read under the mutex (and
+  // cached, except inside a resolver call, where `pinned` holds them). The reference lives as long as `pinned`
+  // or until this thread's next call outside a resolver.
+  const Rules& current_rules(std::shared_ptr<const Rules>& pinned) const {
+    const std::uint64_t version = version_.load(std::memory_order_acquire);
+    if (ResolverCall::depth() != 0) {
+      std::lock_guard lock(mutex_);
+      pinned = rules_;
+      return *pinned;
+    }
+    struct Entry {
+      std::uint64_t book = 0;  // a QuotaBook's id_ (addresses can be reused, ids are not)
+      std::uint64_t version = 0;
+      std::shared_ptr<const Rules> rules;
+    };
+    thread_local std::array<Entry, 4> cache;  // a thread may use a few limiters with rules in turn
+    thread_local std::size_t next_victim = 0;
+    for (Entry& entry : cache) {
+      if (entry.book == id_ && entry.version == version) return *entry.rules;
+    }
+    Entry* slot = nullptr;
+    for (Entry& entry : cache) {
+      if (entry.book == id_) slot = &entry;  // an older version of this book's rules
+    }
+    if (slot == nullptr) slot = &cache[next_victim++ % cache.size()];
+    std::lock_guard lock(mutex_);
+    slot->book = id_;
+    slot->version = version_.load(std::memory_order_relaxed);  // rules_ and version_ change together under the lock
+    slot->rules = rules_;
+    return *slot->rules;
+  }
+
+  // Applies `edit` to a copy of the rules and publishes it. Changes are rare: copying keeps readers lock-free.
+  template <class Edit>
+  void change(Edit&& edit) {
+    std::lock_guard lock(mutex_);
+    auto next = std::make_shared<Rules>(*rules_);
+    edit(*next);
+    rules_ = std::move(next);
+    version_.fetch_add(1, std::memory_order_release);
+    active_.store(true, std::memory_order_release);
+  }
+
+  static void validate_limit(std::uint64_t limit, std::string_view tier) {
+    if (limit > max_rule_limit) {
+      refuse("tier '" + std::string(tier) + "': a limit set at runtime must be at most 2^53 (what every storage "
+             "decides exactly; 2^53 is as good as unlimited)");
+    }
+  }
+
   static Kind kind_of(const LimitTarget& target) noexcept {
     if (!target.user.empty() && !target.model.empty()) return both;
     return target.user.empty() ? model_only : user_only;
   }
 
-  // The most specific override of tier i for (user, model): user+model, then user, then model. Under the lock.
-  std::optional<std::uint64_t> override_for(std::size_t tier, std::string_view user, std::string_view model) const {
-    if (overrides_.empty()) return std::nullopt;
+  // The most specific override of tier i for (user, model): user+model, then user, then model.
+  std::optional<std::uint64_t> override_for(const Rules& rules, std::size_t tier, std::string_view user,
+                                            std::string_view model) const {
+    if (rules.overrides.empty()) return std::nullopt;
     const Scope scope = scopes_[tier];
     const bool has_user = scope == Scope::user || scope == Scope::user_model;
     const bool has_model = scope == Scope::model || scope == Scope::user_model;
     thread_local std::string key;
     const auto lookup = [&](Kind kind, std::string_view u, std::string_view m) -> std::optional<std::uint64_t> {
-      if (override_counts_[kind] == 0) return std::nullopt;
+      if (rules.override_counts[tier][kind] == 0) return std::nullopt;
       encode_key(key, tier, kind, u, m);
-      const auto found = overrides_.find(std::string_view(key));
-      return found == overrides_.end() ? std::nullopt : std::optional<std::uint64_t>(found->second);
+      const auto found = rules.overrides.find(std::string_view(key));
+      return found == rules.overrides.end() ? std::nullopt : std::optional<std::uint64_t>(found->second);
     };
     if (has_user && has_model) {
       if (auto limit = lookup(both, user, model)) return limit;
@@ -191,31 +280,35 @@ class QuotaBook {
     return key;
   }
 
-  // tier index, kind, then user and model each after its 4-byte length: no two targets share a key.
+  // tier index, kind, the 4-byte lengths of user and model, then both: no two targets share a key.
   static void encode_key(std::string& out, std::size_t tier, Kind kind, std::string_view user, std::string_view model) {
-    out.clear();
-    for (int shift = 0; shift < 32; shift += 8) out.push_back(static_cast<char>((tier >> shift) & 0xFFu));
-    out.push_back(static_cast<char>('0' + kind));
-    for (const std::string_view part : {user, model}) {
-      const auto size = static_cast<std::uint32_t>(part.size());
-      for (int shift = 0; shift < 32; shift += 8) out.push_back(static_cast<char>((size >> shift) & 0xFFu));
-      out.append(part);
-    }
+    const auto word = [](std::size_t value, char* at) {
+      for (int byte = 0; byte < 4; ++byte) at[byte] = static_cast<char>((value >> (8 * byte)) & 0xFFu);
+    };
+    char head[13];
+    word(tier, head);
+    head[4] = static_cast<char>('0' + kind);
+    word(user.size(), head + 5);
+    word(model.size(), head + 9);
+    out.assign(head, sizeof head);  // lengths first, then the ids: still no two targets share a key
+    out.append(user);
+    out.append(model);
   }
 
-  void activate() noexcept { active_.store(true, std::memory_order_release); }
+  static std::uint64_t next_id() noexcept {
+    static std::atomic<std::uint64_t> ids{0};
+    return ids.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
 
-  // Fixed at construction, read without the lock. Until active_ is set, readers use initial_ and never
-  // quotas_, so a reader that saw active_ false just before a change cannot race the write.
+  // Fixed at construction, read without the lock.
   std::vector<std::string> names_;
   std::vector<Scope> scopes_;
-  std::vector<Quota> initial_;
-  mutable std::shared_mutex mutex_;
-  std::vector<Quota> quotas_;  // the tiers' quotas now: read and written under the lock
-  std::unordered_map<std::string, std::vector<std::optional<std::uint64_t>>, TransparentHash, std::equal_to<>> plans_;
-  std::unordered_map<std::string, std::uint64_t, TransparentHash, std::equal_to<>> overrides_;
-  std::size_t override_counts_[kinds] = {0, 0, 0};
-  PlanResolver resolver_;
+  std::vector<Quota> initial_;  // the tiers' own quotas: what applies until a rule is set
+  const std::uint64_t id_ = next_id();
+
+  mutable std::mutex mutex_;               // serialises changes and guards rules_
+  std::shared_ptr<const Rules> rules_;     // the rules in force
+  std::atomic<std::uint64_t> version_{0};  // bumped with every change of rules_
   std::atomic<bool> active_{false};
 };
 

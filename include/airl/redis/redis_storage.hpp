@@ -129,10 +129,12 @@ class RedisStorage {
   }
 
   // Replaces, in every charge's bucket that still logs `request_id`, that entry's cost by the charge's cost
-  // (see SettlingStoragePolicy), in one atomic script call. Returns how many buckets logged it.
-  // Thread safety: safe. Throws BackendError when Redis fails (whatever on_failure says: the reservation
-  // then stands and expires with its window); std::invalid_argument on a bad window, a cost above 2^53, an
-  // unknown scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
+  // (see SettlingStoragePolicy), in one atomic script call. Returns how many buckets logged it. With
+  // FailurePolicy::local the local fallback store is settled too (it may hold requests admitted during an
+  // outage), and the answer counts both. Thread safety: safe. Throws BackendError when Redis fails, except
+  // under FailurePolicy::local (then the local store's answer is returned): the reservation then stands and
+  // expires with its window. Throws std::invalid_argument on a bad window, a cost above 2^53, an unknown
+  // scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
     require_usable();
     detail::validate_settle_charges(charges, "airl::RedisStorage");
@@ -161,13 +163,19 @@ class RedisStorage {
     scratch.args.insert(scratch.args.end(), scratch.keys.begin(), scratch.keys.end());
     scratch.args.insert(scratch.args.end(), {"settle", scratch.member});
     scratch.args.insert(scratch.args.end(), scratch.numbers.begin() + 1, scratch.numbers.end());
-    detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) {
-      return evalsha(connection, scratch.args);
-    });
-    if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
-      throw ReplyError("airl: unexpected settle reply");
+    const std::size_t local = state_->local ? state_->local->settle(charges, request_id) : 0;
+    try {
+      detail::Reply reply = state_->pool.run([&](detail::RedisConnection& connection) {
+        return evalsha(connection, scratch.args);
+      });
+      if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
+        throw ReplyError("airl: unexpected settle reply");
+      }
+      return local + static_cast<std::size_t>(reply->integer);
+    } catch (const BackendError&) {
+      if (state_->local) return local;
+      throw;
     }
-    return static_cast<std::size_t>(reply->integer);
   }
 
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails;
@@ -427,6 +435,12 @@ class RedisStorage {
         result.status = AcquireStatus::allowed;  // nothing is known about usage: report the quota as if empty
         result.remaining = charges[0].quota.limit - std::min(charges[0].cost, charges[0].quota.limit);
         result.reset_after = charges[0].quota.window;
+        for (std::size_t i = 1; i < charges.size(); ++i) {  // and the other group's first charge likewise
+          if (charges[i].group == charges[0].group) continue;
+          result.other_group = GroupBinding{true, i, charges[i].quota.limit - std::min(charges[i].cost, charges[i].quota.limit),
+                                            charges[i].quota.window};
+          break;
+        }
         break;
     }
     result.degraded = true;

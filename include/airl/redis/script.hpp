@@ -48,7 +48,7 @@ local function running_sum(log, costs)
   local sum = redis.call('HGET', costs, '')
   if sum then
     sum = tonumber(sum)
-    if sum > 0 and redis.call('EXISTS', log) == 0 then
+    if redis.call('EXISTS', log) == 0 then  -- a sum of 0 (settled to nothing) is checked too
       redis.call('DEL', costs)
       return 0, false
     end
