@@ -144,6 +144,11 @@ TEST_CASE("an ACL user limited to the prefix's keys and airl's commands can do e
   CHECK_FALSE(weighted.degraded);
   CHECK(limiter.usage("per_user", "bob", "m9") == 2);
   CHECK(server.keys_with_prefix("").size() == 7);  // + bob's pair and user logs, and their costs hashes
+  // Settling (a unit-cost bucket turning weighted, PTTL for the costs' TTL) needs no other command.
+  REQUIRE(limiter.allow(with_id("carl", "m1", "req-2")).allowed);
+  CHECK(limiter.settle("carl", "m1", "req-2", 3));
+  CHECK(limiter.usage("per_user", "carl", "m1") == 3);
+  CHECK(limiter.metrics().backend_errors == 0);
 }
 
 TEST_CASE("an ACL user without rights on the keys gets a PermissionError that says so, and allow() degrades",
