@@ -208,3 +208,36 @@ TEST_CASE("promtool accepts the metrics of a real limiter", "[prometheus][promto
   std::remove(path.c_str());
   std::remove((path + ".out").c_str());
 }
+
+TEST_CASE("a concurrency limiter's metrics come out exactly, and promtool accepts them", "[prometheus][promtool]") {
+  airl::ManualClock clock;
+  airl::ConcurrencyLimiter<airl::InMemoryConcurrencyStorage<airl::ManualClock>> caps(
+      {{"user_in_flight", Scope::user, 1, 10s}}, airl::InMemoryConcurrencyStorage<airl::ManualClock>({}, clock));
+  airl::Permit held = caps.try_acquire("u", "m");
+  REQUIRE(held);
+  REQUIRE_FALSE(caps.try_acquire("u", "m"));
+  REQUIRE(held.renew());
+  const std::string text = airl::prometheus::text(caps.metrics());
+  CHECK(sample(text, "airl_concurrency_acquisitions_total{result=\"acquired\"}") == "1");
+  CHECK(sample(text, "airl_concurrency_acquisitions_total{result=\"denied\"}") == "1");
+  CHECK(sample(text, "airl_concurrency_permits_held") == "1");
+  CHECK(sample(text, "airl_concurrency_renewals_total{result=\"renewed\"}") == "1");
+  CHECK(sample(text, "airl_concurrency_renewals_total{result=\"lost\"}") == "0");
+  CHECK(sample(text, "airl_concurrency_release_errors_total") == "0");
+  CHECK_THROWS_AS(airl::prometheus::text(caps.metrics(), "9bad"), std::invalid_argument);
+  if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
+    FAIL("promtool is not installed (Debian: apt-get install prometheus); this test needs it");
+  }
+  const std::string path = "/tmp/airl-promtool-cc-" + std::to_string(::getpid()) + ".txt";
+  {
+    std::ofstream file(path);
+    file << text;
+  }
+  const int status = std::system(("promtool check metrics < " + path + " > " + path + ".out 2>&1").c_str());
+  std::ifstream report(path + ".out");
+  const std::string output((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  INFO("promtool said: " << output);
+  CHECK(status == 0);
+  std::remove(path.c_str());
+  std::remove((path + ".out").c_str());
+}

@@ -7,6 +7,12 @@
 //   <prefix>_degraded_decisions_total                          counter (a failure policy decided)
 //   <prefix>_active_keys                                       gauge
 //   <prefix>_decision_latency_seconds                          histogram (one allow() in 64 per thread)
+// and a concurrency limiter's (text(ConcurrencyMetrics)):
+//   <prefix>_acquisitions_total{result="acquired"|"denied"}   counter
+//   <prefix>_permits_held                                      gauge (granted, not yet released or lost)
+//   <prefix>_renewals_total{result="renewed"|"lost"}           counter
+//   <prefix>_degraded_total                                    counter (a failure policy decided)
+//   <prefix>_backend_errors_total, <prefix>_release_errors_total   counters
 // Serve it with `content_type`. Label values are escaped as the format requires ('\', '"' and newline);
 // bytes that are not valid UTF-8 become U+FFFD. One text per prefix: give each limiter (a shadow one too) its
 // own prefix, so their families do not collide and shadow denials are not read as real 429s.
@@ -17,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "concurrency_limiter.hpp"
 #include "detail/http_text.hpp"
 #include "metrics.hpp"
 
@@ -100,12 +107,46 @@ struct Writer {
 
 }  // namespace detail
 
+namespace detail {
+
+inline void require_prefix(std::string_view prefix) {
+  if (!valid_prefix(prefix)) {
+    throw std::invalid_argument("airl::prometheus::text: '" + std::string(prefix) + "' is not a metric name prefix");
+  }
+}
+
+}  // namespace detail
+
+// The exposition text of a ConcurrencyLimiter's metrics(), every name starting with `prefix` + "_" (its own
+// prefix by default, so it can be served next to a rate limiter's). Throws std::invalid_argument when
+// `prefix` is not a valid metric name.
+inline std::string text(const ConcurrencyMetrics& metrics, std::string_view prefix = "airl_concurrency") {
+  detail::require_prefix(prefix);
+  std::string out;
+  const std::string base = std::string(prefix) + "_";
+  detail::Writer w{out, base};
+  const auto number = [](std::uint64_t n) { return std::to_string(n); };
+  w.family("acquisitions_total", "counter", "try_acquire() calls, by result.");
+  w.sample("acquisitions_total", "result", "acquired", number(metrics.acquired));
+  w.sample("acquisitions_total", "result", "denied", number(metrics.denied));
+  w.family("permits_held", "gauge", "Permits granted in this process and not yet released, lost or abandoned.");
+  w.sample("permits_held", "", "", number(metrics.held));
+  w.family("renewals_total", "counter", "renew() calls, by result.");
+  w.sample("renewals_total", "result", "renewed", number(metrics.renewed));
+  w.sample("renewals_total", "result", "lost", number(metrics.leases_lost));
+  w.family("degraded_total", "counter", "Acquisitions and renewals a failure policy decided without the store.");
+  w.sample("degraded_total", "", "", number(metrics.degraded));
+  w.family("backend_errors_total", "counter", "Store faults.");
+  w.sample("backend_errors_total", "", "", number(metrics.backend_errors));
+  w.family("release_errors_total", "counter", "Releases that failed in the store (their leases run out).");
+  w.sample("release_errors_total", "", "", number(metrics.release_errors));
+  return out;
+}
+
 // The exposition text of `metrics` (a limiter's metrics()), every name starting with `prefix` + "_".
 // Throws std::invalid_argument when `prefix` is not a valid metric name.
 inline std::string text(const Metrics& metrics, std::string_view prefix = "airl") {
-  if (!detail::valid_prefix(prefix)) {
-    throw std::invalid_argument("airl::prometheus::text: '" + std::string(prefix) + "' is not a metric name prefix");
-  }
+  detail::require_prefix(prefix);
   std::string out;
   const std::string base = std::string(prefix) + "_";
   detail::Writer w{out, base};
