@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Concurrency caps (ConcurrencyLimiter, Permit, both concurrency storages). The behavioural cases run on both
 // backends: in memory on a ManualClock (exact, no sleeps) and on a real redis-server (Redis's clock, bounded
-// waits). Then the cases only one backend has: in-memory memory bounds and exact retry hints; Redis keys, a
-// process that dies holding a permit, and an unreachable server under each failure policy.
+// waits). Then the cases only one backend has: in-memory memory bounds, exact retry hints and clock limits;
+// Redis keys, the script's refusals, forked processes (one that dies holding a permit, workers forked from
+// one limiter), a paused server, and an unreachable server under each failure policy. Every wait is bounded:
+// forked children are reaped with a deadline and killed past it.
 #include <catch2/catch.hpp>
 
 #include "redis_test_support.hpp"
@@ -11,7 +13,11 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -84,6 +90,49 @@ struct RedisCaps {
 
 template <class Backend>
 using LimiterOn = airl::ConcurrencyLimiter<typename Backend::Storage>;
+
+// Reaps `child`, waiting at most `limit` (WNOHANG polls); past it kills the child and returns nothing.
+std::optional<int> reap_within(pid_t child, std::chrono::milliseconds limit = 20s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (true) {
+    const pid_t done = ::waitpid(child, &status, WNOHANG);
+    if (done == child) return status;
+    if (done < 0) return std::nullopt;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);  // returns at once: the child is dead
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+// Whether a reaped child exited normally with code 0.
+bool exited_cleanly(const std::optional<int>& status) {
+  return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+}
+
+// Reads exactly `size` bytes from `fd`, waiting at most `limit` in all; returns whether it got them.
+bool read_within(int fd, char* out, std::size_t size, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  std::size_t got = 0;
+  while (got < size) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd readable{fd, POLLIN, 0};
+    if (::poll(&readable, 1, static_cast<int>(left.count())) != 1) return false;
+    const ssize_t n = ::read(fd, out + got, size - got);
+    if (n <= 0) return false;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::string hex_of(const airl::PermitId& id) {
+  const auto hex = id.hex();
+  return std::string(hex.data(), hex.size());
+}
 
 // What 32 threads saw while taking and releasing permits in a loop.
 struct Contention {
@@ -413,6 +462,93 @@ TEMPLATE_TEST_CASE("a permit still releases after its limiter was moved", "[conc
   CHECK(second.metrics().held == 0);
 }
 
+TEMPLATE_TEST_CASE("a late release never frees the slot someone else took after the lease ran out",
+                   "[concurrency]", InMemoryCaps, RedisCaps) {
+  TestType backend;
+  LimiterOn<TestType> limiter({{"user", Scope::user, 1, 300ms}}, backend.make_storage());
+  Permit late = limiter.try_acquire("alice", "m");
+  REQUIRE(late);
+  Permit next;
+  REQUIRE(backend.after(300ms, [&] {  // late's lease runs out while it still thinks it holds it
+    next = limiter.try_acquire("alice", "m");
+    return next.acquired();
+  }));
+  CHECK(late.id() != next.id());
+  late.release();  // its lease is gone: this must not free next's
+  CHECK(limiter.in_flight("user", "alice", "m") == 1);
+  CHECK_FALSE(limiter.try_acquire("alice", "m"));
+  CHECK(next.renew());
+  CHECK(limiter.metrics().held == 1);
+}
+
+TEMPLATE_TEST_CASE("renew() on a heartbeat thread may race release() on the request thread", "[concurrency][threads]",
+                   InMemoryCaps, RedisCaps) {
+  TestType backend;
+  LimiterOn<TestType> limiter({{"user", Scope::user, 1, 60s}}, backend.make_storage());
+  const int rounds = TestType::thread_iterations;
+  std::atomic<std::uint64_t> renewed{0};
+  for (int round = 0; round < rounds; ++round) {
+    Permit permit = limiter.try_acquire("alice", "m");
+    REQUIRE(permit);
+    std::atomic<bool> started{false}, done{false};
+    std::thread heartbeat([&] {
+      while (!done.load()) {
+        if (permit.renew()) ++renewed;
+        started = true;
+      }
+    });
+    while (!started.load()) std::this_thread::yield();
+    for (int turn = 0; turn < round % 8; ++turn) std::this_thread::yield();
+    permit.release();  // the stream ended while the heartbeat still runs
+    CHECK_FALSE(permit.acquired());
+    done = true;
+    heartbeat.join();
+    CHECK_FALSE(permit.renew());
+  }
+  const airl::ConcurrencyMetrics metrics = limiter.metrics();
+  CHECK(metrics.held == 0);         // released exactly once per permit: never below zero
+  CHECK(metrics.leases_lost == 0);  // a renew after the release finds the permit ended, not a lost lease
+  CHECK(metrics.renewed == renewed.load());
+  CHECK(metrics.release_errors == 0);
+  CHECK(limiter.in_flight("user", "alice", "m") == 0);
+  CHECK(limiter.try_acquire("alice", "m"));
+}
+
+TEMPLATE_TEST_CASE("a permit destroyed after its thread's thread_locals are gone still releases safely",
+                   "[concurrency][lifecycle]", InMemoryCaps, RedisCaps) {
+  // A permit kept in a static or thread_local object outlives the thread-local buffers a storage might use
+  // (at exit, thread_locals die before statics). Here a thread_local permit declared before the first
+  // acquisition is destroyed after anything try_acquire() put in thread-local storage: under ASan a release
+  // that used such a buffer is a heap-use-after-free. It runs in a forked child so such a crash fails this
+  // test only; the limiter is built before the fork and first used in the child.
+  TestType backend;
+  LimiterOn<TestType> limiter({{"user", Scope::user, 1, 60s}, {"all", Scope::global, 10, 60s}},
+                              backend.make_storage());
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 1;
+    try {
+      std::atomic<bool> held{false};
+      std::thread holder([&] {
+        thread_local std::optional<Permit> kept;  // constructed first, so destroyed last
+        kept.emplace(limiter.try_acquire("alice", "m"));
+        held = kept->acquired();
+      });
+      holder.join();  // the thread's exit destroyed `kept`, releasing it
+      code = held.load() && limiter.in_flight("user", "alice", "m") == 0 ? 0 : 2;
+    } catch (...) {
+      code = 3;
+    }
+    ::_exit(code);
+  }
+  const std::optional<int> status = reap_within(child);
+  CHECK(exited_cleanly(status));
+  if constexpr (std::is_same_v<TestType, RedisCaps>) {
+    CHECK(limiter.in_flight("user", "alice", "m") == 0);  // the child's release reached the shared store
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Refusals
 
@@ -460,6 +596,17 @@ TEST_CASE("invalid caps, ids and storage calls are refused with std::invalid_arg
   airl::RedisConcurrencyStorage redis;  // connects lazily: nothing is sent for a refused call
   const airl::ConcurrencySlot huge{{Scope::global, "a", {}, {}}, (std::uint64_t{1} << 53) + 1, 1s};
   CHECK_THROWS_AS(redis.try_acquire(std::span(&huge, 1), id), std::invalid_argument);
+  // A cap the script cannot count exactly fails at construction, not at every try_acquire().
+  CHECK_THROWS_AS(airl::RedisConcurrencyLimiter({{"huge", Scope::global, (std::uint64_t{1} << 53) + 1, 1s}},
+                                                airl::RedisConcurrencyStorage()),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(airl::RedisConcurrencyLimiter({{"unlimited", Scope::global, std::numeric_limits<std::uint64_t>::max(), 1s}},
+                                                airl::RedisConcurrencyStorage()),
+                  std::invalid_argument);
+  CHECK_NOTHROW(airl::RedisConcurrencyLimiter({{"top", Scope::global, std::uint64_t{1} << 53, 1s}},
+                                              airl::RedisConcurrencyStorage()));
+  // In memory any count is exact.
+  CHECK_NOTHROW(make({{"unlimited", Scope::global, std::numeric_limits<std::uint64_t>::max(), 1s}}));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -540,6 +687,113 @@ TEST_CASE("permit ids are unique within a limiter and across limiters", "[concur
   }
   CHECK(ids.size() == 1000);
   CHECK(one.in_flight("all", "u", "m") == 500);
+}
+
+TEST_CASE("in memory: leases near the end of the clock's range saturate instead of overflowing",
+          "[concurrency][in_memory]") {
+  // 1 s before the largest time a ManualClock can show: now + a 60 s lease does not fit in 64 bits.
+  airl::ManualClock clock(std::chrono::nanoseconds{std::numeric_limits<std::int64_t>::max() - 1'000'000'000});
+  airl::ConcurrencyLimiter<ManualConcurrencyStorage> limiter({{"user", Scope::user, 1, 60s}},
+                                                             ManualConcurrencyStorage({}, clock));
+  Permit first = limiter.try_acquire("alice", "m");
+  REQUIRE(first);
+  const Permit second = limiter.try_acquire("alice", "m");
+  CHECK_FALSE(second);  // an overflowed deadline would lie in the past: the first lease would not count
+  CHECK(second.retry_after() == 1000ms);  // the deadline saturated at the end of time, 1 s away
+  CHECK(limiter.in_flight("user", "alice", "m") == 1);
+  clock.advance(999ms);
+  CHECK(first.renew());
+  CHECK(limiter.in_flight("user", "alice", "m") == 1);
+  first.release();
+  CHECK(limiter.try_acquire("alice", "m"));
+}
+
+namespace {
+
+// A storage that answers PermitIdInUse for its first `clashes` ids, as if another process held them, and
+// records them; otherwise the in-memory storage.
+struct ClashingStorage {
+  ManualConcurrencyStorage inner;
+  std::shared_ptr<std::vector<airl::PermitId>> refused = std::make_shared<std::vector<airl::PermitId>>();
+  std::size_t clashes = 0;
+
+  airl::ConcurrencyResult try_acquire(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id) {
+    if (refused->size() < clashes) {
+      refused->push_back(id);
+      throw airl::PermitIdInUse("airl test: id already held");
+    }
+    return inner.try_acquire(slots, id);
+  }
+  void release(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id, airl::LeaseLocation where) {
+    inner.release(slots, id, where);
+  }
+  airl::RenewStatus renew(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id,
+                          airl::LeaseLocation where) {
+    return inner.renew(slots, id, where);
+  }
+  std::uint64_t in_flight(const airl::ConcurrencySlot& slot) { return inner.in_flight(slot); }
+  std::size_t purge_expired() { return inner.purge_expired(); }
+  std::size_t active_keys() const noexcept { return inner.active_keys(); }
+};
+static_assert(airl::ConcurrencyStoragePolicy<ClashingStorage>);
+
+}  // namespace
+
+TEST_CASE("an id the store already holds is retried with a freshly drawn base, at most three times",
+          "[concurrency]") {
+  ClashingStorage clashing;
+  clashing.clashes = 2;
+  const auto refused = clashing.refused;
+  airl::ConcurrencyLimiter<ClashingStorage> limiter({{"user", Scope::user, 1, 60s}}, std::move(clashing));
+  Permit permit = limiter.try_acquire("alice", "m");
+  REQUIRE(permit);
+  REQUIRE(refused->size() == 2);
+  CHECK(permit.id() != (*refused)[0]);
+  CHECK(permit.id() != (*refused)[1]);
+  CHECK((*refused)[0].high != (*refused)[1].high);  // a new base, not just the next counter value
+  CHECK(limiter.in_flight("user", "alice", "m") == 1);
+  CHECK(limiter.metrics().acquired == 1);
+
+  ClashingStorage always;
+  always.clashes = 3;
+  airl::ConcurrencyLimiter<ClashingStorage> unlucky({{"user", Scope::user, 1, 60s}}, std::move(always));
+  CHECK_THROWS_AS(unlucky.try_acquire("alice", "m"), airl::PermitIdInUse);
+  CHECK(unlucky.in_flight("user", "alice", "m") == 0);
+  CHECK(unlucky.metrics().acquired == 0);
+  CHECK(unlucky.metrics().held == 0);
+}
+
+TEST_CASE("a limiter built before fork() draws other permit ids in the child", "[concurrency][fork]") {
+  airl::ConcurrencyLimiter<ManualConcurrencyStorage> limiter({{"all", Scope::global, 100, 60s}},
+                                                             ManualConcurrencyStorage());
+  const Permit before = limiter.try_acquire("u", "m");  // used before the fork, too
+  REQUIRE(before);
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    int code = 0;
+    try {
+      Permit mine = limiter.try_acquire("u", "m");
+      const auto hex = mine.id().hex();
+      if (::write(pipe_fds[1], hex.data(), hex.size()) != static_cast<ssize_t>(hex.size())) code = 2;
+    } catch (...) {
+      code = 3;
+    }
+    ::_exit(code);
+  }
+  ::close(pipe_fds[1]);
+  std::array<char, 32> theirs{};
+  const bool got = read_within(pipe_fds[0], theirs.data(), theirs.size());
+  ::close(pipe_fds[0]);
+  CHECK(exited_cleanly(reap_within(child)));
+  REQUIRE(got);
+  const Permit mine = limiter.try_acquire("u", "m");  // the parent's next id: the one the child would repeat
+  REQUIRE(mine);
+  CHECK(std::string(theirs.data(), theirs.size()) != hex_of(mine.id()));
+  CHECK(std::string(theirs.data(), theirs.size()).substr(0, 8) != hex_of(mine.id()).substr(0, 8));  // a new base
 }
 
 TEST_CASE("the default storage and class template argument deduction", "[concurrency]") {
@@ -654,8 +908,7 @@ TEST_CASE("redis: a process that dies holding a permit stops counting when its l
     [[maybe_unused]] const auto got = ::read(ready[0], &acquired, 1);
   }
   ::close(ready[0]);
-  int status = 0;
-  ::waitpid(child, &status, 0);
+  CHECK(reap_within(child).has_value());  // bounded: a child stuck past 20 s is killed
   REQUIRE(acquired == '1');
 
   airl::RedisOptions options = concurrency_options(port, airl::FailurePolicy::fail_closed, prefix);
@@ -670,6 +923,235 @@ TEST_CASE("redis: a process that dies holding a permit stops counting when its l
         return taken.acquired();
       },
       3s));
+}
+
+TEST_CASE("redis: workers forked from one limiter never share permit ids", "[concurrency][redis][fork]") {
+  const int port = shared_redis().port();
+  airl::RedisOptions options = concurrency_options(port, airl::FailurePolicy::fail_closed);
+  options.command_timeout = options.connect_timeout = 1000ms;
+  // A pre-fork server: the limiter is built in the parent (not used yet: no connection to share), then each
+  // process takes a permit under a cap of 2.
+  airl::RedisConcurrencyLimiter limiter({{"user", Scope::user, 2, 60s}}, airl::RedisConcurrencyStorage(options));
+  int to_parent[2], to_child[2];
+  REQUIRE(::pipe(to_parent) == 0);
+  REQUIRE(::pipe(to_child) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // acquires, reports its id, releases when told, reports that
+    ::close(to_parent[0]);
+    ::close(to_child[1]);
+    int code = 0;
+    try {
+      Permit permit = limiter.try_acquire("alice", "m");
+      std::array<char, 33> report{};
+      report[0] = permit ? '1' : '0';
+      const auto hex = permit.id().hex();
+      std::copy(hex.begin(), hex.end(), report.begin() + 1);
+      if (::write(to_parent[1], report.data(), report.size()) != static_cast<ssize_t>(report.size())) code = 2;
+      char go = 0;
+      if (!read_within(to_child[0], &go, 1)) code = 4;
+      permit.release();
+      const char released = 'r';
+      if (::write(to_parent[1], &released, 1) != 1) code = 2;
+    } catch (...) {
+      code = 3;
+    }
+    ::_exit(code);
+  }
+  ::close(to_parent[1]);
+  ::close(to_child[0]);
+  std::array<char, 33> report{};
+  const bool reported = read_within(to_parent[0], report.data(), report.size());
+  Permit mine;
+  if (reported) mine = limiter.try_acquire("alice", "m");
+  const std::uint64_t both = reported ? limiter.in_flight("user", "alice", "m") : 0;
+  const bool third_denied = reported && !limiter.try_acquire("alice", "m");
+  const char go = 'g';
+  [[maybe_unused]] const auto sent = ::write(to_child[1], &go, 1);
+  char released = 0;
+  const bool child_released = read_within(to_parent[0], &released, 1);
+  ::close(to_parent[0]);
+  ::close(to_child[1]);
+  CHECK(exited_cleanly(reap_within(child)));
+  REQUIRE(reported);
+  CHECK(report[0] == '1');
+  REQUIRE(mine);
+  CHECK(std::string(report.data() + 1, 32) != hex_of(mine.id()));
+  CHECK(both == 2);  // two leases: neither overwrote the other
+  CHECK(third_denied);
+  REQUIRE(child_released);
+  CHECK(limiter.in_flight("user", "alice", "m") == 1);  // the child's release left the parent's lease alone
+  CHECK(mine.renew());
+}
+
+TEST_CASE("redis: the script refuses a repeated key, a lease above 366 days and an id already held, before "
+          "any write",
+          "[concurrency][redis][validation]") {
+  const RedisServer& server = shared_redis();
+  const std::string prefix = unique_key_prefix();
+  const std::string script(airl::detail::concurrency_script);
+  const std::string a = prefix + ":{g}:cc:g:a", b = prefix + ":{g}:cc:g:b";
+  const std::string max_lease_us = "31622400000000";  // 366 days
+  const auto eval = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"EVAL", script});
+    RawReply reply = server.command(args);
+    REQUIRE(reply);
+    return reply;
+  };
+  const auto refused = [](const RawReply& reply, std::string_view why) {
+    return reply->type == REDIS_REPLY_ERROR && text_of(*reply).find(why) != std::string::npos;
+  };
+
+  CHECK(refused(eval({"2", a, a, "acquire", "id-1", "5", "1000", "5", "1000"}), "passed twice"));
+  CHECK(refused(eval({"2", a, a, "release", "id-1"}), "passed twice"));
+  CHECK(refused(eval({"1", a, "acquire", "id-1", "5", "31622400000001"}), "lease"));
+  CHECK(server.keys_with_prefix(prefix).empty());
+  const RawReply longest = eval({"1", a, "acquire", "id-1", "5", max_lease_us});
+  REQUIRE(longest->type == REDIS_REPLY_ARRAY);
+  CHECK(longest->element[0]->integer == 1);
+  CHECK(refused(eval({"1", a, "renew", "id-1", "31622400000001"}), "lease"));
+  CHECK(eval({"1", a, "renew", "id-1", max_lease_us})->integer == 1);
+
+  // An id that is already a member of any key (even with its lease run out) is never overwritten.
+  must(server, {"ZADD", b, "1", "id-2"});  // a deadline long past: a lease that ran out, not yet dropped
+  const RawReply clash = eval({"2", a, b, "acquire", "id-2", "5", "1000", "5", "1000"});
+  CHECK(refused(clash, "AIRL_ID_IN_USE"));
+  CHECK(text_of(*must(server, {"ZSCORE", b, "id-2"})) == "1");  // not expired, not overwritten
+  CHECK(must(server, {"ZCARD", a})->integer == 1);               // a only holds id-1
+  CHECK(refused(eval({"1", a, "acquire", "id-1", "5", "1000"}), "AIRL_ID_IN_USE"));
+  CHECK(must(server, {"ZCARD", a})->integer == 1);
+  must(server, {"DEL", a, b});
+}
+
+TEST_CASE("redis: try_acquire() with an id already held throws PermitIdInUse and takes nothing",
+          "[concurrency][redis][validation]") {
+  RedisCaps backend;
+  airl::RedisConcurrencyStorage storage = backend.make_storage();
+  const airl::PermitId id{7, 7};
+  const airl::ConcurrencySlot slots[] = {{{Scope::user, "user", "alice", "m"}, 5, 60s},
+                                         {{Scope::global, "all", {}, {}}, 5, 60s}};
+  REQUIRE(storage.try_acquire(slots, id).acquired);
+  const airl::ConcurrencySlot other_user[] = {{{Scope::user, "user", "bob", "m"}, 5, 60s},
+                                              {{Scope::global, "all", {}, {}}, 5, 60s}};
+  CHECK_THROWS_AS(storage.try_acquire(other_user, id), airl::PermitIdInUse);  // held in the global scope
+  CHECK(storage.in_flight(other_user[0]) == 0);                               // bob's scope got nothing
+  CHECK(storage.in_flight(slots[1]) == 1);
+  storage.release(slots, id, airl::LeaseLocation::store);
+  CHECK(storage.in_flight(slots[1]) == 0);
+}
+
+TEST_CASE("redis: a rate limiter's reset(user) under the same key prefix leaves the user's permits counting",
+          "[concurrency][redis]") {
+  airl::RedisOptions options = concurrency_options(shared_redis().port(), airl::FailurePolicy::fail_closed);
+  options.command_timeout = options.connect_timeout = 1000ms;
+  airl::RedisConcurrencyLimiter caps({{"user", Scope::user, 1, 60s}, {"pair", Scope::user_model, 1, 60s}},
+                                     airl::RedisConcurrencyStorage(options));
+  airl::MultiTierLimiter<airl::RedisStorage> rates(
+      {airl::Tier{"rpm", Scope::user, airl::Quota{100, 60s}, airl::Unit::requests}}, airl::RedisStorage(options));
+  Permit permit = caps.try_acquire("alice", "m");
+  REQUIRE(permit);
+  REQUIRE(rates.allow("alice", "m"));
+  rates.reset("alice");
+  CHECK(rates.usage("rpm", "alice", "m") == 0);       // the reset did its job
+  CHECK(caps.in_flight("user", "alice", "m") == 1);  // and left the concurrency keys alone
+  CHECK(caps.in_flight("pair", "alice", "m") == 1);
+  CHECK_FALSE(caps.try_acquire("alice", "m"));
+  CHECK(permit.renew());
+}
+
+TEST_CASE("redis paused: an acquisition that timed out does not keep its slot when the server resumes",
+          "[concurrency][redis][faults]") {
+  // A command that timed out still runs when a stalled server resumes. Its lease must not lock the slot
+  // for the full 60 s lease: fail_closed and local release it before the storage's next call, a degraded
+  // fail_open permit releases it when it ends.
+  RedisServer server;
+  const std::vector<ConcurrencyCap> caps = {{"user", Scope::user, 1, 60s}};
+  const auto make = [&](airl::FailurePolicy policy) {
+    return airl::RedisConcurrencyLimiter(caps,
+                                         airl::RedisConcurrencyStorage(concurrency_options(server.port(), policy)));
+  };
+  const auto connected = [](airl::RedisConcurrencyLimiter& limiter) {  // a pooled connection is open
+    return eventually(
+        [&] {
+          try {
+            return limiter.in_flight("user", "alice", "m") == 0;
+          } catch (const airl::BackendError&) {  // 50 ms timeouts on a busy machine
+            return false;
+          }
+        },
+        5s);
+  };
+  const auto slot_frees = [](airl::RedisConcurrencyLimiter& limiter, Permit& taken) {
+    return eventually(
+        [&] {
+          try {
+            taken = limiter.try_acquire("alice", "m");
+          } catch (const airl::BackendError&) {  // the first call after the resume may still time out
+          }
+          return taken.acquired() && !taken.degraded();
+        },
+        5s);
+  };
+
+  SECTION("fail_closed") {
+    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_closed);
+    REQUIRE(connected(limiter));
+    server.pause();
+    CHECK_THROWS_AS(limiter.try_acquire("alice", "m"), airl::BackendError);
+    CHECK(limiter.storage().pending_releases() == 1);
+    server.resume();
+    Permit taken;
+    CHECK(slot_frees(limiter, taken));
+    CHECK(limiter.storage().pending_releases() == 0);
+    CHECK(limiter.in_flight("user", "alice", "m") == 1);
+    CHECK(limiter.metrics().held == 1);
+  }
+  SECTION("local") {
+    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::local);
+    REQUIRE(connected(limiter));
+    server.pause();
+    {
+      const Permit fallback = limiter.try_acquire("alice", "m");
+      CHECK(fallback.degraded());
+    }
+    server.resume();
+    Permit taken;
+    CHECK(slot_frees(limiter, taken));
+    CHECK(limiter.in_flight("user", "alice", "m") == 1);
+  }
+  SECTION("fail_open, released after the resume") {
+    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_open);
+    REQUIRE(connected(limiter));
+    server.pause();
+    Permit degraded = limiter.try_acquire("alice", "m");
+    CHECK(degraded.degraded());
+    CHECK(degraded.renew());  // no confirmed lease: assumed, without asking the stalled server
+    server.resume();
+    degraded.release();  // its acquisition may have run after all: release it
+    Permit taken;
+    CHECK(slot_frees(limiter, taken));
+    CHECK(limiter.in_flight("user", "alice", "m") == 1);
+    const airl::ConcurrencyMetrics metrics = limiter.metrics();
+    CHECK(metrics.held == 1);
+    CHECK(metrics.renewed == 1);
+  }
+  SECTION("fail_open, released during the pause") {
+    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_open);
+    REQUIRE(connected(limiter));
+    server.pause();
+    {
+      const Permit degraded = limiter.try_acquire("alice", "m");
+      CHECK(degraded.degraded());
+    }  // its release fails too: it waits for the next call
+    CHECK(limiter.metrics().release_errors == 1);
+    CHECK(limiter.storage().pending_releases() == 1);
+    server.resume();
+    Permit taken;
+    CHECK(slot_frees(limiter, taken));
+    CHECK(limiter.storage().pending_releases() == 0);
+    CHECK(limiter.in_flight("user", "alice", "m") == 1);
+    CHECK(limiter.metrics().held == 1);
+  }
 }
 
 TEST_CASE("redis unreachable: fail_closed throws BackendError, fail_open grants a degraded permit, local caps "
@@ -700,7 +1182,19 @@ TEST_CASE("redis unreachable: fail_closed throws BackendError, fail_open grants 
   CHECK(metrics.acquired == 2);
   CHECK(metrics.degraded == 2);
   CHECK(metrics.backend_errors == 2);
-  CHECK(metrics.release_errors == 0);  // nothing was sent to release
+  CHECK(metrics.release_errors == 0);  // nothing was sent to release: the acquisitions never left
+  CHECK(metrics.held == 1);            // second; first was released
+  CHECK(metrics.renewed == 1);         // first's renew counts, though it needed no store
+  second.release();
+  for (int i = 0; i < 5; ++i) {
+    Permit passing = open.try_acquire("alice", "m");
+    CHECK(passing.renew());
+  }
+  metrics = open.metrics();
+  CHECK(metrics.held == 0);  // degraded permits stop counting as held when they end
+  CHECK(metrics.renewed == 6);
+  CHECK(metrics.acquired == 7);
+  CHECK(open.storage().pending_releases() == 0);  // nothing was sent, so nothing is left to release
 
   airl::RedisConcurrencyLimiter local(
       caps, airl::RedisConcurrencyStorage(concurrency_options(closed_port, airl::FailurePolicy::local)));

@@ -8,6 +8,11 @@
 // when it is destroyed. A lease counts until released or until it runs out, so a holder that crashed (on
 // Redis: a process that died) stops counting on its own; a holder that works longer than the lease renews it.
 // The storage does the bookkeeping (in_memory_concurrency_storage.hpp, redis/redis_concurrency_storage.hpp).
+//
+// Each permit has a 128-bit id: a base drawn per limiter (random bits and the process id) plus a counter.
+// A process forked after the limiter was built draws its own base before its first permit, so pre-fork
+// workers never repeat each other's ids (on Redis that would let one worker's lease overwrite, and its
+// release free, another's).
 
 #include <array>
 #include <atomic>
@@ -15,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -22,6 +28,18 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#ifndef AIRL_HAS_FORK  // POSIX: fork() exists, and permit ids must notice it
+#if defined(__unix__) || defined(__APPLE__)
+#define AIRL_HAS_FORK 1
+#else
+#define AIRL_HAS_FORK 0
+#endif
+#endif
+#if AIRL_HAS_FORK
+#include <pthread.h>
+#include <unistd.h>
+#endif
 
 #include "concurrency_storage_policy.hpp"
 #include "decision.hpp"
@@ -34,29 +52,49 @@
 
 namespace airl {
 
-// At most `max_in_flight` permits at once in each `scope` (per user, per model, per user+model, or one for
-// everyone); each lease runs out `lease` after it is taken or last renewed. `name` is what Permit::reason()
-// reports when this cap is full. max_in_flight 0 denies everything.
-struct ConcurrencyCap {
-  std::string name;
-  Scope scope;
-  std::uint64_t max_in_flight;
-  std::chrono::milliseconds lease;
-};
+// ConcurrencyCap (a cap: name, scope, max_in_flight, lease) is in concurrency_storage_policy.hpp.
 
 // A snapshot of a concurrency limiter's counters.
 struct ConcurrencyMetrics {
   std::uint64_t acquired = 0;        // permits granted (degraded ones included)
   std::uint64_t denied = 0;          // try_acquire() calls refused because a cap was full
   std::uint64_t held = 0;            // permits granted and not yet released, lost or abandoned (in this process)
-  std::uint64_t renewed = 0;         // renew() calls that extended the leases (or assumed them during an outage)
+  std::uint64_t renewed = 0;         // renew() calls that extended the leases, or assumed them (an outage, or a
+                                     // degraded permit holding no confirmed lease)
   std::uint64_t leases_lost = 0;     // renew() calls that found a lease already run out
   std::uint64_t degraded = 0;        // acquisitions and renewals a failure policy decided without the store
   std::uint64_t backend_errors = 0;  // store faults: thrown, absorbed by a failure policy, or swallowed on release
-  std::uint64_t release_errors = 0;  // releases that failed in the store (swallowed; those leases run out)
+  std::uint64_t release_errors = 0;  // releases that failed in the store (swallowed; Redis retries them before
+                                     // its next calls, else those leases run out)
 };
 
 namespace detail {
+
+// How many times fork() has made this process a child (counted by a pthread_atfork handler, installed by
+// watch_forks()). A permit id base drawn under an older count was inherited from the parent. Throws nothing.
+inline std::atomic<std::uint64_t>& fork_generation() noexcept {
+  static std::atomic<std::uint64_t> generation{0};
+  return generation;
+}
+
+// Installs the fork counter's handler, once per process. Thread safety: safe. Throws nothing.
+inline void watch_forks() noexcept {
+#if AIRL_HAS_FORK
+  static const bool installed = [] {
+    return ::pthread_atfork(nullptr, nullptr, [] { fork_generation().fetch_add(1, std::memory_order_relaxed); }) == 0;
+  }();
+  (void)installed;
+#endif
+}
+
+// This process's id, mixed into permit ids (two live processes on one host never share a base). Throws nothing.
+inline std::uint32_t process_id() noexcept {
+#if AIRL_HAS_FORK
+  return static_cast<std::uint32_t>(::getpid());
+#else
+  return 0;
+#endif
+}
 
 // Throws std::invalid_argument unless the caps are usable: at least one; names non-empty, at most
 // max_id_length bytes, unique and not a reserved reason; a known scope; a lease in (0, max_window].
@@ -87,9 +125,14 @@ class ConcurrencyLimiter {
 
  public:
   // Throws std::invalid_argument on an empty cap list, an empty, over-long, reserved or duplicate cap name,
-  // an unknown scope, or a lease <= 0 or above max_window.
+  // an unknown scope, a lease <= 0 or above max_window, or a cap the storage cannot enforce (its
+  // validate_cap(): on Redis a max_in_flight above 2^53). May be built before fork(): each process draws its
+  // own permit ids.
   explicit ConcurrencyLimiter(std::vector<ConcurrencyCap> caps, Storage storage = Storage{}) {
     detail::validate_caps(caps);
+    if constexpr (ConcurrencyCapValidator<Storage>) {
+      for (const ConcurrencyCap& cap : caps) storage.validate_cap(cap);
+    }
     core_ = std::make_shared<Core>(std::move(caps), std::move(storage));
   }
 
@@ -99,17 +142,28 @@ class ConcurrencyLimiter {
   // Takes a lease in every cap's scope for (user, model), or in none: the permit is acquired only if every
   // scope has fewer than its cap in flight; a denied permit names the first full cap. Thread safety: safe
   // from any thread. Throws std::invalid_argument on an empty or over-long user or model; airl::BackendError
-  // when the store fails and its failure policy does not absorb it (nothing taken); std::logic_error when
-  // the limiter was moved from.
+  // when the store fails and its failure policy does not absorb it (no permit holds anything; a call that
+  // timed out may still take its lease when the store resumes, and the Redis storage then releases it
+  // before its next calls); airl::PermitIdInUse if three fresh ids were all held already (never expected);
+  // std::logic_error when the limiter was moved from.
   [[nodiscard]] Permit try_acquire(std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
     Core& core = require_usable();
     Permit permit;
-    permit.ticket_.id = core.next_id();
-    const ConcurrencyResult result = core.counting_backend_errors([&] {
-      return core.with_slots(user, model,
-                             [&](auto slots) { return core.storage.try_acquire(slots, permit.ticket_.id); });
-    });
+    ConcurrencyResult result;
+    for (int attempt = 1;; ++attempt) {
+      permit.ticket_.id = core.next_id();
+      try {
+        result = core.counting_backend_errors([&] {
+          return core.with_slots(user, model,
+                                 [&](auto slots) { return core.storage.try_acquire(slots, permit.ticket_.id); });
+        });
+        break;
+      } catch (const PermitIdInUse&) {
+        if (attempt == max_id_attempts) throw;
+        core.draw_id_base(/*forced=*/true);  // this base collides with another process's: leave it
+      }
+    }
     permit.degraded_ = result.degraded;
     if (result.degraded) {  // a failure policy decided: the store failed
       core.count(core.degraded_count);
@@ -133,7 +187,7 @@ class ConcurrencyLimiter {
       throw;
     }
     permit.owner_ = core_;
-    permit.acquired_ = true;
+    permit.acquired_.store(true, std::memory_order_relaxed);
     core.count(core.acquired_count);
     core.count(core.held_count);
     return permit;
@@ -185,16 +239,34 @@ class ConcurrencyLimiter {
   // shared_ptr, so a permit outliving its limiter still releases into the right store.
   struct Core final : detail::PermitOwner {
     Core(std::vector<ConcurrencyCap> c, Storage s) : caps(std::move(c)), storage(std::move(s)) {
-      std::random_device device;
-      const auto draw = [&device] { return (std::uint64_t{device()} << 32) ^ device(); };
-      id_high = draw();
-      id_low = draw();
+      detail::watch_forks();
+      draw_id_base(/*forced=*/true);
     }
 
-    // A fresh id: a random 128-bit base drawn once per limiter, plus a counter (unique in this process, and
-    // with overwhelming probability across processes). Throws nothing.
-    PermitId next_id() noexcept {
-      return PermitId{id_high, id_low + id_counter.fetch_add(1, std::memory_order_relaxed)};
+    // A fresh id: the base plus a counter, unique in this process and, with overwhelming probability, across
+    // processes. The base is drawn again first in a process forked since it was drawn (the parent's base
+    // would repeat the parent's ids). Throws only what draw_id_base() throws.
+    PermitId next_id() {
+      if (detail::fork_generation().load(std::memory_order_acquire) != id_generation.load(std::memory_order_acquire)) {
+        draw_id_base(/*forced=*/false);
+      }
+      return PermitId{id_high.load(std::memory_order_relaxed),
+                      id_low.load(std::memory_order_relaxed) + id_counter.fetch_add(1, std::memory_order_relaxed)};
+    }
+
+    // Draws the id base: the high word's top half and the low word from std::random_device, the high word's
+    // bottom half the process id. Unless `forced`, only when the process forked since the last draw.
+    // Thread safety: safe. Throws what std::random_device throws (it cannot be opened).
+    void draw_id_base(bool forced) {
+      std::lock_guard lock(id_mutex);
+      const std::uint64_t generation = detail::fork_generation().load(std::memory_order_acquire);
+      if (!forced && generation == id_generation.load(std::memory_order_relaxed)) return;  // another thread did
+      std::random_device device;
+      const std::uint64_t high = (std::uint64_t{device()} << 32) | detail::process_id();
+      const std::uint64_t low = (std::uint64_t{device()} << 32) ^ device();
+      id_high.store(high, std::memory_order_relaxed);
+      id_low.store(low, std::memory_order_relaxed);
+      id_generation.store(generation, std::memory_order_release);
     }
 
     // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to 8 caps.
@@ -237,11 +309,15 @@ class ConcurrencyLimiter {
     }
 
     void release(const PermitTicket& ticket) noexcept override {
-      release_slots(ticket.user, ticket.model, ticket);
+      if (ticket.location != LeaseLocation::nowhere) release_slots(ticket.user, ticket.model, ticket);
       uncount(held_count);
     }
 
     RenewStatus renew(const PermitTicket& ticket) override {
+      if (ticket.location == LeaseLocation::nowhere || ticket.location == LeaseLocation::unconfirmed) {
+        count(renewed_count);  // a degraded permit holds no confirmed lease: nothing to extend or lose
+        return RenewStatus::assumed;
+      }
       const RenewStatus status = counting_backend_errors([&] {
         return with_slots(ticket.user, ticket.model,
                           [&](auto slots) { return storage.renew(slots, ticket.id, ticket.location); });
@@ -277,14 +353,15 @@ class ConcurrencyLimiter {
 
     std::vector<ConcurrencyCap> caps;
     Storage storage;
-    std::uint64_t id_high = 0;
-    std::uint64_t id_low = 0;
-    std::atomic<std::uint64_t> id_counter{0};
+    std::mutex id_mutex;  // serialises draws of the base
+    std::atomic<std::uint64_t> id_high{0}, id_low{0}, id_counter{0};
+    std::atomic<std::uint64_t> id_generation{0};  // the fork_generation() the base was drawn under
     std::atomic<std::uint64_t> acquired_count{0}, denied_count{0}, held_count{0}, renewed_count{0}, lost_count{0},
         degraded_count{0}, backend_error_count{0}, release_error_count{0};
   };
 
   static constexpr std::size_t inline_caps = 8;
+  static constexpr int max_id_attempts = 3;
 
   // A moved-from limiter has no core: using it is a caller mistake, reported instead of crashing.
   Core& require_usable() const {

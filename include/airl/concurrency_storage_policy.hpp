@@ -22,8 +22,20 @@
 
 namespace airl {
 
-// The identity of one permit: 128 bits, unique across processes (a limiter draws a random base from
-// std::random_device and adds a counter), so replicas sharing one Redis never take each other's leases.
+// At most `max_in_flight` permits at once in each `scope` (per user, per model, per user+model, or one for
+// everyone); each lease runs out `lease` after it is taken or last renewed. `name` is what Permit::reason()
+// reports when this cap is full. max_in_flight 0 denies everything.
+struct ConcurrencyCap {
+  std::string name;
+  Scope scope;
+  std::uint64_t max_in_flight;
+  std::chrono::milliseconds lease;
+};
+
+// The identity of one permit: 128 bits, unique across processes. A limiter draws a base (96 bits from
+// std::random_device and the process id) and adds a counter; a forked child draws its own base before its
+// first permit, so workers forked from one limiter never share ids. A storage that can see another process's
+// leases (Redis) also refuses an id it already holds (PermitIdInUse) instead of overwriting that lease.
 struct PermitId {
   std::uint64_t high = 0;
   std::uint64_t low = 0;
@@ -55,6 +67,16 @@ enum class LeaseLocation : unsigned char {
   nowhere,   // nothing was recorded: a denial, or a failure policy that admitted without any store
   store,     // in the storage itself
   fallback,  // in the storage's in-process fallback (Redis, FailurePolicy::local, while Redis was down)
+  unconfirmed,  // a failure policy admitted after a call that reached for the store and failed (a timeout): the
+                // store may still take the lease when it resumes. Release sends a best-effort release; renew
+                // is assumed, without the store.
+};
+
+// Thrown by a storage's try_acquire() when the permit id already holds a lease in one of the scopes (in any
+// process): nothing was taken. The limiter then draws a fresh id base and tries again. Not a BackendError, so
+// no failure policy absorbs it.
+struct PermitIdInUse : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // What try_acquire() decided. On a denial `denied_by` indexes the first slot that was full (in declared
@@ -84,7 +106,10 @@ enum class RenewStatus {
 //   purge_expired()              drops run-out leases and empty scopes everywhere; returns scopes dropped
 //   active_keys()                scopes held in process now
 // `where` is the location try_acquire() reported. Backend faults throw airl::BackendError (or are turned
-// into results by the storage's failure policy); caller mistakes throw std::invalid_argument.
+// into results by the storage's failure policy); caller mistakes throw std::invalid_argument. release() and
+// renew() must not use thread-local state: a permit may be destroyed at exit, after its thread's is gone.
+// Optional: validate_cap(cap) const, called by the limiter's constructor for every cap, throws
+// std::invalid_argument for a cap the storage cannot enforce (ConcurrencyCapValidator below).
 template <class S>
 concept ConcurrencyStoragePolicy =
     std::movable<S> && requires(S& storage, const S& const_storage, std::span<const ConcurrencySlot> slots,
@@ -96,6 +121,11 @@ concept ConcurrencyStoragePolicy =
       { storage.purge_expired() } -> std::same_as<std::size_t>;
       { const_storage.active_keys() } -> std::same_as<std::size_t>;
     };
+
+// A storage that refuses some caps up front (e.g. Redis: max_in_flight above 2^53), so a limiter fails at
+// construction instead of at every try_acquire().
+template <class S>
+concept ConcurrencyCapValidator = requires(const S& storage, const ConcurrencyCap& cap) { storage.validate_cap(cap); };
 
 namespace detail {
 

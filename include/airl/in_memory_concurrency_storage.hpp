@@ -8,6 +8,10 @@
 // clock, and takes a lease in every slot or in none. A scope whose last lease goes is erased at once, so
 // memory follows the permits in flight; scopes left holding only run-out leases (holders that never
 // released) are dropped when next touched, or by purge_expired().
+//
+// No call uses thread-local state: a call's keys are encoded on its own stack (on the heap beyond 8 slots or
+// 1 KiB of keys), so a permit destroyed at exit, after its thread's thread_locals are gone, still releases
+// safely. Deadlines saturate at the clock's end instead of overflowing.
 
 #include <algorithm>
 #include <array>
@@ -16,13 +20,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "clock.hpp"
@@ -78,20 +85,21 @@ class InMemoryConcurrencyStorage {
   // std::bad_alloc (nothing taken); std::logic_error when moved from.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     detail::validate_slots(slots, "airl::InMemoryConcurrencyStorage");
-    Plan& plan = plan_for(slots);
+    require_usable();
+    const Plan plan(*state_, slots);
     for (std::size_t i = 0; i < slots.size(); ++i) {
       for (std::size_t j = 0; j < i; ++j) {
-        if (plan.keys[i] == plan.keys[j]) {
+        if (plan.key(i) == plan.key(j)) {
           throw std::invalid_argument("airl::InMemoryConcurrencyStorage: two slots name the same scope");
         }
       }
     }
-    Locks locks(*state_, plan.locked);
+    Locks locks(*state_, plan.locked());
     const std::int64_t now = state_->clock.now().count();
 
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      detail::LeaseShard& shard = state_->shards[plan.shard_of[i]];
-      const auto found = shard.scopes.find(std::string_view(plan.keys[i]));
+      detail::LeaseShard& shard = state_->shards[plan.shard(i)];
+      const auto found = shard.scopes.find(plan.key(i));
       const std::size_t live = found == shard.scopes.end() ? 0 : found->second.live(now);
       if (live < slots[i].max_in_flight) continue;
       ConcurrencyResult denied;
@@ -99,8 +107,8 @@ class InMemoryConcurrencyStorage {
       denied.retry_after = slots[i].max_in_flight == 0
                                ? Decision::never
                                : std::chrono::ceil<std::chrono::milliseconds>(
-                                     std::chrono::nanoseconds{found->second.earliest() - now});
-      for (std::size_t k = 0; k <= i; ++k) erase_if_empty(plan.shard_of[k], plan.keys[k]);
+                                     std::chrono::nanoseconds{saturating_sub(found->second.earliest(), now)});
+      for (std::size_t k = 0; k <= i; ++k) erase_if_empty(plan.shard(k), plan.key(k));
       return denied;
     }
 
@@ -111,63 +119,67 @@ class InMemoryConcurrencyStorage {
         slots.size() > inline_slots ? std::span(heap_sets) : std::span(inline_sets).first(slots.size());
     try {
       for (std::size_t i = 0; i < slots.size(); ++i) {
-        auto& scopes = state_->shards[plan.shard_of[i]].scopes;
-        auto found = scopes.find(std::string_view(plan.keys[i]));
+        auto& scopes = state_->shards[plan.shard(i)].scopes;
+        auto found = scopes.find(plan.key(i));
         if (found == scopes.end()) {
-          found = scopes.try_emplace(plan.keys[i]).first;
+          found = scopes.emplace(std::piecewise_construct, std::forward_as_tuple(plan.key(i)), std::forward_as_tuple())
+                      .first;  // absent (just looked up): the key is built in the node, once
           state_->keys.fetch_add(1, std::memory_order_relaxed);
         }
         sets[i] = &found->second;
         sets[i]->reserve_one();
       }
     } catch (...) {
-      for (std::size_t i = 0; i < slots.size(); ++i) erase_if_empty(plan.shard_of[i], plan.keys[i]);
+      for (std::size_t i = 0; i < slots.size(); ++i) erase_if_empty(plan.shard(i), plan.key(i));
       throw;
     }
-    for (std::size_t i = 0; i < slots.size(); ++i) sets[i]->add(id, now + lease_ns(slots[i]));
+    for (std::size_t i = 0; i < slots.size(); ++i) sets[i]->add(id, deadline_after(now, slots[i]));
     ConcurrencyResult acquired;
     acquired.acquired = true;
     acquired.location = LeaseLocation::store;
     return acquired;
   }
 
-  // Drops `id`'s leases in the slots' scopes; a scope left empty is erased. Thread safety: safe.
-  // Throws std::invalid_argument on bad slots; std::logic_error when moved from; nothing else.
+  // Drops `id`'s leases in the slots' scopes; a scope left empty is erased. Thread safety: safe, also from a
+  // static object's destructor at exit. Throws std::invalid_argument on bad slots; std::logic_error when
+  // moved from; std::bad_alloc only beyond 8 slots or 1 KiB of keys (nothing released).
   void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation = LeaseLocation::store) {
     detail::validate_slots(slots, "airl::InMemoryConcurrencyStorage");
-    Plan& plan = plan_for(slots);
-    Locks locks(*state_, plan.locked);
+    require_usable();
+    const Plan plan(*state_, slots);
+    Locks locks(*state_, plan.locked());
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      auto& scopes = state_->shards[plan.shard_of[i]].scopes;
-      const auto found = scopes.find(std::string_view(plan.keys[i]));
-      if (found != scopes.end() && found->second.remove(id)) erase_if_empty(plan.shard_of[i], plan.keys[i]);
+      auto& scopes = state_->shards[plan.shard(i)].scopes;
+      const auto found = scopes.find(plan.key(i));
+      if (found != scopes.end() && found->second.remove(id)) erase_if_empty(plan.shard(i), plan.key(i));
     }
   }
 
   // If `id` holds a live lease in every slot, moves each to now + its slot's lease (renewed); otherwise drops
-  // whatever `id` still holds (lost). Thread safety: safe. Throws std::invalid_argument on bad slots;
-  // std::logic_error when moved from.
+  // whatever `id` still holds (lost). Thread safety: safe, also at exit (as release()). Throws
+  // std::invalid_argument on bad slots; std::logic_error when moved from; std::bad_alloc as release().
   RenewStatus renew(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation = LeaseLocation::store) {
     detail::validate_slots(slots, "airl::InMemoryConcurrencyStorage");
-    Plan& plan = plan_for(slots);
-    Locks locks(*state_, plan.locked);
+    require_usable();
+    const Plan plan(*state_, slots);
+    Locks locks(*state_, plan.locked());
     const std::int64_t now = state_->clock.now().count();
     bool all_live = true;
     for (std::size_t i = 0; i < slots.size() && all_live; ++i) {
-      const auto& scopes = state_->shards[plan.shard_of[i]].scopes;
-      const auto found = scopes.find(std::string_view(plan.keys[i]));
+      const auto& scopes = state_->shards[plan.shard(i)].scopes;
+      const auto found = scopes.find(plan.key(i));
       all_live = found != scopes.end() && found->second.holds(id, now);
     }
     for (std::size_t i = 0; i < slots.size(); ++i) {
-      auto& scopes = state_->shards[plan.shard_of[i]].scopes;
-      const auto found = scopes.find(std::string_view(plan.keys[i]));
+      auto& scopes = state_->shards[plan.shard(i)].scopes;
+      const auto found = scopes.find(plan.key(i));
       if (found == scopes.end()) continue;
       if (all_live) {
-        found->second.extend(id, now + lease_ns(slots[i]));
+        found->second.extend(id, deadline_after(now, slots[i]));
       } else {
         found->second.remove(id);
         found->second.live(now);
-        erase_if_empty(plan.shard_of[i], plan.keys[i]);
+        erase_if_empty(plan.shard(i), plan.key(i));
       }
     }
     return all_live ? RenewStatus::renewed : RenewStatus::lost;
@@ -178,13 +190,14 @@ class InMemoryConcurrencyStorage {
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
     const std::span<const ConcurrencySlot> one(&slot, 1);
     detail::validate_slots(one, "airl::InMemoryConcurrencyStorage");
-    Plan& plan = plan_for(one);
-    Locks locks(*state_, plan.locked);
-    auto& scopes = state_->shards[plan.shard_of[0]].scopes;
-    const auto found = scopes.find(std::string_view(plan.keys[0]));
+    require_usable();
+    const Plan plan(*state_, one);
+    Locks locks(*state_, plan.locked());
+    auto& scopes = state_->shards[plan.shard(0)].scopes;
+    const auto found = scopes.find(plan.key(0));
     if (found == scopes.end()) return 0;
     const std::size_t live = found->second.live(state_->clock.now().count());
-    erase_if_empty(plan.shard_of[0], plan.keys[0]);
+    erase_if_empty(plan.shard(0), plan.key(0));
     return live;
   }
 
@@ -236,17 +249,67 @@ class InMemoryConcurrencyStorage {
   };
 
   // Where one call's slots live: their encoded keys, their shards, and the distinct shards in lock order.
-  // Per thread and reused, so a warm thread builds no strings.
-  struct Plan {
-    std::vector<std::string> keys;
-    std::vector<std::size_t> shard_of;
-    std::vector<std::size_t> locked;
+  // Built on the caller's stack for up to inline_slots slots and inline_key_bytes of keys (the heap beyond),
+  // never in thread-local buffers. Refers to itself: neither copied nor moved.
+  class Plan {
+   public:
+    // Throws std::bad_alloc only beyond the inline sizes.
+    Plan(const State& state, std::span<const ConcurrencySlot> slots) : size_(slots.size()) {
+      if (size_ > inline_slots) {
+        heap_numbers_.reset(new std::size_t[3 * size_]);
+        numbers_ = heap_numbers_.get();
+      }
+      std::size_t* const ends = numbers_ + 2 * size_;  // key i is text_[end of key i-1, ends[i])
+      std::size_t bytes = 0;
+      for (std::size_t i = 0; i < size_; ++i) {
+        bytes += detail::key_size(slots[i].bucket);
+        ends[i] = bytes;
+      }
+      if (bytes > inline_text_.size()) {
+        heap_text_.reset(new char[bytes]);
+        text_ = heap_text_.get();
+      }
+      std::size_t* const shard_of = numbers_;
+      std::size_t* const locked = numbers_ + size_;
+      const detail::SeededKeyHash hash{state.seed};
+      for (std::size_t i = 0; i < size_; ++i) {
+        detail::write_key(text_ + start(i), slots[i].bucket);
+        // The top bits pick the shard; the map uses the whole hash (reduced modulo its bucket count).
+        shard_of[i] = static_cast<std::size_t>(hash(key(i)) >> 40) & (state.options.shards - 1);
+        locked[i] = shard_of[i];
+      }
+      std::sort(locked, locked + size_);
+      distinct_ = static_cast<std::size_t>(std::unique(locked, locked + size_) - locked);
+    }
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+
+    std::string_view key(std::size_t i) const noexcept {
+      return {text_ + start(i), numbers_[2 * size_ + i] - start(i)};
+    }
+    std::size_t shard(std::size_t i) const noexcept { return numbers_[i]; }
+    std::span<const std::size_t> locked() const noexcept { return {numbers_ + size_, distinct_}; }
+
+   private:
+    static constexpr std::size_t inline_key_bytes = 1024;
+
+    std::size_t start(std::size_t i) const noexcept { return i == 0 ? 0 : numbers_[2 * size_ + i - 1]; }
+
+    std::size_t size_;
+    std::size_t distinct_ = 0;
+    // Left uninitialised (each element is written before it is read): shard_of, locked, key ends; key text.
+    std::array<std::size_t, 3 * inline_slots> inline_numbers_;
+    std::array<char, inline_key_bytes> inline_text_;
+    std::size_t* numbers_ = inline_numbers_.data();
+    char* text_ = inline_text_.data();
+    std::unique_ptr<std::size_t[]> heap_numbers_;
+    std::unique_ptr<char[]> heap_text_;
   };
 
   // Locks the planned shards in ascending order; unlocks in reverse.
   class Locks {
    public:
-    Locks(State& state, const std::vector<std::size_t>& shards) noexcept : state_(state), shards_(shards) {
+    Locks(State& state, std::span<const std::size_t> shards) noexcept : state_(state), shards_(shards) {
       for (const std::size_t s : shards_) state_.shards[s].mutex.lock();
     }
     ~Locks() {
@@ -257,7 +320,7 @@ class InMemoryConcurrencyStorage {
 
    private:
     State& state_;
-    const std::vector<std::size_t>& shards_;
+    std::span<const std::size_t> shards_;
   };
 
   void require_usable() const {
@@ -268,24 +331,20 @@ class InMemoryConcurrencyStorage {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(slot.lease).count();
   }
 
-  Plan& plan_for(std::span<const ConcurrencySlot> slots) const {
-    require_usable();
-    thread_local Plan plan;
-    plan.keys.resize(slots.size());
-    plan.shard_of.resize(slots.size());
-    plan.locked.clear();
-    const detail::SeededKeyHash hash{state_->seed};
-    for (std::size_t i = 0; i < slots.size(); ++i) {
-      std::string& key = plan.keys[i];
-      key.resize(detail::key_size(slots[i].bucket));
-      detail::write_key(key.data(), slots[i].bucket);
-      // The top bits pick the shard; the map uses the whole hash (reduced modulo its bucket count).
-      plan.shard_of[i] = static_cast<std::size_t>(hash(key) >> 40) & (state_->options.shards - 1);
-      plan.locked.push_back(plan.shard_of[i]);
-    }
-    std::sort(plan.locked.begin(), plan.locked.end());
-    plan.locked.erase(std::unique(plan.locked.begin(), plan.locked.end()), plan.locked.end());
-    return plan;
+  // now + the slot's lease, saturated at the largest time (a lease > 0 never overflows into the past).
+  static std::int64_t deadline_after(std::int64_t now, const ConcurrencySlot& slot) noexcept {
+    constexpr std::int64_t latest = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t lease = lease_ns(slot);
+    return now > latest - lease ? latest : now + lease;
+  }
+
+  // a - b, saturated (a clock may start anywhere, even below zero). Throws nothing.
+  static std::int64_t saturating_sub(std::int64_t a, std::int64_t b) noexcept {
+    constexpr std::int64_t latest = std::numeric_limits<std::int64_t>::max();
+    constexpr std::int64_t earliest = std::numeric_limits<std::int64_t>::min();
+    if (b < 0 && a > latest + b) return latest;
+    if (b > 0 && a < earliest + b) return earliest;
+    return a - b;
   }
 
   // Erases the scope `key` of shard `s` if it holds no lease. Call with the shard locked. Throws nothing.

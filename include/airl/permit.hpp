@@ -5,14 +5,21 @@
 // which cap was full. It is not a template: code that passes permits around (a request context, a streaming
 // handler) needs no storage type, and a permit keeps what it needs to release alive even if its limiter
 // is destroyed first.
+//
+// renew() and release() may race on one permit (a heartbeat thread renewing while the request thread
+// finishes): they take the permit's own small lock, so exactly one of them ends the permit. Moving or
+// destroying a permit while another thread still uses it remains a caller error, as for any object.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
 #include "concurrency_storage_policy.hpp"
+#include "detail/shard_mutex.hpp"
 
 namespace airl {
 
@@ -33,9 +40,11 @@ struct PermitTicket {
 class PermitOwner {
  public:
   virtual ~PermitOwner() = default;
-  // Gives the leases back; a backend fault is swallowed (the leases run out) and counted. Throws nothing.
+  // Gives the leases back (the store is not asked when they are nowhere) and stops counting the permit as
+  // held; a backend fault is swallowed (the leases run out) and counted. Throws nothing.
   virtual void release(const PermitTicket& ticket) noexcept = 0;
-  // Extends the leases. Throws what the storage throws for a fault its failure policy does not absorb.
+  // Extends the leases (assumed, without the store, when none is confirmed). Throws what the storage throws
+  // for a fault its failure policy does not absorb.
   virtual RenewStatus renew(const PermitTicket& ticket) = 0;
   // The holder lets go without releasing (the leases run out on their own): counted only. Throws nothing.
   virtual void abandon(const PermitTicket& ticket) noexcept = 0;
@@ -49,28 +58,23 @@ class Permit {
   Permit() noexcept = default;
 
   // Move-only: exactly one permit releases a given set of leases. The moved-from permit holds nothing.
-  // Throws nothing.
-  Permit(Permit&& other) noexcept
-      : owner_(std::move(other.owner_)),
-        ticket_(std::move(other.ticket_)),
-        reason_(std::move(other.reason_)),
-        retry_after_(other.retry_after_),
-        denied_by_(other.denied_by_),
-        acquired_(std::exchange(other.acquired_, false)),
-        degraded_(other.degraded_) {}
+  // Thread safety: `other` may be renewed or released by another thread meanwhile (it takes other's lock);
+  // this permit must not be in use elsewhere. Throws nothing.
+  Permit(Permit&& other) noexcept {
+    std::lock_guard lock(other.mutex_);
+    take(other);
+  }
 
-  // Releases what this permit holds, then takes `other`'s. Throws nothing.
+  // Releases what this permit holds, then takes `other`'s. Thread safety: as for the move constructor.
+  // Throws nothing.
   Permit& operator=(Permit&& other) noexcept {
     if (this != &other) {
-      release();
-      owner_ = std::move(other.owner_);
-      ticket_ = std::move(other.ticket_);
-      reason_ = std::move(other.reason_);
-      retry_after_ = other.retry_after_;
-      denied_by_ = other.denied_by_;
-      acquired_ = std::exchange(other.acquired_, false);
-      degraded_ = other.degraded_;
-    }
+      Permit taken(std::move(other));
+      {
+        std::lock_guard lock(mutex_);
+        swap_state(taken);
+      }
+    }  // `taken` now holds what this permit held, and releases it
     return *this;
   }
 
@@ -78,17 +82,19 @@ class Permit {
   Permit& operator=(const Permit&) = delete;
 
   // Releases the leases if still held. Never throws: a backend fault is swallowed (and counted in the
-  // limiter's metrics); the leases then run out on their own.
+  // limiter's metrics); the leases then run out on their own. No other thread may use the permit any more.
   ~Permit() { release(); }
 
   // Whether this permit holds its caps now: true from a successful try_acquire() until release(), a lost
-  // renew(), abandon() or a move out. Thread safety: like any object, one thread at a time. Throws nothing.
-  bool acquired() const noexcept { return acquired_; }
-  explicit operator bool() const noexcept { return acquired_; }
+  // renew(), abandon() or a move out. Thread safety: safe, also while another thread renews or releases.
+  // Throws nothing.
+  bool acquired() const noexcept { return acquired_.load(std::memory_order_acquire); }
+  explicit operator bool() const noexcept { return acquired(); }
 
   // Set when a failure policy decided without the store (Redis down): under fail_open the permit was
-  // admitted holding no lease; under local it holds leases in the replica's own in-process store.
-  // The accessors below are plain reads: one thread at a time per permit, and they throw nothing.
+  // admitted holding no confirmed lease; under local it holds leases in the replica's own in-process store.
+  // The accessors below read what try_acquire() set, which only a move changes: safe from any thread while
+  // nobody moves the permit. They throw nothing.
   bool degraded() const noexcept { return degraded_; }
 
   // Empty when acquired; otherwise the name of the first cap (in declared order) that was full.
@@ -105,36 +111,42 @@ class Permit {
   const PermitId& id() const noexcept { return ticket_.id; }
 
   // Gives the leases back now; afterwards acquired() is false. Idempotent; does nothing for a denied or
-  // moved-from permit. Thread safety: one thread at a time per permit. Never throws (a backend fault is
-  // swallowed and counted: the leases run out on their own).
+  // moved-from permit. A degraded fail_open permit sends a best-effort release too (its acquisition may
+  // have reached Redis after all). Thread safety: safe to call while another thread calls renew() or
+  // release() on the same permit (one of them ends it; a release waits for a renew in progress). Never
+  // throws (a backend fault is swallowed and counted: the leases run out on their own).
   void release() noexcept {
-    if (!acquired_) return;
-    acquired_ = false;
-    if (owner_ && ticket_.location != LeaseLocation::nowhere) owner_->release(ticket_);
+    std::lock_guard lock(mutex_);
+    if (!acquired_.load(std::memory_order_relaxed)) return;
+    acquired_.store(false, std::memory_order_release);
+    if (owner_) owner_->release(ticket_);
     owner_.reset();
   }
 
   // Extends every lease to its cap's full lease from now, for a holder still working (a long stream).
   // Returns true when renewed (or, during an outage, when the failure policy assumes the leases hold; and
-  // for a fail_open permit, which holds none); false when a lease had already run out or was gone: the
-  // permit then holds nothing any more (acquired() is false) and the holder should stop, since its slot
-  // may have gone to someone else. Thread safety: one thread at a time per permit.
+  // for a degraded fail_open permit, which holds no confirmed lease); false when a lease had already run
+  // out or was gone, or the permit was released meanwhile: the permit then holds nothing (acquired() is
+  // false) and the holder should stop, since its slot may have gone to someone else. Thread safety: safe
+  // to call while another thread calls release() or renew() on the same permit (e.g. a heartbeat thread).
   // Throws airl::BackendError when the store fails and its failure policy is fail_closed (the permit keeps
   // its state; its destructor still tries to release).
   bool renew() {
-    if (!acquired_) return false;
-    if (ticket_.location == LeaseLocation::nowhere) return true;
+    std::lock_guard lock(mutex_);
+    if (!acquired_.load(std::memory_order_relaxed)) return false;
     if (owner_->renew(ticket_) != RenewStatus::lost) return true;
-    acquired_ = false;
+    acquired_.store(false, std::memory_order_release);
     owner_.reset();
     return false;
   }
 
   // Lets go of the permit without releasing it: its leases keep counting until they run out, exactly as if
-  // the holder had crashed. For tests and failure drills. Afterwards acquired() is false. Throws nothing.
+  // the holder had crashed. For tests and failure drills. Afterwards acquired() is false. Thread safety: as
+  // release(). Throws nothing.
   void abandon() noexcept {
-    if (!acquired_) return;
-    acquired_ = false;
+    std::lock_guard lock(mutex_);
+    if (!acquired_.load(std::memory_order_relaxed)) return;
+    acquired_.store(false, std::memory_order_release);
     if (owner_) owner_->abandon(ticket_);
     owner_.reset();
   }
@@ -143,12 +155,37 @@ class Permit {
   template <class Storage>
   friend class ConcurrencyLimiter;
 
+  // Moves `other`'s state here, leaving it empty. Call with other's lock held (and this one unshared).
+  void take(Permit& other) noexcept {
+    owner_ = std::move(other.owner_);
+    ticket_ = std::move(other.ticket_);
+    reason_ = std::move(other.reason_);
+    retry_after_ = other.retry_after_;
+    denied_by_ = other.denied_by_;
+    acquired_.store(other.acquired_.exchange(false, std::memory_order_acq_rel), std::memory_order_relaxed);
+    degraded_ = other.degraded_;
+  }
+
+  void swap_state(Permit& other) noexcept {
+    using std::swap;
+    swap(owner_, other.owner_);
+    swap(ticket_, other.ticket_);
+    swap(reason_, other.reason_);
+    swap(retry_after_, other.retry_after_);
+    swap(denied_by_, other.denied_by_);
+    const bool mine = acquired_.load(std::memory_order_relaxed);
+    acquired_.store(other.acquired_.load(std::memory_order_relaxed), std::memory_order_release);
+    other.acquired_.store(mine, std::memory_order_relaxed);
+    swap(degraded_, other.degraded_);
+  }
+
+  detail::ShardMutex mutex_;  // serialises release(), renew(), abandon() and moves
   std::shared_ptr<detail::PermitOwner> owner_;
   detail::PermitTicket ticket_;
   std::string reason_;
   std::chrono::milliseconds retry_after_{0};
   std::size_t denied_by_ = 0;
-  bool acquired_ = false;
+  std::atomic<bool> acquired_{false};
   bool degraded_ = false;
 };
 

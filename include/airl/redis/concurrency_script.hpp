@@ -2,7 +2,7 @@
 #pragma once
 // The one Lua script behind the Redis concurrency storage: leases on in-flight permits, taken, released and
 // renewed atomically inside Redis on Redis's own clock (TIME), so replicas with skewed clocks agree on when a
-// lease runs out. docs/CONCURRENCY_CAPS_DRAFT.md ("On Redis") explains it.
+// lease runs out. docs/AI-SERVING.md, section "Concurrency caps", subsection "On Redis", explains it.
 
 #include <string_view>
 
@@ -14,17 +14,22 @@ inline constexpr std::string_view concurrency_script = R"lua(
 -- ARGV[1] = 'acquire': ARGV[2] permit id, then per key: max_in_flight, lease (us). All or nothing. Returns
 --           {1} when a lease was taken in every key, else {0, i, live, retry_us}: key i (1-based) was the
 --           first full one, with `live` leases; retry_us = until its earliest lease runs out, -1 = never.
+--           An id already in any key (live or run out) is never overwritten: the error reply
+--           'AIRL_ID_IN_USE ...' comes back and nothing is written.
 -- ARGV[1] = 'release': ARGV[2] permit id. Removes it from every key; returns how many held it.
 -- ARGV[1] = 'renew':   ARGV[2] permit id, then per key: lease (us). If the id holds a live lease in every
 --           key, moves each to now + lease and returns 1; otherwise removes it everywhere and returns 0.
 -- ARGV[1] = 'count':   one key. Returns its live leases.
-local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
+-- Every key must be distinct, and a lease at most 366 days (airl's max_window).
+local max_exact = 9007199254740992    -- 2^53: above it a Lua number loses integers
+local max_lease = 31622400000000      -- 366 days in microseconds
 
 -- Every argument is checked before the first write: Redis does not roll a script back.
-local function whole(text, what, least)
+local function whole(text, what, least, most)
   local n = tonumber(text)
-  if n == nil or n ~= math.floor(n) or n < least or n > max_exact then
-    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', 2^53], got ' .. tostring(text))
+  if n == nil or n ~= math.floor(n) or n < least or n > most then
+    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', ' .. string.format('%d', most) ..
+          '], got ' .. tostring(text))
   end
   return n
 end
@@ -34,6 +39,11 @@ local function int(n) return string.format('%d', n) end
 
 local op, n = ARGV[1], #KEYS
 if n < 1 then error('airl: no keys') end
+for i = 2, n do
+  for j = 1, i - 1 do
+    if KEYS[i] == KEYS[j] then error('airl: key ' .. KEYS[i] .. ' is passed twice') end
+  end
+end
 local function expect_args(count)
   if #ARGV ~= count then error('airl: ' .. tostring(op) .. ' expects ' .. count .. ' arguments, got ' .. #ARGV) end
 end
@@ -59,8 +69,13 @@ if op == 'acquire' then
   local member = expect_member()
   local max, lease = {}, {}
   for i = 1, n do
-    max[i] = whole(ARGV[1 + 2 * i], 'max_in_flight', 0)
-    lease[i] = whole(ARGV[2 + 2 * i], 'lease', 1)
+    max[i] = whole(ARGV[1 + 2 * i], 'max_in_flight', 0, max_exact)
+    lease[i] = whole(ARGV[2 + 2 * i], 'lease', 1, max_lease)
+  end
+  for i = 1, n do  -- ZADD NX, checked for every key before the first write (expiry included)
+    if redis.call('ZSCORE', KEYS[i], member) then
+      return redis.error_reply('AIRL_ID_IN_USE permit id ' .. member .. ' already holds a lease in ' .. KEYS[i])
+    end
   end
   for i = 1, n do
     expire(KEYS[i])
@@ -75,7 +90,7 @@ if op == 'acquire' then
     end
   end
   for i = 1, n do
-    redis.call('ZADD', KEYS[i], int(now + lease[i]), member)
+    redis.call('ZADD', KEYS[i], 'NX', int(now + lease[i]), member)
     keep_until(KEYS[i], lease[i])
   end
   return {1}
@@ -89,7 +104,7 @@ elseif op == 'renew' then
   expect_args(2 + n)
   local member = expect_member()
   local lease = {}
-  for i = 1, n do lease[i] = whole(ARGV[2 + i], 'lease', 1) end
+  for i = 1, n do lease[i] = whole(ARGV[2 + i], 'lease', 1, max_lease) end
   local live, deadline = true, {}
   for i = 1, n do
     expire(KEYS[i])
