@@ -339,13 +339,8 @@ TEMPLATE_TEST_CASE("replayed and batched decisions carry the other unit too", "[
 }
 
 TEST_CASE("a degraded fail_open decision still carries both units' headers", "[http][redis][faults]") {
-  airl::RedisOptions options;
-  options.port = airl::test::free_loopback_port();  // nothing listens there
-  options.key_prefix = airl::test::unique_key_prefix();
-  options.on_failure = airl::FailurePolicy::fail_open;
-  options.connect_timeout = 50ms;
-  options.command_timeout = 50ms;
-  airl::MultiTierLimiter<airl::RedisStorage> limiter(rpm_and_tpm(), airl::RedisStorage(options));
+  airl::MultiTierLimiter<airl::RedisStorage> limiter(
+      rpm_and_tpm(), airl::RedisStorage(airl::test::options_for_closed_port(airl::FailurePolicy::fail_open)));
   const airl::Decision degraded = limiter.allow({.user = "u", .model = "m", .cost = 300});
   REQUIRE(degraded.degraded);
   const auto headers = airl::http::response_headers(degraded, limiter.tiers());

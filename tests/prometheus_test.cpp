@@ -22,6 +22,27 @@ namespace {
 using namespace std::chrono_literals;
 using airl::Scope;
 
+// Runs Debian's `promtool check metrics` on `text` and checks that it accepts it. A missing promtool fails
+// the test (Debian: apt-get install prometheus), never skips it.
+void check_with_promtool(const std::string& text) {
+  if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
+    FAIL("promtool is not installed (Debian: apt-get install prometheus); this test needs it");
+  }
+  static int calls = 0;
+  const std::string path = "/tmp/airl-promtool-" + std::to_string(::getpid()) + "-" + std::to_string(calls++) + ".txt";
+  {
+    std::ofstream file(path);
+    file << text;
+  }
+  const int status = std::system(("promtool check metrics < " + path + " > " + path + ".out 2>&1").c_str());
+  std::ifstream report(path + ".out");
+  const std::string output((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  INFO("promtool said: " << output);
+  CHECK(status == 0);
+  std::remove(path.c_str());
+  std::remove((path + ".out").c_str());
+}
+
 // The sample line of `name` (with its labels), e.g. "airl_active_keys", or "(absent)".
 std::string sample(const std::string& text, const std::string& name) {
   for (std::size_t at = 0; at < text.size();) {
@@ -188,25 +209,10 @@ TEST_CASE("two limiters used in turn by one thread are each sampled one decision
 }
 
 TEST_CASE("promtool accepts the metrics of a real limiter", "[prometheus][promtool]") {
-  if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
-    FAIL("promtool is not installed (Debian: apt-get install prometheus); this test needs it");
-  }
   airl::MultiTierRateLimiter limiter({{"rpm", Scope::user_model, {3, 60s}, airl::Unit::requests},
                                       {"tpm \"quoted\"\n", Scope::user_model, {1000, 90s}}});
   for (int i = 0; i < 1000; ++i) limiter.allow({.user = "u" + std::to_string(i % 9), .model = "m", .cost = 300});
-  const std::string path = "/tmp/airl-promtool-" + std::to_string(::getpid()) + ".txt";
-  {
-    std::ofstream file(path);
-    file << airl::prometheus::text(limiter.metrics());
-  }
-  const std::string command = "promtool check metrics < " + path + " > " + path + ".out 2>&1";
-  const int status = std::system(command.c_str());
-  std::ifstream report(path + ".out");
-  const std::string output((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
-  INFO("promtool said: " << output);
-  CHECK(status == 0);
-  std::remove(path.c_str());
-  std::remove((path + ".out").c_str());
+  check_with_promtool(airl::prometheus::text(limiter.metrics()));
 }
 
 TEST_CASE("a concurrency limiter's metrics come out exactly, and promtool accepts them", "[prometheus][promtool]") {
@@ -225,19 +231,5 @@ TEST_CASE("a concurrency limiter's metrics come out exactly, and promtool accept
   CHECK(sample(text, "airl_concurrency_renewals_total{result=\"lost\"}") == "0");
   CHECK(sample(text, "airl_concurrency_release_errors_total") == "0");
   CHECK_THROWS_AS(airl::prometheus::text(caps.metrics(), "9bad"), std::invalid_argument);
-  if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
-    FAIL("promtool is not installed (Debian: apt-get install prometheus); this test needs it");
-  }
-  const std::string path = "/tmp/airl-promtool-cc-" + std::to_string(::getpid()) + ".txt";
-  {
-    std::ofstream file(path);
-    file << text;
-  }
-  const int status = std::system(("promtool check metrics < " + path + " > " + path + ".out 2>&1").c_str());
-  std::ifstream report(path + ".out");
-  const std::string output((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
-  INFO("promtool said: " << output);
-  CHECK(status == 0);
-  std::remove(path.c_str());
-  std::remove((path + ".out").c_str());
+  check_with_promtool(text);
 }

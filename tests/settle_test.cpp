@@ -229,14 +229,8 @@ TEST_CASE("settle works through SlidingWindowLimiter in memory", "[settle]") {
 
 TEST_CASE("settle on a Redis that is down throws BackendError and counts it", "[settle][redis][faults]") {
   for (const airl::FailurePolicy policy : {airl::FailurePolicy::fail_open, airl::FailurePolicy::fail_closed}) {
-    airl::RedisOptions options;
-    options.port = free_loopback_port();  // nothing listens there
-    options.key_prefix = unique_key_prefix();
-    options.on_failure = policy;
-    options.connect_timeout = 50ms;
-    options.command_timeout = 50ms;
     airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {100, 60s}}},
-                                                       airl::RedisStorage(options));
+                                                       airl::RedisStorage(options_for_closed_port(policy)));
     CHECK_THROWS_AS(limiter.settle("u", "m", "r", 1), airl::BackendError);
     CHECK(limiter.metrics().backend_errors == 1);
   }
@@ -282,14 +276,9 @@ TEST_CASE("settle refuses an actual cost above 2^53 on every backend", "[settle]
 
 TEST_CASE("with FailurePolicy::local, requests admitted during an outage are settled in the local store",
           "[settle][redis][faults]") {
-  airl::RedisOptions options;
-  options.port = free_loopback_port();  // nothing listens there: every request is decided locally
-  options.key_prefix = unique_key_prefix();
-  options.on_failure = airl::FailurePolicy::local;
-  options.connect_timeout = 50ms;
-  options.command_timeout = 50ms;
+  // Nothing listens on the port: every request is decided locally.
   airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {1'000, 60s}}},
-                                                     airl::RedisStorage(options));
+                                                     airl::RedisStorage(options_for_closed_port(airl::FailurePolicy::local)));
   for (int i = 0; i < 2; ++i) REQUIRE(limiter.allow(reserve("oli", "m", 400, id("r", i))).degraded);
   CHECK_FALSE(limiter.allow(reserve("oli", "m", 400, "r-2")));  // 800 reserved locally: no room for 400
   CHECK(limiter.settle("oli", "m", "r-0", 10));                   // refunded in the local store

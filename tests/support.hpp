@@ -63,6 +63,18 @@ struct RedisBackend {
   void advance(std::chrono::nanoseconds by) { std::this_thread::sleep_for(by); }
 };
 
+// Options for a Redis storage whose server is not there: a loopback port nothing listens on, a key prefix of its
+// own and short timeouts, so fault cases fail fast.
+inline RedisOptions options_for_closed_port(FailurePolicy policy) {
+  RedisOptions options;
+  options.port = free_loopback_port();
+  options.key_prefix = unique_key_prefix();
+  options.on_failure = policy;
+  options.connect_timeout = std::chrono::milliseconds(50);
+  options.command_timeout = std::chrono::milliseconds(50);
+  return options;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Time in shared cases. One timeline serves both backends: on the in-memory backend (slack 0) every duration
 // and boundary is checked exactly; on Redis (real time) durations may be short by up to `slack`, and a

@@ -89,6 +89,11 @@ struct Writer {
     out += type;
     out += '\n';
   }
+  // A family of one unlabelled sample.
+  void single(std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
+    family(name, type, help);
+    sample(name, "", "", std::to_string(value));
+  }
   void sample(std::string_view name, std::string_view label, std::string_view label_value, std::string_view value) {
     out += prefix;
     out += name;
@@ -129,17 +134,13 @@ inline std::string text(const ConcurrencyMetrics& metrics, std::string_view pref
   w.family("acquisitions_total", "counter", "try_acquire() calls, by result.");
   w.sample("acquisitions_total", "result", "acquired", number(metrics.acquired));
   w.sample("acquisitions_total", "result", "denied", number(metrics.denied));
-  w.family("permits_held", "gauge", "Permits granted in this process and not yet released, lost or abandoned.");
-  w.sample("permits_held", "", "", number(metrics.held));
+  w.single("permits_held", "gauge", "Permits granted in this process and not yet released, lost or abandoned.", metrics.held);
   w.family("renewals_total", "counter", "renew() calls, by result.");
   w.sample("renewals_total", "result", "renewed", number(metrics.renewed));
   w.sample("renewals_total", "result", "lost", number(metrics.leases_lost));
-  w.family("degraded_total", "counter", "Acquisitions and renewals a failure policy decided without the store.");
-  w.sample("degraded_total", "", "", number(metrics.degraded));
-  w.family("backend_errors_total", "counter", "Store faults.");
-  w.sample("backend_errors_total", "", "", number(metrics.backend_errors));
-  w.family("release_errors_total", "counter", "Releases that failed in the store (their leases run out).");
-  w.sample("release_errors_total", "", "", number(metrics.release_errors));
+  w.single("degraded_total", "counter", "Acquisitions and renewals a failure policy decided without the store.", metrics.degraded);
+  w.single("backend_errors_total", "counter", "Store faults.", metrics.backend_errors);
+  w.single("release_errors_total", "counter", "Releases that failed in the store (their leases run out).", metrics.release_errors);
   return out;
 }
 
@@ -161,14 +162,11 @@ inline std::string text(const Metrics& metrics, std::string_view prefix = "airl"
   w.sample("denials_total", "reason", "key_capacity", number(metrics.denied_key_capacity));
   w.sample("denials_total", "reason", "backend_unavailable", number(metrics.denied_backend_unavailable));
 
-  w.family("backend_errors_total", "counter", "Storage backend calls that failed.");
-  w.sample("backend_errors_total", "", "", number(metrics.backend_errors));
+  w.single("backend_errors_total", "counter", "Storage backend calls that failed.", metrics.backend_errors);
 
-  w.family("degraded_decisions_total", "counter", "Decisions a failure policy made without the store.");
-  w.sample("degraded_decisions_total", "", "", number(metrics.degraded));
+  w.single("degraded_decisions_total", "counter", "Decisions a failure policy made without the store.", metrics.degraded);
 
-  w.family("active_keys", "gauge", "Buckets the store holds (expired ones until swept).");
-  w.sample("active_keys", "", "", number(metrics.active_keys));
+  w.single("active_keys", "gauge", "Buckets the store holds (expired ones until swept).", metrics.active_keys);
 
   w.family("decision_latency_seconds", "histogram", "Latency of allow(), one decision in 64 per thread.");
   std::uint64_t cumulative = 0;

@@ -47,15 +47,18 @@ inline void validate_key_prefix(std::string_view prefix) {
   }
 }
 
-// The log key of `bucket`, written into `out` (cleared first).
-inline void redis_bucket_key(std::string& out, std::string_view prefix, const BucketRef& bucket) {
+// The key of `bucket` with `kind` ("" for rate-limit buckets, "cc:" for concurrency scopes) before the scope
+// marker, written into `out` (cleared first): <prefix>:{u=<user>}:<kind>um:<tier>:<model> and so on.
+inline void redis_scoped_key(std::string& out, std::string_view prefix, const BucketRef& bucket, std::string_view kind) {
   out.assign(prefix);
   switch (bucket.scope) {
     case Scope::user_model:
     case Scope::user:
       out.append(":{u=");
       append_percent_encoded(out, bucket.user);
-      out.append(bucket.scope == Scope::user ? "}:u:" : "}:um:");
+      out.append("}:");
+      out.append(kind);
+      out.append(bucket.scope == Scope::user ? "u:" : "um:");
       append_percent_encoded(out, bucket.tier);
       if (bucket.scope == Scope::user_model) {
         out.push_back(':');
@@ -65,14 +68,23 @@ inline void redis_bucket_key(std::string& out, std::string_view prefix, const Bu
     case Scope::model:
       out.append(":{m=");
       append_percent_encoded(out, bucket.model);
-      out.append("}:m:");
+      out.append("}:");
+      out.append(kind);
+      out.append("m:");
       append_percent_encoded(out, bucket.tier);
       break;
     case Scope::global:
-      out.append(":{g}:g:");
+      out.append(":{g}:");
+      out.append(kind);
+      out.append("g:");
       append_percent_encoded(out, bucket.tier);
       break;
   }
+}
+
+// The log key of `bucket`, written into `out` (cleared first).
+inline void redis_bucket_key(std::string& out, std::string_view prefix, const BucketRef& bucket) {
+  redis_scoped_key(out, prefix, bucket, {});
 }
 
 // The costs key that goes with a log key.

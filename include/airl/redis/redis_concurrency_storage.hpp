@@ -54,30 +54,7 @@ namespace detail {
 
 // The key of one concurrency scope, written into `out` (cleared first). See the layout above.
 inline void redis_concurrency_key(std::string& out, std::string_view prefix, const BucketRef& scope) {
-  out.assign(prefix);
-  switch (scope.scope) {
-    case Scope::user_model:
-    case Scope::user:
-      out.append(":{u=");
-      append_percent_encoded(out, scope.user);
-      out.append(scope.scope == Scope::user ? "}:cc:u:" : "}:cc:um:");
-      append_percent_encoded(out, scope.tier);
-      if (scope.scope == Scope::user_model) {
-        out.push_back(':');
-        append_percent_encoded(out, scope.model);
-      }
-      break;
-    case Scope::model:
-      out.append(":{m=");
-      append_percent_encoded(out, scope.model);
-      out.append("}:cc:m:");
-      append_percent_encoded(out, scope.tier);
-      break;
-    case Scope::global:
-      out.append(":{g}:cc:g:");
-      append_percent_encoded(out, scope.tier);
-      break;
-  }
+  redis_scoped_key(out, prefix, scope, "cc:");
 }
 
 // EVALSHA of the script the connection loaded when it connected (the pool's script). After a NOSCRIPT
