@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The gateway's config file: the tiers' limits, the concurrency caps, the plans and the API keys.
+//
+// One directive per line, '#' starts a comment:
+//   window_ms 60000                          every rate tier's sliding window
+//   limit user_model_rpm 60                  a tier's default limit (tiers: gateway_tier_names)
+//   in_flight user 4                         a concurrency cap per user, per model, or per user_model
+//   lease_ms 600000                          how long a crashed request may hold its concurrency slot
+//   plan pro user_model_rpm=600 user_model_tpm=400000
+//   key sk-alice-123 alice [plan]            an API key, the user it belongs to, and the user's plan
+// Errors name the file and line; nothing is half-applied because the file is parsed before anything starts.
+
+#include <airl/airl.hpp>
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace gateway {
+
+// The rate tiers the gateway enforces, all-or-nothing: requests and tokens per user+model (a plan may raise
+// or lower them), and per model across all users (protects one model's GPUs from everyone together).
+inline constexpr std::array<std::string_view, 4> gateway_tier_names = {"user_model_rpm", "user_model_tpm",
+                                                                       "model_rpm", "model_tpm"};
+
+struct ApiKey {
+  std::string user;
+  std::string plan;  // "" = the tiers' own limits
+};
+
+struct Config {
+  std::chrono::milliseconds window{60'000};
+  std::array<std::uint64_t, 4> limits = {60, 40'000, 6'000, 4'000'000};  // by gateway_tier_names
+  std::vector<airl::ConcurrencyCap> in_flight;                           // empty: no concurrency caps
+  std::chrono::milliseconds lease{600'000};
+  std::unordered_map<std::string, std::vector<airl::PlanLimit>> plans;
+  std::unordered_map<std::string, ApiKey> keys;
+
+  // The limiter's tiers: requests and tokens per user+model, then per model.
+  std::vector<airl::Tier> tiers() const {
+    using airl::Scope;
+    using airl::Unit;
+    return {{"user_model_rpm", Scope::user_model, {limits[0], window}, Unit::requests},
+            {"user_model_tpm", Scope::user_model, {limits[1], window}, Unit::cost},
+            {"model_rpm", Scope::model, {limits[2], window}, Unit::requests},
+            {"model_tpm", Scope::model, {limits[3], window}, Unit::cost}};
+  }
+};
+
+namespace detail {
+
+inline std::uint64_t parse_number(std::string_view text, std::string_view what) {
+  std::uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{} || end != text.data() + text.size()) {
+    throw std::invalid_argument(std::string(what) + ": '" + std::string(text) + "' is not a non-negative integer");
+  }
+  return value;
+}
+
+inline std::size_t tier_index(std::string_view name) {
+  for (std::size_t i = 0; i < gateway_tier_names.size(); ++i) {
+    if (gateway_tier_names[i] == name) return i;
+  }
+  throw std::invalid_argument("unknown tier '" + std::string(name) +
+                              "' (tiers: user_model_rpm user_model_tpm model_rpm model_tpm)");
+}
+
+inline airl::Scope in_flight_scope(std::string_view name) {
+  if (name == "user") return airl::Scope::user;
+  if (name == "model") return airl::Scope::model;
+  if (name == "user_model") return airl::Scope::user_model;
+  throw std::invalid_argument("in_flight scope must be user, model or user_model, not '" + std::string(name) + "'");
+}
+
+inline void apply_line(Config& config, const std::vector<std::string>& words) {
+  const std::string& directive = words[0];
+  const auto need = [&](std::size_t low, std::size_t high) {
+    if (words.size() < low || words.size() > high) {
+      throw std::invalid_argument("'" + directive + "' takes " + std::to_string(low - 1) +
+                                  (low == high ? "" : " to " + std::to_string(high - 1)) + " arguments");
+    }
+  };
+  if (directive == "window_ms") {
+    need(2, 2);
+    config.window = std::chrono::milliseconds(parse_number(words[1], "window_ms"));
+  } else if (directive == "lease_ms") {
+    need(2, 2);
+    config.lease = std::chrono::milliseconds(parse_number(words[1], "lease_ms"));
+  } else if (directive == "limit") {
+    need(3, 3);
+    config.limits[tier_index(words[1])] = parse_number(words[2], "limit");
+  } else if (directive == "in_flight") {
+    need(3, 3);
+    const airl::Scope scope = in_flight_scope(words[1]);
+    config.in_flight.push_back({words[1] + "_in_flight", scope, parse_number(words[2], "in_flight"), config.lease});
+  } else if (directive == "plan") {
+    need(2, 2 + gateway_tier_names.size());
+    std::vector<airl::PlanLimit> limits;
+    for (std::size_t i = 2; i < words.size(); ++i) {
+      const std::size_t equals = words[i].find('=');
+      if (equals == std::string::npos) throw std::invalid_argument("plan limits are tier=limit, not '" + words[i] + "'");
+      const std::string tier = words[i].substr(0, equals);
+      const std::size_t index = tier_index(tier);
+      if (index >= 2) throw std::invalid_argument("plans set per-user tiers only, not the shared '" + tier + "'");
+      limits.push_back({tier, parse_number(std::string_view(words[i]).substr(equals + 1), tier)});
+    }
+    if (!config.plans.emplace(words[1], std::move(limits)).second) {
+      throw std::invalid_argument("plan '" + words[1] + "' is defined twice");
+    }
+  } else if (directive == "key") {
+    need(3, 4);
+    ApiKey key{words[2], words.size() == 4 ? words[3] : ""};
+    if (!key.plan.empty() && !config.plans.contains(key.plan)) {
+      throw std::invalid_argument("key for '" + key.user + "' names plan '" + key.plan + "', not defined above");
+    }
+    if (!config.keys.emplace(words[1], std::move(key)).second) throw std::invalid_argument("a key is listed twice");
+  } else {
+    throw std::invalid_argument("unknown directive '" + directive + "'");
+  }
+}
+
+}  // namespace detail
+
+// Parses the config text. Throws std::invalid_argument naming `source` and the line on any mistake.
+inline Config parse_config(std::string_view text, std::string_view source = "config") {
+  Config config;
+  std::istringstream lines{std::string(text)};
+  std::string line;
+  for (int number = 1; std::getline(lines, line); ++number) {
+    if (const std::size_t hash = line.find('#'); hash != std::string::npos) line.erase(hash);
+    std::istringstream split(line);
+    std::vector<std::string> words;
+    for (std::string word; split >> word;) words.push_back(word);
+    if (words.empty()) continue;
+    try {
+      detail::apply_line(config, words);
+    } catch (const std::invalid_argument& error) {
+      throw std::invalid_argument(std::string(source) + ":" + std::to_string(number) + ": " + error.what());
+    }
+  }
+  for (airl::ConcurrencyCap& cap : config.in_flight) cap.lease = config.lease;  // lease_ms may come after
+  if (config.keys.empty()) throw std::invalid_argument(std::string(source) + ": no 'key' lines: nobody could call");
+  return config;
+}
+
+// Reads and parses a config file. Throws std::invalid_argument when it cannot be read or is wrong.
+inline Config load_config(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) throw std::invalid_argument("cannot read config file '" + path + "'");
+  std::ostringstream text;
+  text << file.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace gateway
