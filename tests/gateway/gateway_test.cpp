@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: MIT
+// The gateway as a client sees it: a real airl_gateway process on 127.0.0.1, in memory, over HTTP.
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "gateway_support.hpp"
+
+using namespace std::chrono_literals;
+using airl_test::chat_body;
+using airl_test::GatewayProcess;
+using airl_test::header_number;
+using airl_test::metric_value;
+using airl_test::TempDir;
+
+namespace {
+
+const std::string base_config = "plan pro user_model_rpm=100\nkey sk-alice alice\nkey sk-bob bob pro\n";
+
+}  // namespace
+
+TEST_CASE("admitted, then 429 with Retry-After and RateLimit headers, then admitted after Retry-After", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "window_ms 2000\nlimit user_model_rpm 3\n");
+  for (std::uint64_t expected_remaining = 2;; --expected_remaining) {
+    auto res = gateway.chat("sk-alice", chat_body("llama", 10));
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    CHECK(header_number(res, "x-ratelimit-limit-requests") == 3);
+    CHECK(header_number(res, "x-ratelimit-remaining-requests") == expected_remaining);
+    CHECK(res->get_header_value("RateLimit").find("\"user_model_rpm\";r=" + std::to_string(expected_remaining) + ";t=") == 0);
+    if (expected_remaining == 0) break;
+  }
+  auto denied = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(denied);
+  REQUIRE(denied->status == 429);
+  CHECK(denied->get_header_value("Content-Type") == "application/problem+json");
+  CHECK(denied->body.find("\"violated-policies\":[\"user_model_rpm\"]") != std::string::npos);
+  CHECK(denied->get_header_value("RateLimit").find("\"user_model_rpm\";r=0;t=") == 0);
+  CHECK(denied->get_header_value("RateLimit-Policy").find("\"user_model_rpm\";q=3;w=2;qu=\"requests\"") == 0);
+  const std::uint64_t retry_after = header_number(denied, "Retry-After");
+  CHECK(retry_after >= 1);
+  CHECK(retry_after <= 2);  // the window is 2 s: the first entry expires within it
+
+  // bob's plan raises his limit: the same model, another user, still admitted.
+  CHECK(gateway.chat("sk-bob", chat_body("llama", 10))->status == 200);
+
+  // The client waits Retry-After seconds, as a client should, and is admitted.
+  std::this_thread::sleep_for(std::chrono::seconds(retry_after));
+  auto again = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(again);
+  CHECK(again->status == 200);
+}
+
+TEST_CASE("the settle after a reply refunds the reserved tokens it did not use", "[gateway]") {
+  TempDir dir;
+  // Replies have 5 tokens; a request reserves its prompt plus max_tokens.
+  GatewayProcess gateway(dir, base_config + "limit user_model_tpm 1000\n", {"--reply-tokens", "5"});
+  const std::uint64_t prompt = airl_test::prompt_tokens_of("hello");
+  auto first = gateway.chat("sk-alice", chat_body("llama", 200));
+  REQUIRE(first);
+  REQUIRE(first->status == 200);
+  CHECK(header_number(first, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 200));  // the reservation
+  CHECK(first->body.find("\"usage\":{\"completion_tokens\":5,\"prompt_tokens\":" + std::to_string(prompt)) != std::string::npos);
+
+  auto second = gateway.chat("sk-alice", chat_body("llama", 1));
+  REQUIRE(second);
+  REQUIRE(second->status == 200);
+  // The first request was settled at prompt + 5: 195 tokens came back before the second was decided.
+  CHECK(header_number(second, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 5) - (prompt + 1));
+
+  // Streamed: 5 chunks of one token, a last chunk with the usage, [DONE]; settled the same way.
+  auto streamed = gateway.chat("sk-alice", chat_body("llama", 50, /*stream=*/true));
+  REQUIRE(streamed);
+  REQUIRE(streamed->status == 200);
+  CHECK(streamed->get_header_value("Content-Type") == "text/event-stream");
+  std::size_t chunks = 0;
+  for (std::size_t at = 0; (at = streamed->body.find("\"delta\":{\"content\"", at)) != std::string::npos; ++at) ++chunks;
+  CHECK(chunks == 5);
+  CHECK(streamed->body.find("\"completion_tokens\":5") != std::string::npos);
+  CHECK(streamed->body.ends_with("data: [DONE]\n\n"));
+  auto after = gateway.chat("sk-alice", chat_body("llama", 1));
+  CHECK(header_number(after, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 5) - (prompt + 1) * 2 - (prompt + 5));
+}
+
+TEST_CASE("bad keys get 401 and bad bodies 400, nothing is charged, and the gateway goes on", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\n", {"--max-body-bytes", "4096"});
+  auto no_key = gateway.chat("", chat_body("llama", 10));
+  REQUIRE(no_key);
+  CHECK(no_key->status == 401);
+  CHECK(no_key->get_header_value("WWW-Authenticate") == "Bearer");
+  CHECK(gateway.chat("sk-nobody", chat_body("llama", 10))->status == 401);
+  httplib::Headers basic = {{"Authorization", "Basic c2stYWxpY2U6"}};
+  CHECK(gateway.client().Post("/v1/chat/completions", basic, chat_body("llama", 10), "application/json")->status == 401);
+
+  const std::string bad_bodies[] = {
+      "", "not json", "[1,2]", "{\"model\":3,\"messages\":[{\"content\":\"x\"}]}",
+      "{\"messages\":[{\"content\":\"x\"}]}", "{\"model\":\"llama\"}", "{\"model\":\"llama\",\"messages\":[]}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":7}]}", "{\"model\":\"llama\",\"messages\":[\"x\"]}",
+      "{\"model\":\"\",\"messages\":[{\"content\":\"x\"}]}", chat_body(std::string(300, 'm'), 10),
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":0}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":-5}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":100000000}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":\"9\"}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"stream\":\"yes\"}",
+      "{\"model\":\"llama\",\"messages\":[{\"content\":\"\xff\xfe\"}]}",
+      std::string(3000, '[') + std::string(3000, ']'),
+      chat_body("llama", 10, false, std::string(5000, 'a')),  // above --max-body-bytes
+  };
+  for (const std::string& body : bad_bodies) {
+    INFO(body.substr(0, 80));
+    auto res = gateway.chat("sk-alice", body);
+    REQUIRE(res);
+    CHECK(res->status == 400);
+    CHECK(res->get_header_value("Content-Type") == "application/problem+json");
+    CHECK(res->body.find("\"status\":400") != std::string::npos);
+  }
+  httplib::Headers bad_id = {{"X-Request-Id", std::string(200, 'x')}};
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 10), bad_id)->status == 400);
+  CHECK(gateway.get("/no/such/route")->status == 404);
+
+  // None of that was charged: the first good request still sees 4 of 5 left.
+  auto good = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(good);
+  CHECK(good->status == 200);
+  CHECK(header_number(good, "x-ratelimit-remaining-requests") == 4);
+  const std::string metrics = gateway.metrics();
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"400\"}") == Approx(std::size(bad_bodies) + 1));
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"401\"}") == Approx(3));
+  CHECK(metric_value(metrics, "airl_decisions_total{result=\"allowed\"}") == Approx(1));
+}
+
+TEST_CASE("a retry with the same X-Request-Id is not charged twice", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\n");
+  httplib::Headers id = {{"X-Request-Id", "client-retry-1"}};
+  auto first = gateway.chat("sk-alice", chat_body("llama", 10), id);
+  auto retry = gateway.chat("sk-alice", chat_body("llama", 10), id);
+  REQUIRE(first);
+  REQUIRE(retry);
+  CHECK(first->get_header_value("X-Request-Id") == "client-retry-1");
+  CHECK(header_number(first, "x-ratelimit-remaining-requests") == 4);
+  CHECK(header_number(retry, "x-ratelimit-remaining-requests") == 4);
+  CHECK(header_number(gateway.chat("sk-alice", chat_body("llama", 10)), "x-ratelimit-remaining-requests") == 3);
+}
+
+TEST_CASE("a full concurrency cap refuses with 429 and charges no rate tier", "[gateway]") {
+  TempDir dir;
+  // One request in flight per user; each reply takes 10 tokens x 100 ms.
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\nin_flight user 1\n",
+                         {"--us-per-token", "100000", "--reply-tokens", "10"});
+  auto slow = std::async(std::launch::async, [&] { return gateway.chat("sk-alice", chat_body("llama", 10)); });
+  // Wait (bounded) until the first request holds its slot.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (metric_value(gateway.metrics(), "airl_concurrency_acquisitions_total{result=\"acquired\"}").value_or(0) < 1) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+  auto refused = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(refused);
+  CHECK(refused->status == 429);
+  CHECK(refused->body.find("user_in_flight is full") != std::string::npos);
+  CHECK(header_number(refused, "Retry-After") >= 1);
+  CHECK(gateway.chat("sk-bob", chat_body("llama", 1))->status == 200);  // another user's slot is free
+
+  REQUIRE(slow.wait_for(30s) == std::future_status::ready);
+  auto first = slow.get();
+  REQUIRE(first);
+  CHECK(first->status == 200);
+  auto next = gateway.chat("sk-alice", chat_body("llama", 1));
+  REQUIRE(next);
+  CHECK(next->status == 200);
+  CHECK(header_number(next, "x-ratelimit-remaining-requests") == 3);  // 5 - the slow one - this one
+}
+
+TEST_CASE("a full GPU queue answers 503 and refunds the reservation", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "limit user_model_tpm 1000\n", {"--queue", "0"});
+  auto res = gateway.chat("sk-alice", chat_body("llama", 300));
+  REQUIRE(res);
+  CHECK(res->status == 503);
+  CHECK(res->get_header_value("Retry-After") == "1");
+  // The sidecar decision (cost 1) shows the tokens: only the prompt stayed charged.
+  httplib::Headers check = {{"Authorization", "Bearer sk-alice"}, {"X-Airl-Model", "llama"}};
+  auto decided = gateway.client().Get("/v1/ratelimit/check", check);
+  REQUIRE(decided);
+  CHECK(decided->status == 204);
+  CHECK(header_number(decided, "x-ratelimit-remaining-tokens") == 1000 - airl_test::prompt_tokens_of("hello") - 1);
+  CHECK(metric_value(gateway.metrics(), "airl_gateway_queue_full_total") == Approx(1));
+}
+
+TEST_CASE("the sidecar check decides without a body: 204, then 403 with the status in X-Airl-Status", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "limit user_model_tpm 100\n");
+  httplib::Headers headers = {{"Authorization", "Bearer sk-alice"}, {"X-Airl-Model", "llama"}, {"X-Airl-Cost", "60"}};
+  auto admitted = gateway.client().Post("/v1/ratelimit/check", headers, "", "text/plain");
+  REQUIRE(admitted);
+  CHECK(admitted->status == 204);
+  CHECK(header_number(admitted, "x-ratelimit-remaining-tokens") == 40);
+  auto refused = gateway.client().Get("/v1/ratelimit/check", headers);
+  REQUIRE(refused);
+  CHECK(refused->status == 403);
+  CHECK(refused->get_header_value("X-Airl-Status") == "429");
+  CHECK(refused->get_header_value("X-Airl-Problem").find("\"violated-policies\":[\"user_model_tpm\"]") != std::string::npos);
+  CHECK(header_number(refused, "Retry-After") == 60);
+  headers.erase("X-Airl-Cost");
+  headers.emplace("X-Airl-Cost", "0");
+  CHECK(gateway.client().Get("/v1/ratelimit/check", headers)->status == 400);
+  CHECK(gateway.client().Get("/v1/ratelimit/check", {{"Authorization", "Bearer sk-alice"}})->status == 400);  // no model
+  CHECK(gateway.client().Get("/v1/ratelimit/check", {{"X-Airl-Model", "llama"}})->status == 401);
+}
+
+TEST_CASE("/metrics passes promtool and /healthz reports the in-memory backend", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "in_flight user 2\n");
+  REQUIRE(gateway.chat("sk-alice", chat_body("llama", 3))->status == 200);
+  auto health = gateway.get("/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(health->body == "{\"backend\":\"memory\",\"status\":\"ok\"}\n");
+  const std::string metrics = gateway.metrics();
+  for (const char* name : {"airl_decisions_total{result=\"allowed\"}", "airl_concurrency_acquisitions_total{result=\"acquired\"}",
+                           "airl_gateway_responses_total{code=\"200\"}", "airl_gateway_request_seconds_count",
+                           "airl_gateway_limiter_seconds_count", "airl_gateway_tokens_total{kind=\"completion\"}"}) {
+    INFO(name);
+    CHECK(metric_value(metrics, name).value_or(0) >= 1);
+  }
+  const std::string promtool = airl_test::find_program("promtool");
+  const std::string path = dir.write("metrics.txt", metrics);
+  const int status = std::system((promtool + " check metrics < " + path + " > " + dir.file("promtool.log") + " 2>&1").c_str());
+  INFO(airl_test::read_file(dir.file("promtool.log")));
+  CHECK(status == 0);
+}
+
+TEST_CASE("SIGTERM lets an in-flight reply finish, then the gateway exits 0", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config, {"--us-per-token", "100000", "--reply-tokens", "10"});
+  auto in_flight = std::async(std::launch::async, [&] { return gateway.chat("sk-alice", chat_body("llama", 10)); });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (metric_value(gateway.metrics(), "airl_decisions_total{result=\"allowed\"}").value_or(0) < 1) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+  gateway.process().signal(SIGTERM);
+  REQUIRE(in_flight.wait_for(30s) == std::future_status::ready);
+  auto reply = in_flight.get();
+  REQUIRE(reply);
+  CHECK(reply->status == 200);
+  CHECK(reply->body.find("\"completion_tokens\":10") != std::string::npos);  // all of it, not cut off
+  CHECK(gateway.process().wait_exit(15s) == 0);
+  CHECK(gateway.process().log().find("stopped cleanly") != std::string::npos);
+  CHECK_FALSE(gateway.get("/livez"));  // no longer listening
+}
+
+TEST_CASE("SIGTERM with a reply longer than the grace period exits 3 when the grace runs out", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config, {"--us-per-token", "1000000", "--reply-tokens", "20", "--shutdown-grace-ms", "300"});
+  auto in_flight = std::async(std::launch::async, [&] { return gateway.chat("sk-alice", chat_body("llama", 20)); });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (metric_value(gateway.metrics(), "airl_decisions_total{result=\"allowed\"}").value_or(0) < 1) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto signalled = std::chrono::steady_clock::now();
+  gateway.process().signal(SIGTERM);
+  CHECK(gateway.process().wait_exit(10s) == 3);
+  CHECK(std::chrono::steady_clock::now() - signalled < 5s);  // bounded by the grace, not the 20 s reply
+  REQUIRE(in_flight.wait_for(30s) == std::future_status::ready);
+}
+
+TEST_CASE("bad flags, a bad config and a taken port exit 2 with a message", "[gateway]") {
+  TempDir dir;
+  const auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), AIRL_GATEWAY_BINARY);
+    static int runs = 0;
+    airl_test::ChildProcess process(args, dir.file("run-" + std::to_string(++runs) + ".log"));
+    const std::optional<int> code = process.wait_exit(20s);
+    return std::make_pair(code, process.log());
+  };
+  const std::string good = dir.write("good.conf", base_config);
+  auto [unknown_code, unknown_log] = run({"--config", good, "--bogus", "1"});
+  CHECK(unknown_code == 2);
+  CHECK(unknown_log.find("unknown flag --bogus") != std::string::npos);
+  CHECK(run({"--config", good, "--failure-policy", "maybe"}).first == 2);
+  CHECK(run({"--config", good, "--port", "0"}).first == 2);
+  CHECK(run({"--port", "8080"}).first == 2);
+  const std::string bad = dir.write("bad.conf", "key k alice\nlimit user_model_rpm lots\n");
+  auto [bad_code, bad_log] = run({"--config", bad});
+  CHECK(bad_code == 2);
+  CHECK(bad_log.find("bad.conf:2:") != std::string::npos);
+  CHECK(run({"--config", dir.write("plan.conf", "key k alice gold\n")}).first == 2);  // unknown plan
+  CHECK(run({"--config", dir.write("empty.conf", "window_ms 1000\n")}).first == 2);   // no keys
+  CHECK(run({"--config", dir.file("missing.conf")}).first == 2);
+
+  GatewayProcess holder(dir, base_config);
+  auto [taken_code, taken_log] = run({"--config", good, "--port", std::to_string(holder.port())});
+  CHECK(taken_code == 2);
+  CHECK(taken_log.find("cannot listen") != std::string::npos);
+}
