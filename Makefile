@@ -3,17 +3,30 @@
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 BUILD_PACKAGES := cmake g++ make
-TEST_PACKAGES := $(BUILD_PACKAGES) catch2 pkg-config libhiredis-dev redis-server prometheus
+GATEWAY_PACKAGES := $(BUILD_PACKAGES) pkg-config libhiredis-dev libcpp-httplib-dev nlohmann-json3-dev
+# The gateway's integration tests also run redis-server, nginx (auth_request) and wrk; yamllint and
+# python3-yaml check the Kubernetes manifests.
+TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3-yaml
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
-.PHONY: demo test test-asan test-tsan bench bench-redis clean
+.PHONY: demo gateway test test-asan test-tsan bench bench-redis clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
 demo:
 	@.ci/ensure-packages $(BUILD_PACKAGES)
-	cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON
+	cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON \
+	  -DAIRL_BUILD_GATEWAY=OFF
 	cmake --build build/demo -j$(JOBS) --target demo
 	./build/demo/examples/demo
+
+# Builds and runs the HTTP gateway (examples/gateway) on 127.0.0.1:8080, in memory, with the sample config.
+# Extra flags: make gateway GATEWAY_FLAGS="--redis 127.0.0.1:6379 --failure-policy local"
+GATEWAY_FLAGS ?=
+gateway:
+	@.ci/ensure-packages $(GATEWAY_PACKAGES)
+	cmake -S . -B build/gateway -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON
+	cmake --build build/gateway -j$(JOBS) --target airl_gateway
+	./build/gateway/examples/gateway/airl_gateway --config examples/gateway/gateway.conf $(GATEWAY_FLAGS)
 
 # Installs missing packages (as root), builds everything, runs every test.
 test:
