@@ -9,7 +9,7 @@ GATEWAY_PACKAGES := $(BUILD_PACKAGES) pkg-config libhiredis-dev libcpp-httplib-d
 TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3-yaml
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
-.PHONY: demo gateway test test-asan test-tsan bench bench-redis clean
+.PHONY: demo gateway bench-gateway test test-asan test-tsan bench bench-redis clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
 demo:
@@ -65,6 +65,13 @@ bench-redis:
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF
 	cmake --build build/bench -j$(JOBS) --target airl_redis_latency
 	./build/bench/bench/airl_redis_latency --memory
+
+# The gateway under wrk for 3 x 10 s: no limiter (the same binary, --unlimited), all admitted, mostly 429s.
+bench-gateway:
+	@.ci/ensure-packages $(GATEWAY_PACKAGES) wrk curl
+	cmake -S . -B build/gateway -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON
+	cmake --build build/gateway -j$(JOBS) --target airl_gateway
+	bench/gateway_wrk.sh build/gateway
 
 clean:
 	rm -rf build
