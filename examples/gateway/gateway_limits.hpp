@@ -43,8 +43,8 @@ class Limits {
   virtual ~Limits() = default;
 
   // Decides `request` in every cap (when `hold_slot`) and every rate tier. Thread-safe. Throws
-  // std::invalid_argument on a bad user, model or id; airl::BackendError only where the failure policy lets
-  // errors out (none of the gateway's policies do).
+  // std::invalid_argument on a bad user, model or id; airl::BackendError when a store cannot answer and
+  // the failure policy refuses to guess (the concurrency caps under fail_closed).
   virtual Admission admit(const airl::Request& request, bool hold_slot) = 0;
 
   // Settles an admitted request at its actual cost (tokens). Thread-safe. False when nothing held it.

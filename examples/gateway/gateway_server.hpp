@@ -54,8 +54,19 @@ class GatewayServer {
   void install(httplib::Server& server) {
     server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       const Clock::time_point arrived = Clock::now();
-      const bool streaming = chat(req, res, arrived);
-      if (!streaming) metrics_.add_request_time(Clock::now() - arrived);  // a stream counts when it ends
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
+      bool streaming = false;
+      if (draining_.load(std::memory_order_acquire)) {
+        res.set_header("Retry-After", "1");
+        res.set_header("Connection", "close");
+        set_problem(res, 503, "Service Unavailable", "this gateway is shutting down: retry on another");
+      } else {
+        streaming = chat(req, res, arrived);
+      }
+      if (!streaming) {  // a stream counts, and leaves in_flight_, when it ends
+        metrics_.add_request_time(Clock::now() - arrived);
+        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      }
       metrics_.count_response(res.status);
     });
     const auto check = [this](const httplib::Request& req, httplib::Response& res) {
@@ -88,8 +99,12 @@ class GatewayServer {
     }));
   }
 
-  // Set on SIGTERM: /healthz answers 503 so a load balancer stops sending while in-flight requests finish.
-  void set_draining() { draining_.store(true, std::memory_order_relaxed); }
+  // Set on SIGTERM: /healthz answers 503 so a load balancer stops sending, new completions get 503, and
+  // the ones in flight (streams included) finish while the server still runs.
+  void set_draining() { draining_.store(true, std::memory_order_release); }
+
+  // Completion requests being handled or streamed now.
+  std::uint64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
 
  private:
   struct Caller {
@@ -182,6 +197,7 @@ class GatewayServer {
           flight->completion->cancel();  // no-op when it finished; stops the worker when the client left
           flight->completion->wait_finished(std::chrono::milliseconds(1000));
           finish(*flight);
+          in_flight_.fetch_sub(1, std::memory_order_acq_rel);
         });
     return true;
   }
@@ -209,7 +225,7 @@ class GatewayServer {
       set_problem(res, 400, "Bad Request", error.what());
       return false;
     } catch (const airl::BackendError& error) {
-      // Only a storage without a failure policy throws; the gateway's always have one. Still: a 503, not a 500.
+      // A store that cannot answer under fail_closed (the concurrency caps say so by throwing): 503.
       set_problem(res, 503, "Service Unavailable", error.what());
       return false;
     }
@@ -223,6 +239,14 @@ class GatewayServer {
       res.set_header(header.name, header.value);
     }
     if (admission.decision.degraded) res.set_header("X-Airl-Degraded", "1");
+    if (admission.decision.replayed) {
+      // This id was admitted already within the window. airl does not charge a replay; running the completion
+      // again would serve it for free, so a reused id is refused (a retry must wait for, or re-send with a new
+      // id after, the first reply).
+      admission.permit.release();
+      set_problem(res, 409, "Conflict", "X-Request-Id '" + flight.id + "' was already admitted in this window");
+      return false;
+    }
     if (!admission.admitted) {
       const int status = airl::http::status_code(admission.decision);
       res.status = status;
@@ -280,19 +304,34 @@ class GatewayServer {
         return;
       }
     }
-    const std::string id = req.get_header_value("X-Request-Id");
+    std::string id = req.get_header_value("X-Request-Id");
+    if (!id.empty() && !request_id(req, res)) return;  // the same rules as for completions
     const Clock::time_point start = Clock::now();
     Admission admission;
     try {
       admission = limits_->admit({*caller->user, model, cost, id, *caller->plan}, /*hold_slot=*/false);
     } catch (const std::invalid_argument& error) {
-      set_problem(res, 400, "Bad Request", error.what());  // an empty or over-long model or id
+      set_problem(res, 400, "Bad Request", error.what());  // an empty or over-long model
+      return;
+    } catch (const airl::BackendError& error) {
+      res.status = 403;
+      res.set_header("X-Airl-Status", "503");
+      set_problem(res, 503, "Service Unavailable", error.what());
+      res.status = 403;
+      res.set_header("X-Airl-Problem", res.body);
       return;
     }
     metrics_.add_limiter_time(Clock::now() - start);
     const std::vector<airl::Tier> tiers = limits_->tiers_for(*caller->user, model, *caller->plan);
     for (const airl::http::Header& header : airl::http::response_headers(admission.decision, tiers)) {
       res.set_header(header.name, header.value);
+    }
+    if (admission.decision.replayed) {  // as for completions: a reused id would pass for free
+      res.status = 403;
+      res.set_header("X-Airl-Status", "409");
+      set_problem(res, 409, "Conflict", "X-Request-Id '" + id + "' was already admitted in this window");
+      res.status = 403;
+      return;
     }
     if (admission.admitted) {
       res.status = 204;
@@ -382,6 +421,7 @@ class GatewayServer {
   const std::string id_prefix_;
   std::atomic<std::uint64_t> next_id_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> in_flight_{0};
 };
 
 }  // namespace gateway

@@ -123,10 +123,20 @@ int main(int argc, char** argv) {
     if (received == SIGUSR2) return;
     std::fprintf(stderr, "airl_gateway: %s: draining, %llu ms grace\n", received == SIGTERM ? "SIGTERM" : "SIGINT",
                  static_cast<unsigned long long>(flags.shutdown_grace_ms));
+    // Drain while still serving: /healthz says 503 and new completions are refused, the ones in flight
+    // (streams too: httplib would cut them at stop()) run to their end. Then stop, within the same grace.
+    const auto grace_ends = std::chrono::steady_clock::now() + std::chrono::milliseconds(flags.shutdown_grace_ms);
     gateway_server.set_draining();
+    while (gateway_server.in_flight() > 0 && std::chrono::steady_clock::now() < grace_ends) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    // A signal right after start may come before listen_after_bind runs, when stop() would do nothing.
+    while (!server.is_running() && std::chrono::steady_clock::now() < grace_ends) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     server.stop();
     std::unique_lock lock(mutex);
-    if (!finished_changed.wait_for(lock, std::chrono::milliseconds(flags.shutdown_grace_ms), [&] { return finished; })) {
+    if (!finished_changed.wait_until(lock, grace_ends, [&] { return finished; })) {
       std::fprintf(stderr, "airl_gateway: in-flight requests outlived the grace period; exiting\n");
       std::_Exit(3);
     }

@@ -67,7 +67,7 @@ TEST_CASE("two gateway processes sharing one redis-server admit the limit betwee
   CHECK(from_b > 0);
 }
 
-TEST_CASE("Redis killed: fail_open keeps admitting, degraded; Redis restarted: recovered without a restart",
+TEST_CASE("Redis killed: fail_open keeps admitting, degraded, and Redis restarted: recovered without a restart",
           "[gateway][redis]") {
   airl_test::RedisServer redis;
   TempDir dir;

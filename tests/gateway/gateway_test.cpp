@@ -137,18 +137,26 @@ TEST_CASE("bad keys get 401 and bad bodies 400, nothing is charged, and the gate
   CHECK(metric_value(metrics, "airl_decisions_total{result=\"allowed\"}") == Approx(1));
 }
 
-TEST_CASE("a retry with the same X-Request-Id is not charged twice", "[gateway]") {
+TEST_CASE("a reused X-Request-Id is refused with 409, not served again for free", "[gateway]") {
   TempDir dir;
-  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\n");
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\nin_flight user 1\n");
   httplib::Headers id = {{"X-Request-Id", "client-retry-1"}};
   auto first = gateway.chat("sk-alice", chat_body("llama", 10), id);
-  auto retry = gateway.chat("sk-alice", chat_body("llama", 10), id);
   REQUIRE(first);
-  REQUIRE(retry);
+  CHECK(first->status == 200);
   CHECK(first->get_header_value("X-Request-Id") == "client-retry-1");
   CHECK(header_number(first, "x-ratelimit-remaining-requests") == 4);
-  CHECK(header_number(retry, "x-ratelimit-remaining-requests") == 4);
-  CHECK(header_number(gateway.chat("sk-alice", chat_body("llama", 10)), "x-ratelimit-remaining-requests") == 3);
+  for (int i = 0; i < 8; ++i) {  // more reuses than the limit: none is served
+    auto reused = gateway.chat("sk-alice", chat_body("llama", 10), id);
+    REQUIRE(reused);
+    CHECK(reused->status == 409);
+  }
+  // Nothing was charged by the reuses, and their slot came back: a new id is admitted with 3 left.
+  auto next = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(next);
+  CHECK(next->status == 200);
+  CHECK(header_number(next, "x-ratelimit-remaining-requests") == 3);
+  CHECK(metric_value(gateway.metrics(), "airl_gateway_tokens_total{kind=\"completion\"}") == Approx(20));  // 2 replies of max_tokens 10
 }
 
 TEST_CASE("a full concurrency cap refuses with 429 and charges no rate tier", "[gateway]") {
@@ -215,6 +223,16 @@ TEST_CASE("the sidecar check decides without a body: 204, then 403 with the stat
   CHECK(gateway.client().Get("/v1/ratelimit/check", headers)->status == 400);
   CHECK(gateway.client().Get("/v1/ratelimit/check", {{"Authorization", "Bearer sk-alice"}})->status == 400);  // no model
   CHECK(gateway.client().Get("/v1/ratelimit/check", {{"X-Airl-Model", "llama"}})->status == 401);
+
+  httplib::Headers with_id = {{"Authorization", "Bearer sk-bob"}, {"X-Airl-Model", "llama"}, {"X-Request-Id", "r-1"}};
+  CHECK(gateway.client().Get("/v1/ratelimit/check", with_id)->status == 204);
+  auto reused = gateway.client().Get("/v1/ratelimit/check", with_id);
+  REQUIRE(reused);
+  CHECK(reused->status == 403);
+  CHECK(reused->get_header_value("X-Airl-Status") == "409");
+  with_id.erase("X-Request-Id");
+  with_id.emplace("X-Request-Id", "bad id");
+  CHECK(gateway.client().Get("/v1/ratelimit/check", with_id)->status == 400);
 }
 
 TEST_CASE("/metrics passes promtool and /healthz reports the in-memory backend", "[gateway]") {
@@ -239,21 +257,37 @@ TEST_CASE("/metrics passes promtool and /healthz reports the in-memory backend",
   CHECK(status == 0);
 }
 
-TEST_CASE("SIGTERM lets an in-flight reply finish, then the gateway exits 0", "[gateway]") {
+TEST_CASE("SIGTERM drains: in-flight replies and streams finish, new ones get 503, then the gateway exits 0",
+          "[gateway]") {
   TempDir dir;
   GatewayProcess gateway(dir, base_config, {"--us-per-token", "100000", "--reply-tokens", "10"});
   auto in_flight = std::async(std::launch::async, [&] { return gateway.chat("sk-alice", chat_body("llama", 10)); });
+  auto stream = std::async(std::launch::async, [&] { return gateway.chat("sk-bob", chat_body("llama", 10, true)); });
   const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (metric_value(gateway.metrics(), "airl_decisions_total{result=\"allowed\"}").value_or(0) < 1) {
+  while (metric_value(gateway.metrics(), "airl_decisions_total{result=\"allowed\"}").value_or(0) < 2) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
     std::this_thread::sleep_for(10ms);
   }
   gateway.process().signal(SIGTERM);
+  // While draining, it still answers: not ready, and no new completions.
+  for (auto health = gateway.get("/healthz"); !health || health->status != 503; health = gateway.get("/healthz")) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(gateway.get("/healthz")->body.find("\"status\":\"draining\"") != std::string::npos);
+  auto late = gateway.chat("sk-alice", chat_body("llama", 10));
+  REQUIRE(late);
+  CHECK(late->status == 503);
   REQUIRE(in_flight.wait_for(30s) == std::future_status::ready);
+  REQUIRE(stream.wait_for(30s) == std::future_status::ready);
   auto reply = in_flight.get();
   REQUIRE(reply);
   CHECK(reply->status == 200);
   CHECK(reply->body.find("\"completion_tokens\":10") != std::string::npos);  // all of it, not cut off
+  auto streamed = stream.get();
+  REQUIRE(streamed);
+  CHECK(streamed->body.find("\"completion_tokens\":10") != std::string::npos);
+  CHECK(streamed->body.ends_with("data: [DONE]\n\n"));
   CHECK(gateway.process().wait_exit(15s) == 0);
   CHECK(gateway.process().log().find("stopped cleanly") != std::string::npos);
   CHECK_FALSE(gateway.get("/livez"));  // no longer listening
