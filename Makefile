@@ -6,7 +6,7 @@ BUILD_PACKAGES := cmake g++ make
 GATEWAY_PACKAGES := $(BUILD_PACKAGES) pkg-config libhiredis-dev libcpp-httplib-dev nlohmann-json3-dev
 # The gateway's integration tests also run redis-server, nginx (auth_request) and wrk; yamllint and
 # python3-yaml check the Kubernetes manifests.
-TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3-yaml
+TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3 python3-yaml
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
 .PHONY: demo gateway bench-gateway test test-asan test-tsan bench bench-redis clean
