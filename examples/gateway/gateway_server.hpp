@@ -187,6 +187,9 @@ class GatewayServer {
             const std::string chunk = "data: " + chunk_json(*flight, *token).dump() + "\n\n";
             return sink.write(chunk.data(), chunk.size());
           }
+          // Settled before the last chunk goes out: a client that sends its next request the moment it reads
+          // [DONE] already sees the unused reservation refunded.
+          finish(*flight);
           const std::string last = "data: " + completion_json(*flight, flight->completion->produced(), tokens, true).dump() +
                                    "\n\ndata: [DONE]\n\n";
           sink.write(last.data(), last.size());
@@ -211,6 +214,7 @@ class GatewayServer {
     airl::Permit permit;
     bool limited = false;
     bool streaming = false;
+    bool finished = false;  // settled and counted
   };
 
   // Decides the request; on a refusal writes the 429/503 and returns false.
@@ -272,7 +276,10 @@ class GatewayServer {
   }
 
   // After the reply: settle the reservation at the tokens actually used, give the slot back, count.
+  // Runs once per request (the stream's last chunk and its releaser both call it, on one thread).
   void finish(Flight& flight) {
+    if (flight.finished) return;
+    flight.finished = true;
     const std::uint64_t produced = flight.completion ? flight.completion->produced() : 0;
     if (flight.limited) {
       const Clock::time_point start = Clock::now();
