@@ -5,7 +5,7 @@
 
 #include "support.hpp"
 
-#include <airl/detail/bucket_key.hpp>
+#include <airl/detail/memory/bucket_key.hpp>
 #include <airl/detail/key_hash.hpp>
 
 #include <cstdint>
@@ -132,7 +132,7 @@ TEST_CASE("a key decodes back into its bucket, and a malformed key does not deco
     const auto decoded = airl::detail::decode_bucket_key(key);
     REQUIRE(decoded.has_value());
     CHECK(airl::detail::same_bucket(*decoded, bucket));
-    CHECK(decoded->tier == bucket.tier);
+    CHECK(decoded->name == bucket.name);
   }
   std::string short_model = airl::detail::encode_bucket_key(BucketRef{Scope::model, "t", "", "m"});
   short_model[2] = '\x02';  // a model length of 2 with only one byte left
@@ -157,8 +157,8 @@ TEST_CASE("the bucket hash follows bucket identity and the store's seed", "[buck
     for (const std::string& tier : {"t"s, "ta"s}) {
       for (const std::string& user : ids) {
         for (const std::string& model : ids) {
-          if (!airl::detail::scope_has_user(scope) && !user.empty()) continue;
-          if (!airl::detail::scope_has_model(scope) && !model.empty()) continue;
+          if (!airl::scope_has_user(scope) && !user.empty()) continue;
+          if (!airl::scope_has_model(scope) && !model.empty()) continue;
           hashes.insert(hash_bucket(seed, {scope, tier, user, model}));
           ++buckets;
         }

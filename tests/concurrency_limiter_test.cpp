@@ -1001,6 +1001,11 @@ TEST_CASE("redis: the script refuses a repeated key, a lease above 366 days and 
   const auto refused = [](const RawReply& reply, std::string_view why) {
     return reply->type == REDIS_REPLY_ERROR && text_of(*reply).find(why) != std::string::npos;
   };
+  // The script's answer for an id already held: {-1}, and nothing written (the storage throws PermitIdInUse).
+  const auto id_in_use = [](const RawReply& reply) {
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
+           reply->element[0]->integer == -1;
+  };
 
   CHECK(refused(eval({"2", a, a, "acquire", "id-1", "5", "1000", "5", "1000"}), "passed twice"));
   CHECK(refused(eval({"2", a, a, "release", "id-1"}), "passed twice"));
@@ -1015,10 +1020,10 @@ TEST_CASE("redis: the script refuses a repeated key, a lease above 366 days and 
   // An id that is already a member of any key (even with its lease run out) is never overwritten.
   must(server, {"ZADD", b, "1", "id-2"});  // a deadline long past: a lease that ran out, not yet dropped
   const RawReply clash = eval({"2", a, b, "acquire", "id-2", "5", "1000", "5", "1000"});
-  CHECK(refused(clash, "AIRL_ID_IN_USE"));
+  CHECK(id_in_use(clash));
   CHECK(text_of(*must(server, {"ZSCORE", b, "id-2"})) == "1");  // not expired, not overwritten
   CHECK(must(server, {"ZCARD", a})->integer == 1);               // a only holds id-1
-  CHECK(refused(eval({"1", a, "acquire", "id-1", "5", "1000"}), "AIRL_ID_IN_USE"));
+  CHECK(id_in_use(eval({"1", a, "acquire", "id-1", "5", "1000"})));
   CHECK(must(server, {"ZCARD", a})->integer == 1);
   must(server, {"DEL", a, b});
 }
@@ -1097,7 +1102,9 @@ TEST_CASE("redis paused: an acquisition that timed out does not keep its slot wh
     airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_closed);
     REQUIRE(connected(limiter));
     server.pause();
-    CHECK_THROWS_AS(limiter.try_acquire("alice", "m"), airl::BackendError);
+    const Permit refused = limiter.try_acquire("alice", "m");  // refused, not thrown (FailurePolicy::fail_closed)
+    CHECK_FALSE(refused);
+    CHECK(refused.status() == airl::Status::backend_unavailable);
     CHECK(limiter.storage().pending_releases() == 1);
     server.resume();
     Permit taken;
@@ -1154,17 +1161,26 @@ TEST_CASE("redis paused: an acquisition that timed out does not keep its slot wh
   }
 }
 
-TEST_CASE("redis unreachable: fail_closed throws BackendError, fail_open grants a degraded permit, local caps "
-          "in process",
+TEST_CASE("redis unreachable: fail_closed refuses with backend_unavailable (no exception), fail_open grants a "
+          "degraded permit, local caps in process",
           "[concurrency][redis][faults]") {
   const int closed_port = free_loopback_port();  // nothing listens there
   const std::vector<ConcurrencyCap> caps = {{"user", Scope::user, 1, 60s}};
 
+  // fail_closed means what it means for a rate decision: a refusal whose status is backend_unavailable.
   airl::RedisConcurrencyLimiter closed(
       caps, airl::RedisConcurrencyStorage(concurrency_options(closed_port, airl::FailurePolicy::fail_closed)));
-  CHECK_THROWS_AS(closed.try_acquire("alice", "m"), airl::BackendError);
-  CHECK_THROWS_AS(closed.in_flight("user", "alice", "m"), airl::BackendError);
+  const Permit unavailable = closed.try_acquire("alice", "m");
+  CHECK_FALSE(unavailable);
+  CHECK(unavailable.status() == airl::Status::backend_unavailable);
+  CHECK(unavailable.reason() == airl::backend_unavailable_reason);
+  CHECK(unavailable.degraded());
+  CHECK(unavailable.retry_after() > 0ms);
+  CHECK_THROWS_AS(closed.in_flight("user", "alice", "m"), airl::BackendError);  // not a decision: thrown
   CHECK(closed.metrics().backend_errors == 2);
+  CHECK(closed.metrics().degraded == 1);
+  CHECK(closed.metrics().denied == 1);
+  CHECK(closed.metrics().denied_backend_unavailable == 1);
   CHECK(closed.metrics().acquired == 0);
   CHECK(closed.metrics().held == 0);
 

@@ -250,7 +250,8 @@ TEST_CASE("a key_capacity denial carries Retry-After and the policies but no tie
 }
 
 TEST_CASE("a backend_unavailable denial is a 503 with a plain problem body", "[http]") {
-  airl::Decision unavailable;
+  airl::Decision unavailable;  // as a Redis storage under fail_closed reports one: the status decides
+  unavailable.status = airl::Status::backend_unavailable;
   unavailable.reason = std::string(airl::backend_unavailable_reason);
   unavailable.retry_after = 1500ms;
   unavailable.degraded = true;

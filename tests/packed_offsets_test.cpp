@@ -5,7 +5,7 @@
 // log allocates (no padding for width 4, packed_padding for 5..8), so AddressSanitizer sees any access past it.
 #include <catch2/catch.hpp>
 
-#include <airl/detail/packed_offsets.hpp>
+#include <airl/detail/memory/packed_offsets.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -6,7 +6,7 @@
 #include "allocation_counter.hpp"
 #include "support.hpp"
 
-#include <airl/detail/window_log.hpp>
+#include <airl/detail/memory/window_log.hpp>
 
 #include <cstddef>
 #include <cstdint>

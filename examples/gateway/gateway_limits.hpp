@@ -24,12 +24,9 @@ namespace gateway {
 
 struct Admission {
   bool admitted = false;
-  // Set when a concurrency cap refused (then `decision` is unset): the cap's name and when a slot frees.
-  std::string full_cap;
-  std::chrono::milliseconds cap_retry_after{0};
-  bool cap_degraded = false;
-  airl::Decision decision;  // the rate limiter's decision (when the caps admitted)
-  airl::Permit permit;      // held while the completion runs; releases itself
+  bool cap_refused = false;  // a concurrency cap (or its store) refused: `permit` says why, `decision` is unset
+  airl::Decision decision;   // the rate limiter's decision (when the caps admitted)
+  airl::Permit permit;       // held while the completion runs; releases itself
 };
 
 struct Health {
@@ -42,9 +39,9 @@ class Limits {
  public:
   virtual ~Limits() = default;
 
-  // Decides `request` in every cap (when `hold_slot`) and every rate tier. Thread-safe. Throws
-  // std::invalid_argument on a bad user, model or id; airl::BackendError when a store cannot answer and
-  // the failure policy refuses to guess (the concurrency caps under fail_closed).
+  // Decides `request` in every cap (when `hold_slot`) and every rate tier. Thread-safe. A store that cannot
+  // answer is answered by its failure policy (under fail_closed a refusal with Status::backend_unavailable).
+  // Throws std::invalid_argument on a bad user, model or id.
   virtual Admission admit(const airl::Request& request, bool hold_slot) = 0;
 
   // Settles an admitted request at its actual cost (tokens). Thread-safe. False when nothing held it.
@@ -76,9 +73,7 @@ class BackendLimits final : public Limits {
     if (hold_slot && slots_) {
       admission.permit = slots_->try_acquire(request.user, request.model);
       if (!admission.permit) {
-        admission.full_cap = admission.permit.reason();
-        admission.cap_retry_after = admission.permit.retry_after();
-        admission.cap_degraded = admission.permit.degraded();
+        admission.cap_refused = true;
         return admission;
       }
     }

@@ -229,13 +229,13 @@ class GatewayServer {
       set_problem(res, 400, "Bad Request", error.what());
       return false;
     } catch (const airl::BackendError& error) {
-      // A store that cannot answer under fail_closed (the concurrency caps say so by throwing): 503.
+      // A storage without a failure policy that cannot answer (the shipped ones answer by their policy).
       set_problem(res, 503, "Service Unavailable", error.what());
       return false;
     }
     metrics_.add_limiter_time(Clock::now() - start);
-    if (!admission.full_cap.empty()) {
-      cap_refused(res, admission);
+    if (admission.cap_refused) {
+      cap_refused(res, admission.permit);
       return false;
     }
     const std::vector<airl::Tier> tiers = limits_->tiers_for(*caller.user, chat.model, *caller.plan);
@@ -262,17 +262,13 @@ class GatewayServer {
     return true;
   }
 
-  // A concurrency cap was full: 429 with the time its earliest lease runs out (an upper bound) as Retry-After.
-  void cap_refused(httplib::Response& res, const Admission& admission) {
-    if (admission.full_cap == airl::backend_unavailable_reason) {
-      set_problem(res, 503, "Service Unavailable", "the concurrency backend is unavailable");
-      return;
-    }
-    const auto wait = admission.cap_retry_after == airl::Decision::never
-                          ? std::chrono::seconds(0)
-                          : std::max(std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(admission.cap_retry_after));
-    if (wait.count() > 0) res.set_header("Retry-After", std::to_string(wait.count()));
-    set_problem(res, 429, "Too Many Requests", "too many requests in flight: " + admission.full_cap + " is full");
+  // A concurrency cap (or its store) refused: the library's answer for a refused permit, 429 (or 503 when the
+  // store is unavailable under fail_closed) with a short Retry-After: a slot frees when a request ends.
+  void cap_refused(httplib::Response& res, const airl::Permit& permit) {
+    for (const airl::http::Header& header : airl::http::response_headers(permit)) res.set_header(header.name, header.value);
+    if (permit.degraded()) res.set_header("X-Airl-Degraded", "1");
+    res.status = airl::http::status_code(permit);
+    res.set_content(airl::http::problem_json(permit), std::string(airl::http::problem_content_type));
   }
 
   // After the reply: settle the reservation at the tokens actually used, give the slot back, count.

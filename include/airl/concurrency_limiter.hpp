@@ -8,20 +8,13 @@
 // when it is destroyed. A lease counts until released or until it runs out, so a holder that crashed (on
 // Redis: a process that died) stops counting on its own; a holder that works longer than the lease renews it.
 // The storage does the bookkeeping (in_memory_concurrency_storage.hpp, redis/redis_concurrency_storage.hpp).
-//
-// Each permit has a 128-bit id: a base drawn per limiter (random bits and the process id) plus a counter.
-// A process forked after the limiter was built draws its own base before its first permit, so pre-fork
-// workers never repeat each other's ids (on Redis that would let one worker's lease overwrite, and its
-// release free, another's).
+// Each permit has a 128-bit id, unique across processes and forks (detail/limiter/permit_ids.hpp).
 
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -29,72 +22,27 @@
 #include <utility>
 #include <vector>
 
-#ifndef AIRL_HAS_FORK  // POSIX: fork() exists, and permit ids must notice it
-#if defined(__unix__) || defined(__APPLE__)
-#define AIRL_HAS_FORK 1
-#else
-#define AIRL_HAS_FORK 0
-#endif
-#endif
-#if AIRL_HAS_FORK
-#include <pthread.h>
-#include <unistd.h>
-#endif
-
+#include "clock.hpp"
 #include "concurrency_storage_policy.hpp"
 #include "decision.hpp"
+#include "detail/limiter/counters.hpp"
+#include "detail/limiter/permit_ids.hpp"
+#include "detail/part_array.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
-#include "in_memory_concurrency_storage.hpp"
+#include "metrics.hpp"
 #include "permit.hpp"
 #include "quota.hpp"
 #include "tier.hpp"
 
 namespace airl {
 
-// ConcurrencyCap (a cap: name, scope, max_in_flight, lease) is in concurrency_storage_policy.hpp.
-
-// A snapshot of a concurrency limiter's counters.
-struct ConcurrencyMetrics {
-  std::uint64_t acquired = 0;        // permits granted (degraded ones included)
-  std::uint64_t denied = 0;          // try_acquire() calls refused because a cap was full
-  std::uint64_t held = 0;            // permits granted and not yet released, lost or abandoned (in this process)
-  std::uint64_t renewed = 0;         // renew() calls that extended the leases, or assumed them (an outage, or a
-                                     // degraded permit holding no confirmed lease)
-  std::uint64_t leases_lost = 0;     // renew() calls that found a lease already run out
-  std::uint64_t degraded = 0;        // acquisitions and renewals a failure policy decided without the store
-  std::uint64_t backend_errors = 0;  // store faults: thrown, absorbed by a failure policy, or swallowed on release
-  std::uint64_t release_errors = 0;  // releases that failed in the store (swallowed; Redis retries them before
-                                     // its next calls, else those leases run out)
-};
+// The default storage, declared here and defined in in_memory_concurrency_storage.hpp (which <airl/airl.hpp>
+// includes): a limiter names its storage, it does not include one.
+template <ClockPolicy Clock>
+class InMemoryConcurrencyStorage;
 
 namespace detail {
-
-// How many times fork() has made this process a child (counted by a pthread_atfork handler, installed by
-// watch_forks()). A permit id base drawn under an older count was inherited from the parent. Throws nothing.
-inline std::atomic<std::uint64_t>& fork_generation() noexcept {
-  static std::atomic<std::uint64_t> generation{0};
-  return generation;
-}
-
-// Installs the fork counter's handler, once per process. Thread safety: safe. Throws nothing.
-inline void watch_forks() noexcept {
-#if AIRL_HAS_FORK
-  static const bool installed = [] {
-    return ::pthread_atfork(nullptr, nullptr, [] { fork_generation().fetch_add(1, std::memory_order_relaxed); }) == 0;
-  }();
-  (void)installed;
-#endif
-}
-
-// This process's id, mixed into permit ids (two live processes on one host never share a base). Throws nothing.
-inline std::uint32_t process_id() noexcept {
-#if AIRL_HAS_FORK
-  return static_cast<std::uint32_t>(::getpid());
-#else
-  return 0;
-#endif
-}
 
 // Throws std::invalid_argument unless the caps are usable: at least one; names non-empty, at most
 // max_id_length bytes, unique and not a reserved reason; a known scope; a lease in (0, max_window].
@@ -117,7 +65,7 @@ inline void validate_caps(const std::vector<ConcurrencyCap>& caps) {
 
 }  // namespace detail
 
-template <class Storage = InMemoryConcurrencyStorage<>>
+template <class Storage = InMemoryConcurrencyStorage<SteadyClock>>
 class ConcurrencyLimiter {
   static_assert(ConcurrencyStoragePolicy<Storage>,
                 "airl::ConcurrencyLimiter: Storage must satisfy airl::ConcurrencyStoragePolicy "
@@ -140,19 +88,20 @@ class ConcurrencyLimiter {
   ConcurrencyLimiter& operator=(ConcurrencyLimiter&&) noexcept = default;
 
   // Takes a lease in every cap's scope for (user, model), or in none: the permit is acquired only if every
-  // scope has fewer than its cap in flight; a denied permit names the first full cap. Thread safety: safe
-  // from any thread. Throws std::invalid_argument on an empty or over-long user or model; airl::BackendError
-  // when the store fails and its failure policy does not absorb it (no permit holds anything; a call that
-  // timed out may still take its lease when the store resumes, and the Redis storage then releases it
-  // before its next calls); airl::PermitIdInUse if three fresh ids were all held already (never expected);
-  // std::logic_error when the limiter was moved from.
+  // scope has fewer than its cap in flight; a refused permit says why (status(), reason()). A store fault is
+  // answered by the storage's failure policy (on Redis: fail_closed refuses with Status::backend_unavailable,
+  // fail_open admits a degraded permit, local decides in process), never thrown by the shipped storages.
+  // Thread safety: safe from any thread. Throws std::invalid_argument on an empty or over-long user or model;
+  // airl::BackendError when a storage without a failure policy fails (no permit holds anything);
+  // airl::PermitIdInUse if three fresh ids were all held already (never expected); std::logic_error when
+  // the limiter was moved from.
   [[nodiscard]] Permit try_acquire(std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
     Core& core = require_usable();
     Permit permit;
     ConcurrencyResult result;
     for (int attempt = 1;; ++attempt) {
-      permit.ticket_.id = core.next_id();
+      permit.ticket_.id = core.ids.next();
       try {
         result = core.counting_backend_errors([&] {
           return core.with_slots(user, model,
@@ -161,19 +110,22 @@ class ConcurrencyLimiter {
         break;
       } catch (const PermitIdInUse&) {
         if (attempt == max_id_attempts) throw;
-        core.draw_id_base(/*forced=*/true);  // this base collides with another process's: leave it
+        core.ids.draw(/*forced=*/true);  // this base collides with another process's: leave it
       }
     }
+    const Status status = result.acquired ? Status::allowed : refusal(result.status);
     permit.degraded_ = result.degraded;
-    if (result.degraded) {  // a failure policy decided: the store failed
-      core.count(core.degraded_count);
-      core.count(core.backend_error_count);
-    }
+    permit.status_ = status;
+    if (result.degraded) core.counters.count_degraded();
+    core.counters.count(status, result.denied_by);
     if (!result.acquired) {
-      core.count(core.denied_count);
       permit.ticket_.id = PermitId{};
-      permit.denied_by_ = result.denied_by < core.caps.size() ? result.denied_by : 0;
-      permit.reason_ = core.caps[permit.denied_by_].name;
+      permit.denied_by_ = status == Status::denied && result.denied_by < core.caps.size() ? result.denied_by : 0;
+      switch (status) {
+        case Status::key_capacity: permit.reason_ = key_capacity_reason; break;
+        case Status::backend_unavailable: permit.reason_ = backend_unavailable_reason; break;
+        default: permit.reason_ = core.caps[permit.denied_by_].name; break;
+      }
       permit.retry_after_ = result.retry_after;
       return permit;
     }
@@ -188,8 +140,7 @@ class ConcurrencyLimiter {
     }
     permit.owner_ = core_;
     permit.acquired_.store(true, std::memory_order_relaxed);
-    core.count(core.acquired_count);
-    core.count(core.held_count);
+    Core::count(core.held_count);
     return permit;
   }
 
@@ -210,19 +161,25 @@ class ConcurrencyLimiter {
     return core.counting_backend_errors([&] { return core.storage.purge_expired(); });
   }
 
-  // A snapshot of the counters. Thread safety: safe. Throws nothing.
-  ConcurrencyMetrics metrics() const noexcept {
+  // A snapshot of the counters. Thread safety: safe. Throws only std::bad_alloc.
+  ConcurrencyMetrics metrics() const {
     ConcurrencyMetrics metrics;
     if (!core_) return metrics;
+    const auto totals = core_->counters.totals();
     const auto read = [](const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); };
-    metrics.acquired = read(core_->acquired_count);
-    metrics.denied = read(core_->denied_count);
+    metrics.acquired = totals.allowed;
+    metrics.denied = totals.denied;
     metrics.held = read(core_->held_count);
     metrics.renewed = read(core_->renewed_count);
     metrics.leases_lost = read(core_->lost_count);
-    metrics.degraded = read(core_->degraded_count);
-    metrics.backend_errors = read(core_->backend_error_count);
+    metrics.degraded = totals.degraded;
+    metrics.backend_errors = totals.backend_errors;
     metrics.release_errors = read(core_->release_error_count);
+    metrics.denied_key_capacity = totals.key_capacity;
+    metrics.denied_backend_unavailable = totals.backend_unavailable;
+    for (std::size_t i = 0; i < totals.denied_by_tier.size() && i < core_->caps.size(); ++i) {
+      metrics.denied_by_cap.push_back({core_->caps[i].name, totals.denied_by_tier[i]});
+    }
     return metrics;
   }
 
@@ -238,38 +195,10 @@ class ConcurrencyLimiter {
   // What the limiter and its permits share: the caps, the storage and the counters. Permits hold it by
   // shared_ptr, so a permit outliving its limiter still releases into the right store.
   struct Core final : detail::PermitOwner {
-    Core(std::vector<ConcurrencyCap> c, Storage s) : caps(std::move(c)), storage(std::move(s)) {
-      detail::watch_forks();
-      draw_id_base(/*forced=*/true);
-    }
+    Core(std::vector<ConcurrencyCap> c, Storage s)
+        : caps(std::move(c)), storage(std::move(s)), counters(caps.size()) {}
 
-    // A fresh id: the base plus a counter, unique in this process and, with overwhelming probability, across
-    // processes. The base is drawn again first in a process forked since it was drawn (the parent's base
-    // would repeat the parent's ids). Throws only what draw_id_base() throws.
-    PermitId next_id() {
-      if (detail::fork_generation().load(std::memory_order_acquire) != id_generation.load(std::memory_order_acquire)) {
-        draw_id_base(/*forced=*/false);
-      }
-      return PermitId{id_high.load(std::memory_order_relaxed),
-                      id_low.load(std::memory_order_relaxed) + id_counter.fetch_add(1, std::memory_order_relaxed)};
-    }
-
-    // Draws the id base: the high word's top half and the low word from std::random_device, the high word's
-    // bottom half the process id. Unless `forced`, only when the process forked since the last draw.
-    // Thread safety: safe. Throws what std::random_device throws (it cannot be opened).
-    void draw_id_base(bool forced) {
-      std::lock_guard lock(id_mutex);
-      const std::uint64_t generation = detail::fork_generation().load(std::memory_order_acquire);
-      if (!forced && generation == id_generation.load(std::memory_order_relaxed)) return;  // another thread did
-      std::random_device device;
-      const std::uint64_t high = (std::uint64_t{device()} << 32) | detail::process_id();
-      const std::uint64_t low = (std::uint64_t{device()} << 32) ^ device();
-      id_high.store(high, std::memory_order_relaxed);
-      id_low.store(low, std::memory_order_relaxed);
-      id_generation.store(generation, std::memory_order_release);
-    }
-
-    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to 8 caps.
+    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to inline_parts caps.
     template <class Work>
     decltype(auto) with_slots(std::string_view user, std::string_view model, Work&& work) const {
       const auto fill = [&](std::span<ConcurrencySlot> slots) {
@@ -279,8 +208,8 @@ class ConcurrencyLimiter {
         }
         return std::span<const ConcurrencySlot>(slots.data(), caps.size());
       };
-      if (caps.size() <= inline_caps) {
-        std::array<ConcurrencySlot, inline_caps> slots;
+      if (caps.size() <= detail::inline_parts) {
+        std::array<ConcurrencySlot, detail::inline_parts> slots;
         return work(fill(slots));
       }
       std::vector<ConcurrencySlot> slots(caps.size());
@@ -292,7 +221,7 @@ class ConcurrencyLimiter {
       try {
         return call();
       } catch (const BackendError&) {
-        count(backend_error_count);
+        counters.count_backend_error();
         throw;
       }
     }
@@ -301,7 +230,7 @@ class ConcurrencyLimiter {
       try {
         with_slots(user, model, [&](auto slots) { storage.release(slots, ticket.id, ticket.location); });
       } catch (const BackendError&) {
-        count(backend_error_count);
+        counters.count_backend_error();
         count(release_error_count);
       } catch (...) {
         count(release_error_count);  // e.g. std::bad_alloc building the call: the leases run out
@@ -326,8 +255,7 @@ class ConcurrencyLimiter {
         case RenewStatus::renewed: count(renewed_count); break;
         case RenewStatus::assumed:
           count(renewed_count);
-          count(degraded_count);
-          count(backend_error_count);
+          counters.count_degraded();
           break;
         case RenewStatus::lost:
           count(lost_count);
@@ -353,15 +281,17 @@ class ConcurrencyLimiter {
 
     std::vector<ConcurrencyCap> caps;
     Storage storage;
-    std::mutex id_mutex;  // serialises draws of the base
-    std::atomic<std::uint64_t> id_high{0}, id_low{0}, id_counter{0};
-    std::atomic<std::uint64_t> id_generation{0};  // the fork_generation() the base was drawn under
-    std::atomic<std::uint64_t> acquired_count{0}, denied_count{0}, held_count{0}, renewed_count{0}, lost_count{0},
-        degraded_count{0}, backend_error_count{0}, release_error_count{0};
+    detail::PermitIds ids;
+    detail::DecisionCounters counters;  // acquisitions, as a rate limiter counts decisions (denials per cap)
+    std::atomic<std::uint64_t> held_count{0}, renewed_count{0}, lost_count{0}, release_error_count{0};
   };
 
-  static constexpr std::size_t inline_caps = 8;
   static constexpr int max_id_attempts = 3;
+
+  // The refusal a storage reported; a storage that set no refusal status was refused by a cap.
+  static Status refusal(Status status) noexcept {
+    return status == Status::key_capacity || status == Status::backend_unavailable ? status : Status::denied;
+  }
 
   // A moved-from limiter has no core: using it is a caller mistake, reported instead of crashing.
   Core& require_usable() const {

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "decision.hpp"
 #include "quota.hpp"
 #include "storage_policy.hpp"
 #include "tier.hpp"
@@ -54,7 +55,7 @@ struct PermitId {
   }
 };
 
-// One cap's share of an acquisition: a lease in the scope named by `bucket` (its `tier` is the cap's name)
+// One cap's share of an acquisition: a lease in the scope named by `bucket` (its `name` is the cap's name)
 // if fewer than `max_in_flight` leases are live there, lasting `lease` from the moment it is taken.
 struct ConcurrencySlot {
   BucketRef bucket;
@@ -79,16 +80,19 @@ struct PermitIdInUse : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// What try_acquire() decided. On a denial `denied_by` indexes the first slot that was full (in declared
-// order) and `retry_after` is when that slot's earliest lease runs out (rounded up to whole milliseconds):
-// an upper bound, since holders usually release before their lease ends; Decision::never when its
-// max_in_flight is 0. `degraded` means a failure policy decided without the store.
+// What try_acquire() decided. A refusal says why in `status` (decision.hpp): denied (a cap was full: `denied_by`
+// indexes the first full slot, in declared order, and `retry_after` is when that slot's earliest lease runs
+// out, rounded up to whole milliseconds: an upper bound, since holders usually release before their lease
+// ends; Decision::never when its max_in_flight is 0), key_capacity (the in-memory store is full) or
+// backend_unavailable (the store could not be reached under FailurePolicy::fail_closed). `degraded` means a
+// failure policy decided without the store.
 struct ConcurrencyResult {
   bool acquired = false;
   bool degraded = false;
   LeaseLocation location = LeaseLocation::nowhere;
   std::size_t denied_by = 0;
   std::chrono::milliseconds retry_after{0};
+  Status status = Status::denied;  // Status::allowed when acquired
 };
 
 // What renew() found.
@@ -127,29 +131,5 @@ concept ConcurrencyStoragePolicy =
 template <class S>
 concept ConcurrencyCapValidator = requires(const S& storage, const ConcurrencyCap& cap) { storage.validate_cap(cap); };
 
-namespace detail {
-
-// Checks what a concurrency storage is handed directly (limiters have validated their caps already):
-// 1..n slots, each with a known scope, a lease in (0, max_window] and parts of at most 65535 bytes.
-// Throws std::invalid_argument naming `storage`.
-inline void validate_slots(std::span<const ConcurrencySlot> slots, const char* storage) {
-  const auto refuse = [storage](const char* what) {
-    throw std::invalid_argument(std::string(storage) + ": " + what);
-  };
-  if (slots.empty()) refuse("no slots");
-  constexpr std::size_t most = 0xFFFF;
-  for (const ConcurrencySlot& slot : slots) {
-    const Scope scope = slot.bucket.scope;
-    if (scope != Scope::user && scope != Scope::model && scope != Scope::user_model && scope != Scope::global) {
-      refuse("unknown scope");
-    }
-    if (slot.lease.count() <= 0 || slot.lease > max_window) refuse("lease must be in (0, 366 days]");
-    if (slot.bucket.tier.size() > most || slot.bucket.user.size() > most || slot.bucket.model.size() > most) {
-      refuse("a cap name, user or model is longer than 65535 bytes");
-    }
-  }
-}
-
-}  // namespace detail
 
 }  // namespace airl

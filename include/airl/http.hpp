@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// What a serving binary sends back with a decision: the status code, the rate-limit response headers and,
-// for a denial, an application/problem+json body. Plain strings, no HTTP library needed.
+// What a serving binary sends back with a decision or a permit: the status code, the rate-limit response
+// headers and, for a refusal, an application/problem+json body. Plain strings, no HTTP library needed. Every
+// answer is chosen by the status (Decision::status, Permit::status()), never by comparing reason strings.
 //
 // Headers (response_headers):
 //   Retry-After                       denials: whole seconds, rounded up (omitted when no wait helps)
@@ -31,7 +32,8 @@
 #include <vector>
 
 #include "decision.hpp"
-#include "detail/http_text.hpp"
+#include "detail/text/http_text.hpp"
+#include "permit.hpp"
 #include "tier.hpp"
 
 namespace airl::http {
@@ -45,10 +47,12 @@ struct Header {
 inline constexpr std::string_view problem_content_type = "application/problem+json";
 inline constexpr std::string_view quota_exceeded_type = "https://iana.org/assignments/http-problem-types#quota-exceeded";
 
+// The status code of a refusal: 503 when the store could not be reached (it is not the client's doing), else 429.
+constexpr int refusal_status_code(Status status) noexcept { return status == Status::backend_unavailable ? 503 : 429; }
+
 // 200 when allowed (shadow-mode admissions included), 503 for backend_unavailable, else 429. Throws nothing.
 inline int status_code(const Decision& decision) noexcept {
-  if (decision.allowed) return 200;
-  return decision.reason == backend_unavailable_reason ? 503 : 429;
+  return decision.allowed ? 200 : refusal_status_code(decision.status);
 }
 
 // A denial's wait in whole seconds, rounded up and at least 1, as Retry-After says it. Requires a wait that
@@ -90,7 +94,7 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
     headers.push_back({"Retry-After", std::to_string(retry_after_seconds(decision))});
   }
   headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
-  const bool from_tier = decision.reason != key_capacity_reason && decision.reason != backend_unavailable_reason;
+  const bool from_tier = decision.status != Status::key_capacity && decision.status != Status::backend_unavailable;
   if (!from_tier) return headers;  // no tier's counters: the store or the backend refused
   const TierState binding{decision.binding_tier, decision.limit, decision.remaining, decision.reset_after};
   std::vector<TierState> described{binding};
@@ -141,6 +145,56 @@ inline std::string problem_json(const Decision& decision) {
     body += ",\"violated-policies\":[";
     detail::append_json_string(body, detail::policy_identifier(decision.reason));
     body += "]";
+  }
+  body += "}";
+  return body;
+}
+
+// --- A refused Permit (ConcurrencyLimiter::try_acquire) ---
+//
+// A slot frees when a request in flight ends, usually within seconds, not when a lease runs out: so a refused
+// permit is answered with a short Retry-After hint the caller chooses (default 1 s), never with the lease
+// length or Permit::retry_after() (the latest a slot can stay taken).
+
+inline constexpr std::chrono::milliseconds default_permit_retry_after{1000};
+
+// 200 when acquired; 503 when the store could not be reached (Status::backend_unavailable), else 429.
+// Throws nothing.
+inline int status_code(const Permit& permit) noexcept {
+  return permit.acquired() || permit.status() == Status::allowed ? 200 : refusal_status_code(permit.status());
+}
+
+// The headers of a refused permit: Retry-After, `retry_after` rounded up to whole seconds (at least 1);
+// none when no wait helps (a cap of 0 in flight). An acquired permit gets none. Throws std::bad_alloc only.
+inline std::vector<Header> response_headers(const Permit& permit,
+                                            std::chrono::milliseconds retry_after = default_permit_retry_after) {
+  std::vector<Header> headers;
+  if (status_code(permit) == 200 || permit.retry_after() == Decision::never) return headers;
+  headers.push_back({"Retry-After", std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(retry_after)))});
+  return headers;
+}
+
+// The application/problem+json body of a refused permit (RFC 9457): 429 naming the full cap (or the full
+// store), or 503 when the store could not be reached; "retry-after" in seconds as the headers say it.
+// Throws std::invalid_argument when the permit was acquired.
+inline std::string problem_json(const Permit& permit,
+                                std::chrono::milliseconds retry_after = default_permit_retry_after) {
+  const int status = status_code(permit);
+  if (status == 200) throw std::invalid_argument("airl::http::problem_json: the permit was acquired");
+  std::string body = "{\"type\":\"about:blank\",\"title\":";
+  std::string why;
+  if (status == 503) {
+    body += "\"Service Unavailable\",\"status\":503";
+    why = "the store of the concurrency caps is unavailable";
+  } else {
+    body += "\"Too Many Requests\",\"status\":429";
+    why = permit.status() == Status::key_capacity ? "the store of the concurrency caps is full"
+                                                      : "too many requests in flight: " + permit.reason() + " is full";
+  }
+  body += ",\"detail\":";
+  detail::append_json_string(body, why);
+  if (permit.retry_after() != Decision::never) {
+    body += ",\"retry-after\":" + std::to_string(std::max<std::uint64_t>(1, detail::ceil_seconds(retry_after)));
   }
   body += "}";
   return body;

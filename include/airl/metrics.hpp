@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// A snapshot of a limiter's counters, cheap enough to scrape every second. <airl/prometheus.hpp> renders it.
+// Snapshots of a limiter's counters (Metrics for rate limiters, ConcurrencyMetrics for concurrency caps), cheap
+// enough to scrape every second. <airl/prometheus.hpp> renders them. Both stacks count degraded decisions and
+// backend errors the same way: a decision a failure policy made without the store is degraded and is also a
+// backend error; a fault that was thrown is a backend error only.
 
 #include <array>
 #include <cstddef>
@@ -52,6 +55,29 @@ struct Metrics {
     const std::uint64_t all = total();
     return all == 0 ? 0.0 : 100.0 * static_cast<double>(denied) / static_cast<double>(all);
   }
+};
+
+// One concurrency cap's refusals.
+struct CapDenials {
+  std::string cap;
+  std::uint64_t denied = 0;
+};
+
+// A snapshot of a concurrency limiter's counters.
+struct ConcurrencyMetrics {
+  std::uint64_t acquired = 0;        // permits granted (degraded ones included)
+  std::uint64_t denied = 0;          // try_acquire() calls refused, whatever refused them
+  std::uint64_t held = 0;            // permits granted and not yet released, lost or abandoned (in this process)
+  std::uint64_t renewed = 0;         // renew() calls that extended the leases, or assumed them (an outage, or a
+                                     // degraded permit holding no confirmed lease)
+  std::uint64_t leases_lost = 0;     // renew() calls that found a lease already run out
+  std::uint64_t degraded = 0;        // acquisitions and renewals a failure policy decided without the store
+  std::uint64_t backend_errors = 0;  // store faults: thrown, absorbed by a failure policy, or swallowed on release
+  std::uint64_t release_errors = 0;  // releases that failed in the store (swallowed; Redis retries them before
+                                     // its next calls, else those leases run out)
+  std::uint64_t denied_key_capacity = 0;         // refusals because the in-memory store was full
+  std::uint64_t denied_backend_unavailable = 0;  // refusals under fail_closed (reason backend_unavailable)
+  std::vector<CapDenials> denied_by_cap;         // every cap, in declared order, with its refusals
 };
 
 }  // namespace airl

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// MultiTierLimiter: several quotas checked together, all-or-nothing. The one mechanism every limiter uses:
+// MultiTierLimiter: several quotas checked together, all-or-nothing. The one mechanism every rate limiter uses:
 // a request becomes one Charge per tier, the storage decides them in one acquire(), and the result becomes
 // a Decision and a count in the metrics. SlidingWindowLimiter is this with a single tier.
 
 #include <algorithm>
 #include <cstddef>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -17,21 +17,21 @@
 
 #include "clock.hpp"
 #include "decision.hpp"
-#include "detail/bucket_key.hpp"
-#include "detail/decision_counters.hpp"
 #include "detail/inlining.hpp"
-#include "detail/quota_book.hpp"
-#include "detail/reason_text.hpp"
+#include "detail/limiter/counters.hpp"
+#include "detail/limiter/quota_book.hpp"
+#include "detail/limiter/reason_text.hpp"
+#include "detail/limiter/request_id.hpp"
+#include "detail/part_array.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
-#include "in_memory_storage.hpp"
 #include "limiter_options.hpp"
 #include "metrics.hpp"
 #include "plans.hpp"
 #include "quota.hpp"
 #include "request.hpp"
-#include "tier.hpp"
 #include "storage_policy.hpp"
+#include "tier.hpp"
 
 namespace airl {
 
@@ -61,17 +61,9 @@ class MultiTierLimiter {
     if (counters_.sample_latency()) [[unlikely]] return timed_allow(request);
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
     require_usable();
-    if (tiers_.size() == 1) {  // the common case: one charge, no loop, a small stack frame
-      const Tier& tier = tiers_.front();
-      Charge charge{bucket_of(tier, request.user, request.model), tier.quota, cost_in(tier, request)};
-      if (book_->active() || !request.plan.empty()) [[unlikely]] {
-        book_->resolve(request.user, request.model, request.plan, {&charge, 1});
-      }
-      const std::span<const Charge> charges(&charge, 1);
-      const std::string_view request_id = qualified_request_id(request);
-      return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
-    }
-    return allow_in_tiers(request);
+    // The same decision either way; with one tier its charge count is known at compile time.
+    if (tiers_.size() == 1) [[likely]] return decide<1>(request);
+    return decide<std::dynamic_extent>(request);
   }
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
@@ -90,7 +82,8 @@ class MultiTierLimiter {
       std::vector<AcquireCall> calls(requests.size());
       for (std::size_t i = 0; i < requests.size(); ++i) {
         std::span<Charge> mine(charges.data() + i * tiers_.size(), tiers_.size());
-        fill_charges(mine, requests[i]);
+        for (std::size_t t = 0; t < tiers_.size(); ++t) mine[t] = charge_of(t, requests[i]);
+        resolve_rules(mine, requests[i]);
         if (!requests[i].request_id.empty()) {
           detail::encode_request_id(ids[i], requests[i].user, requests[i].model, requests[i].request_id);
         }
@@ -122,7 +115,7 @@ class MultiTierLimiter {
   {
     detail::validate_request(user, model, 1, request_id);
     detail::validate_id(request_id, "request_id");
-    if (actual_cost > detail::max_rule_limit) detail::refuse("actual_cost must be at most 2^53");
+    if (actual_cost > max_exact_count) detail::refuse("actual_cost must be at most 2^53");
     require_usable();
     thread_local std::string id;
     detail::encode_request_id(id, user, model, request_id);
@@ -151,6 +144,7 @@ class MultiTierLimiter {
   // Metrics are kept. Thread safety: safe. Throws std::invalid_argument on an empty or over-long user.
   void reset(std::string_view user) {
     detail::validate_id(user, "user");
+    require_usable();
     counting_backend_errors([&] { storage_.erase_user(user); });
   }
 
@@ -158,6 +152,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an empty or over-long id.
   void reset(std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
+    require_usable();
     std::vector<BucketRef> buckets;
     for (const Tier& tier : tiers_) {
       if (tier.scope == Scope::user_model) buckets.push_back(bucket_of(tier, user, model));
@@ -167,6 +162,7 @@ class MultiTierLimiter {
 
   // Drops buckets whose window holds nothing; returns how many. Thread safety: safe.
   std::size_t purge_expired() {
+    require_usable();
     return counting_backend_errors([&] { return storage_.purge_expired(); });
   }
 
@@ -255,14 +251,6 @@ class MultiTierLimiter {
   const Storage& storage() const noexcept { return storage_; }
 
  private:
-  static constexpr std::size_t inline_tiers = 8;  // up to this many tiers decide without a heap allocation
-
-  // Stack room for the charges of one request, left uninitialised: filling them is the only write.
-  union UninitializedCharges {
-    UninitializedCharges() noexcept {}
-    Charge items[inline_tiers];
-  };
-
   // allow() for the sampled decisions the latency histogram records: times a nested allow(), which
   // sample_latency() has already let through untimed (it counts that call, see there).
   // A call that throws is timed too: a backend that fails slowly is what the histogram should show.
@@ -278,18 +266,16 @@ class MultiTierLimiter {
     }
   }
 
-  // allow() for two or more tiers, out of line so the one-tier path keeps a small stack frame.
-  // The charges are filled first: a plan resolver may decide on limiters itself, which reuses this thread's
-  // request-id buffer, so the id is built only after it returned.
-  AIRL_DETAIL_NOINLINE Decision allow_in_tiers(const Request& request) {
-    if (tiers_.size() <= inline_tiers) {
-      UninitializedCharges room;  // only the first tiers_.size() are written and read
-      const std::span<const Charge> charges = fill_charges(room.items, request);
-      const std::string_view request_id = qualified_request_id(request);
-      return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
-    }
-    std::vector<Charge> room(tiers_.size());
-    const std::span<const Charge> charges = fill_charges(room, request);
+  // The storage's decision on the request's charges (Extent of them, when known), as a Decision: one charge
+  // per tier with the quota in force for this request (up to inline_parts on the stack). The request id is
+  // built only after the rules are resolved: a plan resolver may decide on limiters itself, which reuses this
+  // thread's request-id buffer.
+  template <std::size_t Extent>
+  Decision decide(const Request& request) {
+    detail::PartArray<Charge, Extent> room(tiers_.size());
+    for (std::size_t i = 0; i < room.size(); ++i) room.make(i, [&] { return charge_of(i, request); });
+    resolve_rules(room.span(), request);
+    const std::span<const Charge, Extent> charges = room.span();
     const std::string_view request_id = qualified_request_id(request);
     return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
   }
@@ -323,47 +309,45 @@ class MultiTierLimiter {
     return buffer;
   }
 
-  // What `request` costs in `tier`: its cost, or 1 in a tier that counts requests.
-  static std::uint64_t cost_in(const Tier& tier, const Request& request) noexcept {
-    return tier.unit == Unit::requests ? 1 : request.cost;
+  // Tier i's charge for `request`, at the tier's own quota: its cost, or 1 in a tier that counts requests.
+  Charge charge_of(std::size_t i, const Request& request) const noexcept {
+    const Tier& tier = tiers_[i];
+    return Charge{bucket_of(tier, request.user, request.model), tier.quota,
+                  tier.unit == Unit::requests ? 1 : request.cost, static_cast<unsigned>(tier.unit)};
   }
 
-  // Writes one charge per tier into `charges` (room for tiers_.size()), with the quotas in force for this
-  // request, and returns them. Throws only what QuotaBook::resolve throws.
-  std::span<const Charge> fill_charges(std::span<Charge> charges, const Request& request) const {
-    for (std::size_t i = 0; i < tiers_.size(); ++i) {
-      std::construct_at(&charges[i], Charge{bucket_of(tiers_[i], request.user, request.model), tiers_[i].quota,
-                                            cost_in(tiers_[i], request), static_cast<unsigned>(tiers_[i].unit)});
-    }
+  // Writes into the charges the quotas in force for this request, once any rule was set (plans, overrides,
+  // runtime quotas). Throws only what QuotaBook::resolve throws.
+  void resolve_rules(std::span<Charge> charges, const Request& request) const {
     if (book_->active() || !request.plan.empty()) [[unlikely]] {
-      book_->resolve(request.user, request.model, request.plan, charges.first(tiers_.size()));
+      book_->resolve(request.user, request.model, request.plan, charges);
     }
-    return charges.first(tiers_.size());
   }
 
   // What Decision::reason says for `result`: empty when allowed.
   AIRL_DETAIL_HOT_INLINE std::string reason_of(const AcquireResult& result) const {
     switch (result.status) {
-      case AcquireStatus::denied:  // a storage names one of the charges; a faulty one gets no name, not UB
+      case Status::denied:  // a storage names one of the charges; a faulty one gets no name, not UB
         return result.binding < reasons_.size() ? reasons_[result.binding].copy() : std::string{};
-      case AcquireStatus::key_capacity: return std::string(key_capacity_reason);
-      case AcquireStatus::backend_unavailable: return std::string(backend_unavailable_reason);
-      case AcquireStatus::allowed:
-      case AcquireStatus::replayed: break;
+      case Status::key_capacity: return std::string(key_capacity_reason);
+      case Status::backend_unavailable: return std::string(backend_unavailable_reason);
+      case Status::allowed:
+      case Status::replayed: break;
     }
     return {};
   }
 
   // The Decision for `result`, which decided `charges` (their quotas give the binding limit).
-  AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result, std::span<const Charge> charges) {
+  template <std::size_t Extent>
+  AIRL_DETAIL_HOT_INLINE Decision to_decision(const AcquireResult& result, std::span<const Charge, Extent> charges) {
     Decision decision{.reason = reason_of(result)};  // built in place: no second copy of the text
+    decision.status = result.status;
+    decision.allowed = admits(result.status);
+    decision.replayed = result.status == Status::replayed;
     decision.degraded = result.degraded;
-    if (result.degraded) {
-      counters_.count_backend_error();
-      counters_.count_degraded();
-    }
     decision.remaining = result.remaining;
     decision.reset_after = result.reset_after;
+    if (!decision.allowed) decision.retry_after = result.retry_after;
     if (result.binding < tiers_.size() && result.binding < charges.size()) {
       decision.limit = charges[result.binding].quota.limit;
       decision.binding_tier = result.binding;
@@ -372,30 +356,8 @@ class MultiTierLimiter {
       decision.other_unit = TierState{result.other_group.index, charges[result.other_group.index].quota.limit,
                                       result.other_group.remaining, result.other_group.reset_after};
     }
-    switch (result.status) {
-      case AcquireStatus::allowed:
-      case AcquireStatus::replayed:
-        decision.allowed = true;
-        decision.replayed = result.status == AcquireStatus::replayed;
-        counters_.count_allowed();
-        break;
-      case AcquireStatus::denied:
-        decision.retry_after = result.retry_after;
-        if (result.binding < tiers_.size()) [[likely]] {
-          counters_.count_denied_by(result.binding);
-        } else {
-          counters_.count_denied();
-        }
-        break;
-      case AcquireStatus::key_capacity:
-        decision.retry_after = result.retry_after;
-        counters_.count_key_capacity();
-        break;
-      case AcquireStatus::backend_unavailable:
-        decision.retry_after = result.retry_after;
-        counters_.count_backend_unavailable();
-        break;
-    }
+    if (result.degraded) counters_.count_degraded();
+    counters_.count(result.status, result.binding);
     if (options_.shadow && !decision.allowed) [[unlikely]] {  // counted as denied above; admitted anyway
       decision.allowed = true;
       decision.shadow_denied = true;
@@ -410,7 +372,5 @@ class MultiTierLimiter {
   std::unique_ptr<detail::QuotaBook> book_;  // runtime rules; behind a pointer so the limiter stays movable
   detail::DecisionCounters counters_;
 };
-
-using MultiTierRateLimiter = MultiTierLimiter<InMemoryStorage<>>;
 
 }  // namespace airl

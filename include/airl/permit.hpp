@@ -14,12 +14,14 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 
 #include "concurrency_storage_policy.hpp"
+#include "decision.hpp"
+#include "detail/lock.hpp"
 #include "detail/shard_mutex.hpp"
+#include "detail/thread_annotations.hpp"
 
 namespace airl {
 
@@ -61,7 +63,7 @@ class Permit {
   // Thread safety: `other` may be renewed or released by another thread meanwhile (it takes other's lock);
   // this permit must not be in use elsewhere. Throws nothing.
   Permit(Permit&& other) noexcept {
-    std::lock_guard lock(other.mutex_);
+    detail::Lock lock(other.mutex_);
     take(other);
   }
 
@@ -71,7 +73,7 @@ class Permit {
     if (this != &other) {
       Permit taken(std::move(other));
       {
-        std::lock_guard lock(mutex_);
+        detail::Lock lock(mutex_);
         swap_state(taken);
       }
     }  // `taken` now holds what this permit held, and releases it
@@ -97,7 +99,13 @@ class Permit {
   // nobody moves the permit. They throw nothing.
   bool degraded() const noexcept { return degraded_; }
 
-  // Empty when acquired; otherwise the name of the first cap (in declared order) that was full.
+  // What try_acquire() decided: Status::allowed when acquired (degraded ones included); otherwise denied (a
+  // cap was full), key_capacity (the in-memory store was full) or backend_unavailable (the store could not be
+  // reached under FailurePolicy::fail_closed). <airl/http.hpp> answers a refused permit from it.
+  Status status() const noexcept { return status_; }
+
+  // Empty when acquired; otherwise the name of the first cap (in declared order) that was full, or
+  // "key_capacity" / "backend_unavailable" when the store refused.
   const std::string& reason() const noexcept { return reason_; }
   // Index in the limiter's caps() of the cap named by reason() (0 when acquired).
   std::size_t denied_by() const noexcept { return denied_by_; }
@@ -116,7 +124,7 @@ class Permit {
   // release() on the same permit (one of them ends it; a release waits for a renew in progress). Never
   // throws (a backend fault is swallowed and counted: the leases run out on their own).
   void release() noexcept {
-    std::lock_guard lock(mutex_);
+    detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
     if (owner_) owner_->release(ticket_);
@@ -132,7 +140,7 @@ class Permit {
   // Throws airl::BackendError when the store fails and its failure policy is fail_closed (the permit keeps
   // its state; its destructor still tries to release).
   bool renew() {
-    std::lock_guard lock(mutex_);
+    detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return false;
     if (owner_->renew(ticket_) != RenewStatus::lost) return true;
     acquired_.store(false, std::memory_order_release);
@@ -144,7 +152,7 @@ class Permit {
   // the holder had crashed. For tests and failure drills. Afterwards acquired() is false. Thread safety: as
   // release(). Throws nothing.
   void abandon() noexcept {
-    std::lock_guard lock(mutex_);
+    detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
     if (owner_) owner_->abandon(ticket_);
@@ -164,6 +172,7 @@ class Permit {
     denied_by_ = other.denied_by_;
     acquired_.store(other.acquired_.exchange(false, std::memory_order_acq_rel), std::memory_order_relaxed);
     degraded_ = other.degraded_;
+    status_ = other.status_;
   }
 
   void swap_state(Permit& other) noexcept {
@@ -177,6 +186,7 @@ class Permit {
     acquired_.store(other.acquired_.load(std::memory_order_relaxed), std::memory_order_release);
     other.acquired_.store(mine, std::memory_order_relaxed);
     swap(degraded_, other.degraded_);
+    swap(status_, other.status_);
   }
 
   detail::ShardMutex mutex_;  // serialises release(), renew(), abandon() and moves
@@ -187,6 +197,7 @@ class Permit {
   std::size_t denied_by_ = 0;
   std::atomic<bool> acquired_{false};
   bool degraded_ = false;
+  Status status_ = Status::denied;
 };
 
 }  // namespace airl

@@ -9,6 +9,7 @@
 //   <prefix>_decision_latency_seconds                          histogram (one allow() in 64 per thread)
 // and a concurrency limiter's (text(ConcurrencyMetrics)):
 //   <prefix>_acquisitions_total{result="acquired"|"denied"}   counter
+//   <prefix>_denials_total{reason="<cap name>"|"key_capacity"|"backend_unavailable"}   counter
 //   <prefix>_permits_held                                      gauge (granted, not yet released or lost)
 //   <prefix>_renewals_total{result="renewed"|"lost"}           counter
 //   <prefix>_degraded_total                                    counter (a failure policy decided)
@@ -23,104 +24,12 @@
 #include <string>
 #include <string_view>
 
-#include "concurrency_limiter.hpp"
-#include "detail/http_text.hpp"
+#include "detail/text/prometheus_text.hpp"
 #include "metrics.hpp"
 
 namespace airl::prometheus {
 
 inline constexpr std::string_view content_type = "text/plain; version=0.0.4; charset=utf-8";
-
-namespace detail {
-
-// A metric name prefix: [a-zA-Z_:][a-zA-Z0-9_:]*.
-inline bool valid_prefix(std::string_view prefix) noexcept {
-  if (prefix.empty()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    const char c = prefix[i];
-    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
-    if (!letter && !(i > 0 && c >= '0' && c <= '9')) return false;
-  }
-  return true;
-}
-
-inline void append_label_value(std::string& out, std::string_view value) {
-  out += '"';
-  for (std::size_t at = 0; at < value.size();) {
-    const char c = value[at];
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-      ++at;
-    } else if (c == '\n') {
-      out += "\\n";
-      ++at;
-    } else if (const std::size_t length = airl::detail::utf8_sequence_length(value, at); length != 0) {
-      out.append(value, at, length);
-      at += length;
-    } else {
-      out += "\xEF\xBF\xBD";  // U+FFFD
-      ++at;
-    }
-  }
-  out += '"';
-}
-
-// Nanoseconds as seconds, exactly (a decimal point and 9 digits, trailing zeros kept: still a valid float).
-inline std::string seconds_text(std::uint64_t ns) {
-  std::string fraction = std::to_string(1'000'000'000 + ns % 1'000'000'000).substr(1);
-  return std::to_string(ns / 1'000'000'000) + "." + fraction;
-}
-
-struct Writer {
-  std::string& out;
-  std::string_view prefix;
-
-  void family(std::string_view name, std::string_view type, std::string_view help) {
-    out += "# HELP ";
-    out += prefix;
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += prefix;
-    out += name;
-    out += ' ';
-    out += type;
-    out += '\n';
-  }
-  // A family of one unlabelled sample.
-  void single(std::string_view name, std::string_view type, std::string_view help, std::uint64_t value) {
-    family(name, type, help);
-    sample(name, "", "", std::to_string(value));
-  }
-  void sample(std::string_view name, std::string_view label, std::string_view label_value, std::string_view value) {
-    out += prefix;
-    out += name;
-    if (!label.empty()) {
-      out += '{';
-      out += label;
-      out += '=';
-      append_label_value(out, label_value);
-      out += '}';
-    }
-    out += ' ';
-    out += value;
-    out += '\n';
-  }
-};
-
-}  // namespace detail
-
-namespace detail {
-
-inline void require_prefix(std::string_view prefix) {
-  if (!valid_prefix(prefix)) {
-    throw std::invalid_argument("airl::prometheus::text: '" + std::string(prefix) + "' is not a metric name prefix");
-  }
-}
-
-}  // namespace detail
 
 // The exposition text of a ConcurrencyLimiter's metrics(), every name starting with `prefix` + "_" (its own
 // prefix by default, so it can be served next to a rate limiter's). Throws std::invalid_argument when
@@ -134,6 +43,7 @@ inline std::string text(const ConcurrencyMetrics& metrics, std::string_view pref
   w.family("acquisitions_total", "counter", "try_acquire() calls, by result.");
   w.sample("acquisitions_total", "result", "acquired", number(metrics.acquired));
   w.sample("acquisitions_total", "result", "denied", number(metrics.denied));
+  w.denials("Refusals, by the cap (or store-level reason) that refused.", metrics.denied_by_cap, metrics.denied_key_capacity, metrics.denied_backend_unavailable);
   w.single("permits_held", "gauge", "Permits granted in this process and not yet released, lost or abandoned.", metrics.held);
   w.family("renewals_total", "counter", "renew() calls, by result.");
   w.sample("renewals_total", "result", "renewed", number(metrics.renewed));
@@ -157,10 +67,7 @@ inline std::string text(const Metrics& metrics, std::string_view prefix = "airl"
   w.sample("decisions_total", "result", "allowed", number(metrics.allowed));
   w.sample("decisions_total", "result", "denied", number(metrics.denied));
 
-  w.family("denials_total", "counter", "Denials, by the tier (or store-level reason) that denied.");
-  for (const TierDenials& tier : metrics.denied_by_tier) w.sample("denials_total", "reason", tier.tier, number(tier.denied));
-  w.sample("denials_total", "reason", "key_capacity", number(metrics.denied_key_capacity));
-  w.sample("denials_total", "reason", "backend_unavailable", number(metrics.denied_backend_unavailable));
+  w.denials("Denials, by the tier (or store-level reason) that denied.", metrics.denied_by_tier, metrics.denied_key_capacity, metrics.denied_backend_unavailable);
 
   w.single("backend_errors_total", "counter", "Storage backend calls that failed.", metrics.backend_errors);
 

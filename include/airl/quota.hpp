@@ -16,4 +16,8 @@ struct Quota {
 // Longest window accepted (366 days): keeps every timestamp sum far from overflowing 64-bit nanoseconds.
 inline constexpr std::chrono::milliseconds max_window = std::chrono::hours(24 * 366);
 
+// Largest limit, cost or cap every storage counts exactly: 2^53 (Redis's Lua numbers are doubles). Limits set
+// at runtime and settled costs above it are refused; 2^53 is as good as unlimited.
+inline constexpr std::uint64_t max_exact_count = std::uint64_t{1} << 53;
+
 }  // namespace airl

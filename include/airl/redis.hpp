@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The Redis backend: the only public header that needs hiredis (CMake target airl::redis).
-// Many serving replicas share one quota through one Redis server.
+// The Redis backend: the only public header that needs hiredis (CMake target airl::redis). Many serving
+// replicas share one quota through one Redis server, a Sentinel-watched master or a Redis Cluster.
 
 #include "airl.hpp"
 #include "redis/errors.hpp"
@@ -11,9 +11,8 @@
 
 namespace airl {
 
-static_assert(StoragePolicy<RedisStorage>);
-
 using RedisRateLimiter = SlidingWindowLimiter<RedisStorage>;
 using RedisMultiTierRateLimiter = MultiTierLimiter<RedisStorage>;
+using RedisConcurrencyLimiter = ConcurrencyLimiter<RedisConcurrencyStorage>;
 
 }  // namespace airl

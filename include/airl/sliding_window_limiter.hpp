@@ -62,6 +62,4 @@ class SlidingWindowLimiter {
   MultiTierLimiter<Storage> tiers_;
 };
 
-using RateLimiter = SlidingWindowLimiter<InMemoryStorage<>>;
-
 }  // namespace airl

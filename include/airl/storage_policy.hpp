@@ -14,16 +14,18 @@
 #include <string_view>
 #include <vector>
 
+#include "decision.hpp"
 #include "quota.hpp"
 #include "tier.hpp"
 
 namespace airl {
 
-// Names one bucket. Only the ids its scope uses take part: user for Scope::user, model for Scope::model,
-// both for Scope::user_model, neither for Scope::global. `tier` keeps two tiers on one scope apart.
+// Names one bucket: a tier's (rate limits) or a cap's (concurrency caps, where it is called a scope). Only the
+// ids its scope uses take part: user for Scope::user, model for Scope::model, both for Scope::user_model,
+// neither for Scope::global. `name` (the tier's or the cap's) keeps two tiers or caps on one scope apart.
 struct BucketRef {
   Scope scope = Scope::global;
-  std::string_view tier;
+  std::string_view name;
   std::string_view user;
   std::string_view model;
 };
@@ -38,13 +40,10 @@ struct Charge {
   unsigned group = 0;
 };
 
-enum class AcquireStatus {
-  allowed,       // recorded in every bucket
-  replayed,      // the request id was already admitted in one of the buckets: allowed, recorded nowhere
-  denied,        // some bucket has no room: recorded nowhere
-  key_capacity,  // the store holds its maximum number of keys and a new one was needed: recorded nowhere
-  backend_unavailable,  // the store could not be reached and the failure policy denies: recorded nowhere
-};
+// What acquire() decided (decision.hpp): allowed (recorded in every bucket), replayed (the request id was
+// already admitted in one of the buckets: allowed, recorded nowhere), denied (some bucket has no room),
+// key_capacity or backend_unavailable (refused by the store, not by a bucket); refusals record nothing.
+using AcquireStatus = Status;
 
 // The binding charge among those of one group (chosen by the same rule as `binding`).
 struct GroupBinding {

@@ -35,4 +35,12 @@ constexpr std::string_view to_string(Scope scope) noexcept {
   return "unknown";
 }
 
+// Whether `scope` is one of the four above (a value cast from an integer may not be). Throws nothing.
+constexpr bool known_scope(Scope scope) noexcept {
+  return scope == Scope::user || scope == Scope::model || scope == Scope::user_model || scope == Scope::global;
+}
+// Whether a bucket of `scope` is per user (then its user id names it), per model (its model id). Throw nothing.
+constexpr bool scope_has_user(Scope scope) noexcept { return scope == Scope::user || scope == Scope::user_model; }
+constexpr bool scope_has_model(Scope scope) noexcept { return scope == Scope::model || scope == Scope::user_model; }
+
 }  // namespace airl

@@ -108,8 +108,14 @@ TEST_CASE("Redis killed: fail_closed answers 503 and reports not ready, then rec
   redis.kill();
   auto during = gateway.chat("sk-alice", chat_body("llama", 5));
   REQUIRE(during);
+  // The concurrency cap is checked first: under fail_closed it refuses (Status::backend_unavailable, no
+  // exception), and the library's answer for a refused permit is a 503 with a short Retry-After.
   CHECK(during->status == 503);
   CHECK(during->get_header_value("Content-Type") == "application/problem+json");
+  CHECK(during->get_header_value("Retry-After") == "1");
+  CHECK(during->get_header_value("X-Airl-Degraded") == "1");
+  CHECK(during->body.find("concurrency caps is unavailable") != std::string::npos);
+  CHECK(metric_value(gateway.get("/metrics")->body, "airl_concurrency_denials_total{reason=\"backend_unavailable\"}") == 1);
   CHECK(wait_for_health(gateway, "degraded") == 503);
   redis.start();
   CHECK(wait_for_health(gateway, "ok") == 200);

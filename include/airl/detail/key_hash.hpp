@@ -1,24 +1,19 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The hash that places a bucket in the in-memory store: one pass over the bucket's parts (scope, tier, and the
-// user and/or model its scope uses), with each part's length mixed in so the parts cannot trade bytes.
-//
-// Written here rather than std::hash because it is inline (libstdc++'s string hash is an out-of-line call),
-// hashes the parts directly (no encoded key is built per decision) and takes a seed: each store draws its own,
-// so keys crafted to collide in one process do not collide in another. It is fast, not cryptographic.
+// airl's string hash: seeded, inline, one multiply per 16 bytes (wyhash's mixing step). The in-memory store
+// places keys with it (memory/bucket_key.hpp hashes a bucket's parts directly, no key string built), and the
+// limiters' string maps use it (limiter/transparent_hash.hpp). Written here rather than std::hash because it is
+// inline (libstdc++'s string hash is an out-of-line call) and takes a seed: each store draws its own, so keys
+// crafted to collide in one process do not collide in another. It is fast, not cryptographic.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
 
-#include "../storage_policy.hpp"
 #include "inlining.hpp"
 
 namespace airl::detail {
-
-constexpr bool scope_has_user(Scope scope) noexcept { return scope == Scope::user || scope == Scope::user_model; }
-constexpr bool scope_has_model(Scope scope) noexcept { return scope == Scope::model || scope == Scope::user_model; }
 
 inline constexpr std::uint64_t hash_multiplier = 0x9E3779B97F4A7C15ull;
 
@@ -112,22 +107,6 @@ AIRL_DETAIL_HOT_INLINE bool same_bytes(const char* a, const char* b, std::size_t
   if (n == 0) return true;
   const auto differ = [a, b](std::size_t i) { return static_cast<unsigned char>(a[i] ^ b[i]); };
   return (differ(0) | differ(n / 2) | differ(n - 1)) == 0;
-}
-
-// The hash of `bucket` under `seed`: equal buckets hash equal; only the parts the scope uses take part. Each
-// part is digested in its own lane (so the CPU works on them in parallel, and equal bytes in two roles hash
-// differently); one last multiply joins the lanes and the scope.
-AIRL_DETAIL_HOT_INLINE std::uint64_t hash_bucket(std::uint64_t seed, const BucketRef& bucket) noexcept {
-  const std::uint64_t tier = hash_part(seed ^ 0x243F6A8885A308D3ull, bucket.tier);
-  const std::uint64_t user = scope_has_user(bucket.scope) ? hash_part(seed ^ 0x13198A2E03707344ull, bucket.user) : 0;
-  const std::uint64_t model = scope_has_model(bucket.scope) ? hash_part(seed ^ 0xA4093822299F31D0ull, bucket.model) : 0;
-  return multiply_fold(tier ^ user ^ hash_secret_b, model ^ seed ^ (static_cast<std::uint64_t>(bucket.scope) + 1));
-}
-
-// Two references name the same bucket: same scope and tier, and the same ids where the scope uses them.
-inline bool same_bucket(const BucketRef& a, const BucketRef& b) noexcept {
-  return a.scope == b.scope && a.tier == b.tier && (!scope_has_user(a.scope) || a.user == b.user) &&
-         (!scope_has_model(a.scope) || a.model == b.model);
 }
 
 }  // namespace airl::detail

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Argument checks shared by every limiter. Each throws std::invalid_argument with a message that names
-// the offending argument, before anything is read or written.
+// Argument checks shared by the limiters and the storages. Each throws std::invalid_argument with a message
+// that names the offending argument, before anything is read or written.
 
 #include <algorithm>
 #include <stdexcept>
@@ -18,6 +18,9 @@
 namespace airl::detail {
 
 [[noreturn]] inline void refuse(const std::string& what) { throw std::invalid_argument("airl: " + what); }
+
+// Longest part (name, user or model) a storage accepts when handed keys directly (limiters allow 4096).
+inline constexpr std::size_t max_part_length = 0xFFFF;
 
 inline void validate_id(std::string_view id, const char* what) {
   if (id.empty()) refuse(std::string(what) + " must not be empty");
@@ -45,66 +48,79 @@ inline void validate_quota(const Quota& quota, std::string_view tier) {
 // One test for the common case (a valid request), so validation costs a few instructions per decision.
 inline void validate_request(std::string_view user, std::string_view model, std::uint64_t cost,
                              std::string_view request_id) {
-  // size - 1 wraps around for an empty id, so one unsigned compare checks "not empty and not too long".
-  if (((user.size() - 1) >= max_id_length) | ((model.size() - 1) >= max_id_length) | (cost == 0) |
-      (request_id.size() > max_id_length)) [[unlikely]] {
+  // size - 1 wraps around for an empty id, so one unsigned compare checks "not empty and not too long"; the
+  // four checks are or-ed as integers, so no branch is taken per check.
+  const auto bit = [](bool b) { return static_cast<unsigned>(b); };
+  if ((bit((user.size() - 1) >= max_id_length) | bit((model.size() - 1) >= max_id_length) | bit(cost == 0) |
+       bit(request_id.size() > max_id_length)) != 0) [[unlikely]] {
     refuse_request(user, model, cost, request_id);
   }
 }
 
-// Checks a bucket name handed to a storage directly: a known scope, each part at most 65535 bytes (limiters
-// allow 4096).
-inline bool known_scope(Scope scope) noexcept {
-  return scope == Scope::user || scope == Scope::model || scope == Scope::user_model || scope == Scope::global;
-}
-
+// Checks a bucket name handed to a storage directly: a known scope, each part at most max_part_length bytes.
 inline void validate_bucket(const BucketRef& bucket, const char* where) {
-  constexpr std::size_t most = 0xFFFF;
   if (!known_scope(bucket.scope)) refuse(std::string(where) + ": unknown scope");
-  if (bucket.tier.size() > most || bucket.user.size() > most || bucket.model.size() > most) {
+  if (bucket.name.size() > max_part_length || bucket.user.size() > max_part_length ||
+      bucket.model.size() > max_part_length) {
     refuse(std::string(where) + ": a tier, user or model is longer than 65535 bytes");
   }
 }
 
+// A window in (0, max_window].
+inline bool window_is_valid(std::chrono::milliseconds window) noexcept {
+  return static_cast<std::uint64_t>(window.count()) - 1 < static_cast<std::uint64_t>(max_window.count());
+}
+
 // Says what is wrong with a charge handed to a storage directly. Called only when charge_is_valid() said no.
-template <class Charge>
-[[noreturn, gnu::noinline]] void refuse_charge(const Charge& charge, const char* storage) {
+[[noreturn, gnu::noinline]] inline void refuse_charge(const Charge& charge, const char* storage) {
   validate_bucket(charge.bucket, storage);
-  if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
-    refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
-  }
+  if (!window_is_valid(charge.quota.window)) refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
   if (charge.cost == 0) refuse(std::string(storage) + "::acquire: cost must be at least 1");
   refuse(std::string(storage) + "::acquire: invalid charge");  // not reached: one of the checks above throws
 }
 
-// A known scope, a window in (0, max_window], a cost >= 1 and parts of at most 65535 bytes, in one branch:
-// unsigned wrap-around folds "> 0" into the range checks.
-template <class Charge>
+// A known scope, a window in (0, max_window], a cost >= 1 and parts of at most max_part_length bytes, with
+// one branch: unsigned wrap-around folds "> 0" into the range checks.
 constexpr bool charge_is_valid(const Charge& charge) noexcept {
-  constexpr std::size_t most = 0xFFFF;
   const auto window = static_cast<std::uint64_t>(charge.quota.window.count());
-  return (static_cast<unsigned>(charge.bucket.scope) <= static_cast<unsigned>(Scope::global)) &
-         (window - 1 < static_cast<std::uint64_t>(max_window.count())) & (charge.cost != 0) &
-         ((charge.bucket.tier.size() | charge.bucket.user.size() | charge.bucket.model.size()) <= most);
+  const auto bit = [](bool b) { return static_cast<unsigned>(b); };
+  return (bit(static_cast<unsigned>(charge.bucket.scope) <= static_cast<unsigned>(Scope::global)) &
+          bit(window - 1 < static_cast<std::uint64_t>(max_window.count())) & bit(charge.cost != 0) &
+          bit((charge.bucket.name.size() | charge.bucket.user.size() | charge.bucket.model.size()) <= max_part_length)) != 0;
 }
 
 // Checks what a storage is handed directly (limiters have validated their tiers and requests already):
 // 1..n charges, each valid as charge_is_valid() says.
-template <class Charges>
-void validate_charges(const Charges& charges, const char* storage) {
-  if (charges.empty()) refuse(std::string(storage) + "::acquire: no charges");
-  for (const auto& charge : charges) {
+inline void validate_charges(std::span<const Charge> charges, const char* storage) {
+  if (charges.empty()) [[unlikely]] refuse(std::string(storage) + "::acquire: no charges");
+  for (const Charge& charge : charges) {
     if (!charge_is_valid(charge)) [[unlikely]] refuse_charge(charge, storage);
   }
 }
 
 // Checks what a storage's settle() is handed: valid buckets and windows (a cost of 0 is a full refund).
-template <class Charges>
-void validate_settle_charges(const Charges& charges, const char* storage) {
-  for (const auto& charge : charges) {
+inline void validate_settle_charges(std::span<const Charge> charges, const char* storage) {
+  for (const Charge& charge : charges) {
     validate_bucket(charge.bucket, storage);
-    if (charge.quota.window.count() <= 0 || charge.quota.window > max_window) {
-      refuse(std::string(storage) + "::settle: window must be in (0, 366 days]");
+    if (!window_is_valid(charge.quota.window)) refuse(std::string(storage) + "::settle: window must be in (0, 366 days]");
+  }
+}
+
+// Checks what a concurrency storage is handed directly (limiters have validated their caps already): 1..n
+// slots (ConcurrencySlot), each with a known scope, a lease in (0, max_window] and parts of at most
+// max_part_length bytes. Throws std::invalid_argument naming `storage`.
+template <class Slots>
+void validate_slots(const Slots& slots, const char* storage) {
+  const auto refuse_slot = [storage](const char* what) {
+    throw std::invalid_argument(std::string(storage) + ": " + what);
+  };
+  if (slots.empty()) refuse_slot("no slots");
+  for (const auto& slot : slots) {
+    if (!known_scope(slot.bucket.scope)) refuse_slot("unknown scope");
+    if (!window_is_valid(slot.lease)) refuse_slot("lease must be in (0, 366 days]");
+    if (slot.bucket.name.size() > max_part_length || slot.bucket.user.size() > max_part_length ||
+        slot.bucket.model.size() > max_part_length) {
+      refuse_slot("a cap name, user or model is longer than 65535 bytes");
     }
   }
 }
@@ -117,10 +133,7 @@ inline void validate_tiers(const std::vector<Tier>& tiers) {
     if (tier.name == key_capacity_reason || tier.name == backend_unavailable_reason) {
       refuse("tier name '" + tier.name + "' is reserved");
     }
-    switch (tier.scope) {
-      case Scope::user: case Scope::model: case Scope::user_model: case Scope::global: break;
-      default: refuse("tier '" + tier.name + "': unknown scope");
-    }
+    if (!known_scope(tier.scope)) refuse("tier '" + tier.name + "': unknown scope");
     if (tier.unit != Unit::cost && tier.unit != Unit::requests) refuse("tier '" + tier.name + "': unknown unit");
     validate_quota(tier.quota, tier.name);
     const auto same_name = [&](const Tier& other) { return other.name == tier.name; };

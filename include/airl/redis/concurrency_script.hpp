@@ -14,8 +14,8 @@ inline constexpr std::string_view concurrency_script = R"lua(
 -- ARGV[1] = 'acquire': ARGV[2] permit id, then per key: max_in_flight, lease (us). All or nothing. Returns
 --           {1} when a lease was taken in every key, else {0, i, live, retry_us}: key i (1-based) was the
 --           first full one, with `live` leases; retry_us = until its earliest lease runs out, -1 = never.
---           An id already in any key (live or run out) is never overwritten: the error reply
---           'AIRL_ID_IN_USE ...' comes back and nothing is written.
+--           An id already in any key (live or run out) is never overwritten: {-1} comes back and
+--           nothing is written.
 -- ARGV[1] = 'release': ARGV[2] permit id. Removes it from every key; returns how many held it.
 -- ARGV[1] = 'renew':   ARGV[2] permit id, then per key: lease (us). If the id holds a live lease in every
 --           key, moves each to now + lease and returns 1; otherwise removes it everywhere and returns 0.
@@ -73,9 +73,7 @@ if op == 'acquire' then
     lease[i] = whole(ARGV[2 + 2 * i], 'lease', 1, max_lease)
   end
   for i = 1, n do  -- ZADD NX, checked for every key before the first write (expiry included)
-    if redis.call('ZSCORE', KEYS[i], member) then
-      return redis.error_reply('AIRL_ID_IN_USE permit id ' .. member .. ' already holds a lease in ' .. KEYS[i])
-    end
+    if redis.call('ZSCORE', KEYS[i], member) then return {-1} end
   end
   for i = 1, n do
     expire(KEYS[i])

@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "../storage_policy.hpp"
+#include "options.hpp"
 
 namespace airl::detail {
 
@@ -39,14 +40,6 @@ inline void append_percent_encoded(std::string& out, std::string_view id) {
   }
 }
 
-// Throws std::invalid_argument unless `prefix` is usable: not empty, no '{' or '}' (they would move the hash tag).
-inline void validate_key_prefix(std::string_view prefix) {
-  if (prefix.empty()) throw std::invalid_argument("airl::RedisOptions: key_prefix must not be empty");
-  if (prefix.find_first_of("{}") != std::string_view::npos) {
-    throw std::invalid_argument("airl::RedisOptions: key_prefix must not contain '{' or '}'");
-  }
-}
-
 // The key of `bucket` with `kind` ("" for rate-limit buckets, "cc:" for concurrency scopes) before the scope
 // marker, written into `out` (cleared first): <prefix>:{u=<user>}:<kind>um:<tier>:<model> and so on.
 inline void redis_scoped_key(std::string& out, std::string_view prefix, const BucketRef& bucket, std::string_view kind) {
@@ -59,7 +52,7 @@ inline void redis_scoped_key(std::string& out, std::string_view prefix, const Bu
       out.append("}:");
       out.append(kind);
       out.append(bucket.scope == Scope::user ? "u:" : "um:");
-      append_percent_encoded(out, bucket.tier);
+      append_percent_encoded(out, bucket.name);
       if (bucket.scope == Scope::user_model) {
         out.push_back(':');
         append_percent_encoded(out, bucket.model);
@@ -71,13 +64,13 @@ inline void redis_scoped_key(std::string& out, std::string_view prefix, const Bu
       out.append("}:");
       out.append(kind);
       out.append("m:");
-      append_percent_encoded(out, bucket.tier);
+      append_percent_encoded(out, bucket.name);
       break;
     case Scope::global:
       out.append(":{g}:");
       out.append(kind);
       out.append("g:");
-      append_percent_encoded(out, bucket.tier);
+      append_percent_encoded(out, bucket.name);
       break;
   }
 }

@@ -12,12 +12,14 @@
 
 namespace airl {
 
-// What allow() does when Redis fails (down, hung, refusing). Every such decision has Decision::degraded set
-// and counts in Metrics::backend_errors.
+// What a decision (allow(), try_acquire()) does when Redis fails (down, hung, refusing), the same for rate
+// limits and concurrency caps. Every such decision is degraded (Decision::degraded, Permit::degraded()) and
+// counts as a degraded decision and a backend error in the limiter's metrics. docs/REDIS.md, "Failure
+// policies", gives the whole table (settle, renew and release too).
 enum class FailurePolicy {
   fail_open,    // admit: availability first (a Redis outage never becomes an outage of the service)
-  fail_closed,  // deny with reason "backend_unavailable": protect the GPUs first
-  local,        // decide with an in-process limiter of the same quotas until Redis is back
+  fail_closed,  // refuse with Status::backend_unavailable (HTTP 503), never throw: protect the GPUs first
+  local,        // decide with an in-process store of the same quotas and caps until Redis is back
 };
 
 struct RedisOptions {
@@ -52,5 +54,31 @@ inline RedisOptions redis_options_from_address(std::string_view address, RedisOp
   if (!address.empty()) base.host = std::string(address);
   return base;
 }
+
+namespace detail {
+
+// Throws std::invalid_argument unless `prefix` is usable: not empty, no '{' or '}' (they would move the hash tag).
+inline void validate_key_prefix(std::string_view prefix) {
+  if (prefix.empty()) throw std::invalid_argument("airl::RedisOptions: key_prefix must not be empty");
+  if (prefix.find_first_of("{}") != std::string_view::npos) {
+    throw std::invalid_argument("airl::RedisOptions: key_prefix must not contain '{' or '}'");
+  }
+}
+
+// Throws std::invalid_argument unless the options are usable (both Redis storages check them alike).
+inline void validate_redis_options(const RedisOptions& options) {
+  const auto refuse = [](const std::string& what) { throw std::invalid_argument("airl::RedisOptions: " + what); };
+  validate_key_prefix(options.key_prefix);
+  if (options.pool_size == 0) refuse("pool_size must be at least 1");
+  if (options.unix_socket.empty() && (options.port <= 0 || options.port > 65535)) refuse("port must be in 1..65535");
+  if (options.connect_timeout.count() <= 0 || options.command_timeout.count() <= 0) refuse("timeouts must be > 0");
+  if (options.database < 0) refuse("database must be >= 0");
+  if (options.on_failure != FailurePolicy::fail_open && options.on_failure != FailurePolicy::fail_closed &&
+      options.on_failure != FailurePolicy::local) {
+    refuse("unknown on_failure policy");
+  }
+}
+
+}  // namespace detail
 
 }  // namespace airl

@@ -2,16 +2,17 @@
 #pragma once
 // RedisConcurrencyStorage: the concurrency storage that shares in-flight caps between replicas through Redis.
 // Each scope is one sorted set (member = permit id, score = lease deadline on Redis's clock); one Lua script
-// (concurrency_script.hpp) takes, releases and renews leases atomically. A replica that dies leaves its
-// leases behind, and they stop counting when they run out. When Redis fails, try_acquire() applies
-// RedisOptions::on_failure: fail_open admits (a degraded permit holding no confirmed lease), fail_closed
-// throws airl::BackendError, local decides with an in-process store of the same caps.
+// (concurrency_script.hpp) takes, releases and renews leases atomically, through the one command path both
+// Redis storages share (detail/script_client.hpp). A replica that dies leaves its leases behind, and they stop
+// counting when they run out. When Redis fails, try_acquire() applies RedisOptions::on_failure as a rate
+// decision does (detail/fallback.hpp): fail_open admits (a degraded permit holding no confirmed lease),
+// fail_closed refuses with Status::backend_unavailable, local decides with an in-process store of the same caps.
 //
 // A call that timed out may still run when a stalled server resumes. So an acquisition that was sent and
 // failed is not forgotten: under fail_open its permit sends a release when it ends; otherwise (and for every
-// release that failed) the release waits in a small queue and is sent before this storage's next calls, on
-// any thread, after the stalled call (Redis runs what it had received first). Ids are never reused, so a
-// late release only ever frees its own lease.
+// release that failed) the release waits in a small queue and goes out in the same pipeline as this storage's
+// next call, on any thread, after the stalled call (Redis runs what it had received first). Ids are never
+// reused, so a late release only ever frees its own lease.
 //
 // Call arguments are built in buffers of the call's own (no thread_local), so a permit released during
 // static destruction at exit is safe.
@@ -21,15 +22,16 @@
 //   <prefix>:{u=<user>}:cc:um:<cap>:<model>   <prefix>:{u=<user>}:cc:u:<cap>
 //   <prefix>:{m=<model>}:cc:m:<cap>           <prefix>:{g}:cc:g:<cap>
 
-#include <chrono>
-#include <cstddef>
+#include <hiredis/hiredis.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <iterator>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -37,16 +39,20 @@
 #include <vector>
 
 #include "../clock.hpp"
-#include "../concurrency_limiter.hpp"
 #include "../concurrency_storage_policy.hpp"
 #include "../decision.hpp"
+#include "../detail/lock.hpp"
+#include "../detail/mutex.hpp"
+#include "../detail/thread_annotations.hpp"
+#include "../detail/validate.hpp"
+#include "../detail/verdict.hpp"
 #include "../in_memory_concurrency_storage.hpp"
 #include "concurrency_script.hpp"
-#include "connection_pool.hpp"
+#include "detail/fallback.hpp"
+#include "detail/script_client.hpp"
 #include "errors.hpp"
 #include "key_layout.hpp"
 #include "options.hpp"
-#include "redis_storage.hpp"
 
 namespace airl {
 
@@ -57,43 +63,22 @@ inline void redis_concurrency_key(std::string& out, std::string_view prefix, con
   redis_scoped_key(out, prefix, scope, "cc:");
 }
 
-// EVALSHA of the script the connection loaded when it connected (the pool's script). After a NOSCRIPT
-// (restart, SCRIPT FLUSH, failover) the same call goes as EVAL with `script`'s text, which loads and runs it in
-// one atomic step. `call` starts with two placeholders this fills (command, SHA or text). Error replies
-// become typed exceptions: the script's AIRL_ID_IN_USE becomes airl::PermitIdInUse, others BackendErrors.
-inline Reply eval_loaded_script(RedisConnection& connection, std::span<std::string_view> call,
-                                std::string_view script) {
-  call[0] = "EVALSHA";
-  call[1] = connection.script_sha();
-  Reply reply = connection.command(call);
-  if (reply->type == REDIS_REPLY_ERROR && reply_text(*reply).starts_with("NOSCRIPT")) {
-    call[0] = "EVAL";
-    call[1] = script;
-    reply = connection.command(call);
-  }
-  if (reply->type == REDIS_REPLY_ERROR && reply_text(*reply).starts_with("AIRL_ID_IN_USE")) {
-    throw PermitIdInUse("airl: " + std::string(reply_text(*reply)));
-  }
-  RedisConnection::check_reply(*reply, "the airl concurrency script");
-  return reply;
-}
-
-// One script call's arguments, in buffers of its own: never thread_local, so a call made while the
-// process exits (a static permit's release) uses no buffer that is already gone.
-struct ConcurrencyCall {
+// The words of one script call (ScriptWords) in buffers of its own: never thread_local, so a call made while
+// the process exits (a static permit's release) uses no buffer that is already gone.
+struct LeaseCallWords {
   std::vector<std::string> keys;
   std::vector<std::string> numbers;
-  std::vector<std::string_view> args;
+  std::vector<std::string_view> words;
   std::array<char, 32> member{};
 
   std::string_view member_text() const noexcept { return {member.data(), member.size()}; }
 };
 
-// A release that could not be delivered (or an acquisition that failed after it was sent): retried before
-// the storage's next calls, until `give_up` (by then the lease has run out on its own).
+// A release that could not be delivered (or an acquisition that failed after it was sent): retried with the
+// storage's next calls, until `give_up` (by then the lease has run out on its own). Its words are built when
+// it is sent: the queue moves entries, and views into a moved string are not kept.
 struct PendingRelease {
-  std::vector<std::string> keys;
-  std::array<char, 32> member{};
+  LeaseCallWords call;
   std::chrono::steady_clock::time_point give_up;
 };
 
@@ -101,7 +86,7 @@ struct PendingRelease {
 
 class RedisConcurrencyStorage {
  public:
-  // Most releases kept for a retry (beyond, a lease runs out on its own), and how many go before one call.
+  // Most releases kept for a retry (beyond, a lease runs out on its own), and how many go with one call.
   static constexpr std::size_t max_pending_releases = 1024;
   static constexpr std::size_t releases_per_call = 16;
 
@@ -118,66 +103,67 @@ class RedisConcurrencyStorage {
   // Refuses a cap the script cannot enforce exactly: a max_in_flight above 2^53 (Lua numbers are doubles).
   // The limiter calls it for each cap at construction. Thread safety: safe. Throws std::invalid_argument.
   void validate_cap(const ConcurrencyCap& cap) const {
-    if (cap.max_in_flight > detail::redis_max_exact) {
+    if (cap.max_in_flight > max_exact_count) {
       throw std::invalid_argument("airl::RedisConcurrencyStorage: cap '" + cap.name +
                                   "': max_in_flight must be at most 2^53");
     }
   }
 
   // Takes a lease for `id` in every slot or in none, in one script call on Redis's clock. Thread safety: safe.
-  // When Redis fails: fail_open admits (degraded; LeaseLocation::unconfirmed when the call had been sent,
-  // so the permit still sends a release, else nowhere), local decides in process (degraded,
-  // LeaseLocation::fallback), fail_closed throws the airl::BackendError. A call that was sent and failed
-  // is also released later (before this storage's next calls), except under fail_open. Throws
+  // When Redis fails (always degraded): fail_open admits (LeaseLocation::unconfirmed when the call had been
+  // sent, so the permit still sends a release, else nowhere), local decides in process
+  // (LeaseLocation::fallback), fail_closed refuses with Status::backend_unavailable. A call that was sent and
+  // failed is also released later (with this storage's next calls), except under fail_open. Throws
   // std::invalid_argument on bad slots, a max_in_flight above 2^53, or two slots naming one scope;
   // airl::PermitIdInUse (nothing taken) when `id` is already in one of the scopes.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     validate(slots);
-    detail::ConcurrencyCall call;
+    detail::LeaseCallWords call;
     build_call(slots, "acquire", id, call);
     bool sent = false;
     try {
-      const detail::Reply reply = run(call.args, &sent);
+      const detail::Reply reply = run(call, &sent);
       return parse_acquire_reply(*reply, slots.size());
     } catch (const BackendError&) {
-      const FailurePolicy policy = state_->options.on_failure;
       // Sent: a stalled server may still run it and take a lease no permit owns. fail_open's permit
       // releases it; otherwise a release is queued now.
-      if (sent && policy != FailurePolicy::fail_open) defer_release(std::move(call), slots);
-      switch (policy) {
-        case FailurePolicy::fail_closed: throw;
-        case FailurePolicy::local: {
-          ConcurrencyResult result = state_->local->try_acquire(slots, id);
-          result.degraded = true;
-          if (result.acquired) result.location = LeaseLocation::fallback;
-          return result;
-        }
-        case FailurePolicy::fail_open: break;
-      }
-      ConcurrencyResult admitted;  // nothing is known about what is in flight: admit, holding nothing confirmed
-      admitted.acquired = true;
-      admitted.degraded = true;
-      admitted.location = sent ? LeaseLocation::unconfirmed : LeaseLocation::nowhere;
-      return admitted;
+      if (sent && state_->fallback.policy() != FailurePolicy::fail_open) defer_release(call, slots);
+      ConcurrencyResult result = state_->fallback.decide(
+          [&] {  // nothing is known about what is in flight: admit, holding nothing confirmed
+            return ConcurrencyResult{.acquired = true,
+                                     .location = sent ? LeaseLocation::unconfirmed : LeaseLocation::nowhere,
+                                     .status = Status::allowed};
+          },
+          [&] {
+            return ConcurrencyResult{.retry_after = std::max(state_->client.retry_hint(), std::chrono::milliseconds{1}),
+                                     .status = Status::backend_unavailable};
+          },
+          [&](InMemoryConcurrencyStorage<SteadyClock>& local) {
+            ConcurrencyResult decided = local.try_acquire(slots, id);
+            if (decided.acquired) decided.location = LeaseLocation::fallback;
+            return decided;
+          });
+      result.degraded = true;
+      return result;
     }
   }
 
   // Drops `id`'s leases where try_acquire() put them (for unconfirmed, in Redis, in case the acquisition
   // ran). Thread safety: safe, also at exit. Throws airl::BackendError when Redis fails (the limiter swallows
-  // it), after queueing the release for a retry before the next calls; std::invalid_argument on bad slots.
+  // it), after queueing the release for a retry with the next calls; std::invalid_argument on bad slots.
   void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation where) {
     validate(slots);
     if (where == LeaseLocation::nowhere) return;
     if (where == LeaseLocation::fallback) {
-      if (state_->local) state_->local->release(slots, id, LeaseLocation::store);
+      if (state_->fallback.local() != nullptr) state_->fallback.local()->release(slots, id, LeaseLocation::store);
       return;
     }
-    detail::ConcurrencyCall call;
+    detail::LeaseCallWords call;
     build_call(slots, "release", id, call);
     try {
-      run(call.args);
+      run(call);
     } catch (const BackendError&) {
-      defer_release(std::move(call), slots);
+      defer_release(call, slots);
       throw;
     }
   }
@@ -190,16 +176,17 @@ class RedisConcurrencyStorage {
     validate(slots);
     if (where == LeaseLocation::nowhere || where == LeaseLocation::unconfirmed) return RenewStatus::assumed;
     if (where == LeaseLocation::fallback) {
-      return state_->local ? state_->local->renew(slots, id, LeaseLocation::store) : RenewStatus::lost;
+      InMemoryConcurrencyStorage<SteadyClock>* local = state_->fallback.local();
+      return local != nullptr ? local->renew(slots, id, LeaseLocation::store) : RenewStatus::lost;
     }
-    detail::ConcurrencyCall call;
+    detail::LeaseCallWords call;
     build_call(slots, "renew", id, call);
     try {
-      const detail::Reply reply = run(call.args);
+      const detail::Reply reply = run(call);
       if (reply->type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected renew reply");
       return reply->integer == 1 ? RenewStatus::renewed : RenewStatus::lost;
     } catch (const BackendError&) {
-      if (state_->options.on_failure == FailurePolicy::fail_closed) throw;
+      if (state_->fallback.policy() == FailurePolicy::fail_closed) throw;
       return RenewStatus::assumed;
     }
   }
@@ -209,10 +196,9 @@ class RedisConcurrencyStorage {
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
     const std::span<const ConcurrencySlot> one(&slot, 1);
     validate(one);
-    std::string key;
-    detail::redis_concurrency_key(key, state_->options.key_prefix, slot.bucket);
-    std::array<std::string_view, 5> args = {"EVALSHA", "", "1", key, "count"};
-    const detail::Reply reply = run(args);
+    detail::LeaseCallWords call;
+    build_call(one, "count", PermitId{}, call);
+    const detail::Reply reply = run(call);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected count reply");
     return static_cast<std::uint64_t>(reply->integer);
   }
@@ -221,11 +207,13 @@ class RedisConcurrencyStorage {
   // the in-process fallback. Thread safety: safe. Throws std::logic_error when moved from.
   std::size_t purge_expired() {
     require_usable();
-    return state_->local ? state_->local->purge_expired() : 0;
+    return state_->fallback.local() != nullptr ? state_->fallback.local()->purge_expired() : 0;
   }
 
   // Scopes held in process: the local fallback's (Redis's keys are counted by Redis). Throws nothing.
-  std::size_t active_keys() const noexcept { return state_ && state_->local ? state_->local->active_keys() : 0; }
+  std::size_t active_keys() const noexcept {
+    return state_ && state_->fallback.local() != nullptr ? state_->fallback.local()->active_keys() : 0;
+  }
 
   // Releases waiting to be retried (failed releases, and acquisitions that failed after being sent).
   // Thread safety: safe. Throws nothing.
@@ -234,24 +222,23 @@ class RedisConcurrencyStorage {
   }
 
   // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
-  bool healthy() const noexcept { return state_ && state_->pool.healthy(); }
+  bool healthy() const noexcept { return state_ && state_->client.healthy(); }
 
   // The options it was made with. Requires a storage not moved from. Throws nothing.
   const RedisOptions& options() const noexcept { return state_->options; }
 
  private:
   struct State {
-    explicit State(RedisOptions opts) : options(std::move(opts)), pool(options, detail::concurrency_script) {
-      if (options.on_failure == FailurePolicy::local) {
-        local = std::make_unique<InMemoryConcurrencyStorage<SteadyClock>>();
-      }
-    }
+    explicit State(RedisOptions opts)
+        : options(std::move(opts)),
+          client(options, detail::concurrency_script, "the airl concurrency script"),
+          fallback(options.on_failure) {}
     RedisOptions options;
-    detail::RedisConnectionPool pool;
-    std::unique_ptr<InMemoryConcurrencyStorage<SteadyClock>> local;  // only with FailurePolicy::local
-    std::mutex pending_mutex;
-    std::vector<detail::PendingRelease> pending;  // oldest first, at most max_pending_releases
-    std::atomic<std::size_t> pending_count{0};    // pending.size(), read without the lock
+    detail::ScriptClient client;
+    detail::Fallback<InMemoryConcurrencyStorage<SteadyClock>> fallback;
+    detail::Mutex pending_mutex;
+    std::vector<detail::PendingRelease> pending AIRL_GUARDED_BY(pending_mutex);  // oldest first, bounded
+    std::atomic<std::size_t> pending_count{0};  // pending.size(), read without the lock
   };
 
   void require_usable() const {
@@ -262,34 +249,51 @@ class RedisConcurrencyStorage {
     detail::validate_slots(slots, "airl::RedisConcurrencyStorage");
     require_usable();
     for (const ConcurrencySlot& slot : slots) {
-      if (slot.max_in_flight > detail::redis_max_exact) {
+      if (slot.max_in_flight > max_exact_count) {
         throw std::invalid_argument("airl::RedisConcurrencyStorage: max_in_flight must be at most 2^53");
       }
     }
   }
 
-  // Runs one script call, after sending the releases waiting for a retry. `sent` (if given) is set once the
-  // call itself is about to go out: a failure before that left nothing behind in Redis.
-  detail::Reply run(std::span<std::string_view> args, bool* sent = nullptr) {
-    return state_->pool.run([&](detail::RedisConnection& connection) {
-      deliver_pending(connection);
-      if (sent != nullptr) *sent = true;
-      return detail::eval_loaded_script(connection, args, detail::concurrency_script);
-    });
+  // Runs one script call, pipelined after up to releases_per_call releases waiting for a retry (one round
+  // trip). `sent` (if given) is set once the calls are about to go out: a failure before that left nothing
+  // behind in Redis. A waiting release Redis refuses is dropped; on a connection fault they wait again.
+  detail::Reply run(const detail::LeaseCallWords& call, bool* sent = nullptr) {
+    std::vector<detail::PendingRelease> retries = take_pending();
+    if (retries.empty()) return state_->client.eval(call.words, sent);
+    std::vector<detail::ScriptWords> calls;
+    calls.reserve(retries.size() + 1);
+    const auto now = std::chrono::steady_clock::now();
+    for (detail::PendingRelease& retry : retries) {
+      if (retry.give_up <= now) continue;  // its lease has run out anyway
+      retry.call.numbers.clear();
+      finish_words(retry.call, "release");
+      calls.emplace_back(retry.call.words);
+    }
+    calls.emplace_back(call.words);
+    std::vector<detail::Reply> replies;
+    try {
+      replies = state_->client.eval_many(calls, sent);
+    } catch (const BackendError&) {
+      put_back(std::move(retries));
+      throw;
+    }
+    state_->client.check(*replies.back());
+    return std::move(replies.back());
   }
 
   // Queues a release of `call`'s member in `call`'s keys, kept until every slot's lease (counted from now,
   // plus the time a call may take) has passed. A full queue drops it: that lease runs out on its own.
-  void defer_release(detail::ConcurrencyCall&& call, std::span<const ConcurrencySlot> slots) noexcept {
+  void defer_release(const detail::LeaseCallWords& call, std::span<const ConcurrencySlot> slots) noexcept {
     try {
       std::chrono::milliseconds longest{0};
       for (const ConcurrencySlot& slot : slots) longest = std::max(longest, slot.lease);
       detail::PendingRelease entry;
-      entry.keys = std::move(call.keys);
-      entry.member = call.member;
+      entry.call.keys = call.keys;
+      entry.call.member = call.member;
       entry.give_up = std::chrono::steady_clock::now() + longest + state_->options.connect_timeout +
                       state_->options.command_timeout;
-      std::lock_guard lock(state_->pending_mutex);
+      detail::Lock lock(state_->pending_mutex);
       if (state_->pending.size() >= max_pending_releases) return;
       state_->pending.push_back(std::move(entry));
       state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
@@ -297,43 +301,30 @@ class RedisConcurrencyStorage {
     }
   }
 
-  // Sends up to releases_per_call waiting releases on `connection`, oldest first. A release Redis refuses is
-  // dropped; on a connection fault the undelivered ones go back to the queue and the fault propagates.
-  void deliver_pending(detail::RedisConnection& connection) {
-    if (state_->pending_count.load(std::memory_order_relaxed) == 0) return;
+  // Takes up to releases_per_call waiting releases, oldest first.
+  std::vector<detail::PendingRelease> take_pending() {
     std::vector<detail::PendingRelease> batch;
-    {
-      std::lock_guard lock(state_->pending_mutex);
-      const std::size_t n = std::min(releases_per_call, state_->pending.size());
-      batch.assign(std::make_move_iterator(state_->pending.begin()),
-                   std::make_move_iterator(state_->pending.begin() + static_cast<std::ptrdiff_t>(n)));
-      state_->pending.erase(state_->pending.begin(), state_->pending.begin() + static_cast<std::ptrdiff_t>(n));
-      state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
-    }
-    const auto now = std::chrono::steady_clock::now();
-    std::size_t next = 0;
+    if (state_->pending_count.load(std::memory_order_relaxed) == 0) return batch;
+    detail::Lock lock(state_->pending_mutex);
+    const std::size_t n = std::min(releases_per_call, state_->pending.size());
+    batch.assign(std::make_move_iterator(state_->pending.begin()),
+                 std::make_move_iterator(state_->pending.begin() + static_cast<std::ptrdiff_t>(n)));
+    state_->pending.erase(state_->pending.begin(), state_->pending.begin() + static_cast<std::ptrdiff_t>(n));
+    state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
+    return batch;
+  }
+
+  // Puts releases taken by take_pending() back at the front of the queue (as many as fit).
+  void put_back(std::vector<detail::PendingRelease> batch) noexcept {
+    if (batch.empty()) return;
     try {
-      for (; next < batch.size(); ++next) {
-        const detail::PendingRelease& entry = batch[next];
-        if (entry.give_up <= now) continue;  // its lease has run out anyway
-        const std::string count = std::to_string(entry.keys.size());
-        std::vector<std::string_view> args = {"EVALSHA", "", count};
-        args.insert(args.end(), entry.keys.begin(), entry.keys.end());
-        args.insert(args.end(), {"release", std::string_view(entry.member.data(), entry.member.size())});
-        try {
-          detail::eval_loaded_script(connection, args, detail::concurrency_script);
-        } catch (const BackendError&) {
-          if (!connection.connected()) throw;  // a connection fault; else Redis refused it: drop it
-        }
-      }
-    } catch (...) {
-      std::lock_guard lock(state_->pending_mutex);
+      detail::Lock lock(state_->pending_mutex);
       const std::size_t room = max_pending_releases - std::min(max_pending_releases, state_->pending.size());
-      const std::size_t back = std::min(room, batch.size() - next);
-      state_->pending.insert(state_->pending.begin(), std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(next)),
-                             std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(next + back)));
+      const std::size_t back = std::min(room, batch.size());
+      state_->pending.insert(state_->pending.begin(), std::make_move_iterator(batch.begin()),
+                             std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(back)));
       state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
-      throw;
+    } catch (...) {  // std::bad_alloc: those leases run out on their own
     }
   }
 
@@ -341,11 +332,22 @@ class RedisConcurrencyStorage {
     return std::chrono::duration_cast<std::chrono::microseconds>(slot.lease).count();
   }
 
-  // EVALSHA <sha> <n> key1..keyn <op> <member> [(max_in_flight lease_us) per key | lease_us per key]
-  // (acquire takes both, renew the leases, release neither). Throws std::invalid_argument when two slots
-  // name one scope.
+  // The call's words: <n> keys... <op> [<member>] <numbers...>, viewing call's buffers (built only now: the
+  // views point into `keys` and `numbers`, which no longer grow).
+  static void finish_words(detail::LeaseCallWords& call, std::string_view op) {
+    call.numbers.insert(call.numbers.begin(), std::to_string(call.keys.size()));
+    call.words.assign({call.numbers.front()});
+    call.words.insert(call.words.end(), call.keys.begin(), call.keys.end());
+    call.words.push_back(op);
+    if (op != "count") call.words.push_back(call.member_text());
+    call.words.insert(call.words.end(), call.numbers.begin() + 1, call.numbers.end());
+  }
+
+  // <n> key1..keyn <op> <member> [(max_in_flight lease_us) per key | lease_us per key] (acquire takes both,
+  // renew the leases, release and count neither; count takes no member). Throws std::invalid_argument when
+  // two slots name one scope.
   void build_call(std::span<const ConcurrencySlot> slots, std::string_view op, const PermitId& id,
-                  detail::ConcurrencyCall& call) const {
+                  detail::LeaseCallWords& call) const {
     const std::size_t n = slots.size();
     call.keys.resize(n);
     call.numbers.clear();
@@ -358,19 +360,13 @@ class RedisConcurrencyStorage {
         }
       }
     }
-    call.numbers.reserve(1 + 2 * n);
-    call.numbers.push_back(std::to_string(n));
-    if (op != "release") {
+    if (op == "acquire" || op == "renew") {
       for (const ConcurrencySlot& slot : slots) {
         if (op == "acquire") call.numbers.push_back(std::to_string(slot.max_in_flight));
         call.numbers.push_back(std::to_string(lease_us(slot)));
       }
     }
-    // Built only now: the views below point into `numbers`, which no longer grows.
-    call.args.assign({"EVALSHA", "", call.numbers[0]});
-    call.args.insert(call.args.end(), call.keys.begin(), call.keys.end());
-    call.args.insert(call.args.end(), {op, call.member_text()});
-    call.args.insert(call.args.end(), call.numbers.begin() + 1, call.numbers.end());
+    finish_words(call, op);
   }
 
   static ConcurrencyResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
@@ -383,27 +379,20 @@ class RedisConcurrencyStorage {
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements == 0) {
       throw ReplyError("airl: unexpected reply from the airl concurrency script");
     }
-    ConcurrencyResult result;
-    if (integer(0) == 1) {
-      result.acquired = true;
-      result.location = LeaseLocation::store;
-      return result;
-    }
+    const long long verdict = integer(0);
+    if (verdict == -1) throw PermitIdInUse("airl: permit id already holds a lease in one of the scopes");
+    if (verdict == 1) return ConcurrencyResult{.acquired = true, .location = LeaseLocation::store, .status = Status::allowed};
     const long long key = integer(1);
     if (key < 1 || static_cast<std::size_t>(key) > n) throw ReplyError("airl: concurrency script named no key");
-    result.denied_by = static_cast<std::size_t>(key - 1);
     const long long retry_us = integer(3);
-    result.retry_after = retry_us < 0
-                             ? Decision::never
-                             : std::chrono::ceil<std::chrono::milliseconds>(std::chrono::microseconds{retry_us});
-    return result;
+    return ConcurrencyResult{.denied_by = static_cast<std::size_t>(key - 1),
+                             .retry_after = retry_us < 0 ? Decision::never : detail::ceil_to_ms(retry_us * 1000),
+                             .status = Status::denied};
   }
 
   std::unique_ptr<State> state_;
 };
 
 static_assert(ConcurrencyStoragePolicy<RedisConcurrencyStorage>);
-
-using RedisConcurrencyLimiter = ConcurrencyLimiter<RedisConcurrencyStorage>;
 
 }  // namespace airl

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Decision counters striped over cache lines. The first threads to count each own a stripe and bump it with a
+// Decision counters striped over cache lines, for both stacks: a rate limiter counts its decisions here (denials
+// per tier), a concurrency limiter its acquisitions (denials per cap). The first threads to count each own a stripe and bump it with a
 // plain relaxed load and store (no locked instruction on the decision path); later threads share the remaining
 // stripes with relaxed atomic adds. Counting never becomes one cache line every core fights over; reading sums
 // the stripes. Besides the totals, each stripe counts denials per tier and per store-made reason, and keeps a
@@ -14,8 +15,9 @@
 #include <memory>
 #include <vector>
 
-#include "../metrics.hpp"
-#include "inlining.hpp"
+#include "../../decision.hpp"
+#include "../../metrics.hpp"
+#include "../inlining.hpp"
 
 namespace airl::detail {
 
@@ -30,18 +32,32 @@ class DecisionCounters {
         tier_denials_(std::make_unique<Line[]>(stripe_count * tier_lines_)),
         tiers_(tiers) {}
 
-  AIRL_DETAIL_HOT_INLINE void count_allowed() noexcept { bump(my_stripe().allowed); }
-  // A denial by tier `tier` (an index below the count given at construction).
+  // Counts one decision by its status; `by` is the tier (or cap) that denied it, for Status::denied (an index
+  // below the count given at construction; another value counts as a denial by nothing nameable).
   // (The total of denials is the sum of the denials by cause, summed when read: one add per denial.)
-  AIRL_DETAIL_HOT_INLINE void count_denied_by(std::size_t tier) noexcept {
-    const std::size_t slot = stripe_index();
-    add(tier_counter(slot, tier), slot);
+  AIRL_DETAIL_HOT_INLINE void count(Status status, std::size_t by) noexcept {
+    switch (status) {
+      case Status::allowed:
+      case Status::replayed: bump(my_stripe().allowed); break;
+      case Status::denied:
+        if (by < tiers_) [[likely]] {
+          const std::size_t slot = stripe_index();
+          add(tier_counter(slot, by), slot);
+        } else {
+          bump(my_stripe().unnamed_denials);
+        }
+        break;
+      case Status::key_capacity: bump(my_stripe().key_capacity); break;
+      case Status::backend_unavailable: bump(my_stripe().backend_unavailable); break;
+    }
   }
-  void count_key_capacity() noexcept { bump(my_stripe().key_capacity); }
-  void count_backend_unavailable() noexcept { bump(my_stripe().backend_unavailable); }
-  void count_denied() noexcept { bump(my_stripe().unnamed_denials); }  // by nothing the limiter can name
+  // A store fault: thrown, or absorbed by a failure policy (then also count_degraded()).
   void count_backend_error() noexcept { bump(my_stripe().backend_errors); }
-  void count_degraded() noexcept { bump(my_stripe().degraded); }
+  // A decision a failure policy made without the store: a degraded one, and a backend error.
+  void count_degraded() noexcept {
+    bump(my_stripe().degraded);
+    bump(my_stripe().backend_errors);
+  }
 
   // Whether this thread's current decision on this limiter is one to time: one in latency_sample_every. The
   // countdown lives in the thread's stripe of this limiter, so limiters used in turn by one thread are each

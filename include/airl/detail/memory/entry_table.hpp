@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The index of one shard: an open-addressing hash table from a bucket's hash to the bucket, linear probing,
-// each slot holding the full hash next to the pointer. A lookup usually reads one slot and then the bucket it
-// is after; a miss stops at the first empty slot. Deletion shifts the following entries back (no tombstones),
-// so lookups stay short however many buckets come and go. The table does not own the buckets.
+// The index of one shard: an open-addressing hash table from a key's hash to its entry, linear probing, each
+// slot holding the full hash next to the pointer. A lookup usually reads one slot and then the entry it is
+// after; a miss stops at the first empty slot. Deletion shifts the following slots back (no tombstones), so
+// lookups stay short however many keys come and go. The table does not own the entries.
 
 #include <atomic>
 #include <bit>
@@ -12,17 +12,17 @@
 #include <memory>
 #include <utility>
 
-#include "bucket.hpp"
-#include "inlining.hpp"
-#include "prefetch.hpp"
+#include "../inlining.hpp"
+#include "../prefetch.hpp"
 
 namespace airl::detail {
 
-class BucketTable {
+template <class Item>
+class EntryTable {
  public:
-  BucketTable() = default;
-  BucketTable(const BucketTable&) = delete;
-  BucketTable& operator=(const BucketTable&) = delete;
+  EntryTable() = default;
+  EntryTable(const EntryTable&) = delete;
+  EntryTable& operator=(const EntryTable&) = delete;
 
   // Starts loading the slot where a lookup of `hash` begins. Safe without the shard's lock (it reads a
   // published copy of the slot array's address, and a prefetch of a stale address is harmless): callers issue
@@ -32,16 +32,16 @@ class BucketTable {
     if (slots != nullptr) prefetch(slots + (hash & published_mask_.load(std::memory_order_relaxed)));
   }
 
-  // The bucket with this hash that `same` accepts, or nullptr. Throws nothing.
+  // The entry with this hash that `same` accepts, or nullptr. Throws nothing.
   template <class Same>
-  AIRL_DETAIL_HOT_INLINE Bucket* find(std::uint64_t hash, Same&& same) const noexcept {
+  AIRL_DETAIL_HOT_INLINE Item* find(std::uint64_t hash, Same&& same) const noexcept {
     if (capacity_ == 0) return nullptr;
     for (std::size_t i = hash & mask(); ; i = (i + 1) & mask()) {
       const Slot& slot = slots_[i];
-      if (slot.bucket == nullptr) return nullptr;
+      if (slot.item == nullptr) return nullptr;
       if (slot.hash == hash) {
-        prefetch(reinterpret_cast<const char*>(slot.bucket) + 64);  // the key bytes after the header
-        if (same(*slot.bucket)) return slot.bucket;
+        prefetch(reinterpret_cast<const char*>(slot.item) + 64);  // the key bytes after the header
+        if (same(*slot.item)) return slot.item;
       }
     }
   }
@@ -51,20 +51,20 @@ class BucketTable {
     if ((size_ + 1) * 5 > capacity_ * 4) rehash(capacity_ == 0 ? 8 : capacity_ * 2);  // load stays <= 0.8
   }
 
-  // Adds a bucket that is not in the table. Requires reserve_one() since the last insert.
-  void insert(std::uint64_t hash, Bucket* bucket) noexcept {
+  // Adds an entry that is not in the table. Requires reserve_one() since the last insert.
+  void insert(std::uint64_t hash, Item* item) noexcept {
     std::size_t i = hash & mask();
-    while (slots_[i].bucket != nullptr) i = (i + 1) & mask();
-    slots_[i] = Slot{hash, bucket};
+    while (slots_[i].item != nullptr) i = (i + 1) & mask();
+    slots_[i] = Slot{hash, item};
     ++size_;
   }
 
-  // Removes `bucket` (which has `hash`) from the table. Throws nothing.
-  void erase(std::uint64_t hash, const Bucket* bucket) noexcept {
+  // Removes `item` (which has `hash`) from the table. Throws nothing.
+  void erase(std::uint64_t hash, const Item* item) noexcept {
     std::size_t hole = hash & mask();
-    while (slots_[hole].bucket != bucket) hole = (hole + 1) & mask();
+    while (slots_[hole].item != item) hole = (hole + 1) & mask();
     // Backward shift: pull later entries of the run into the hole unless that would put them before their home.
-    for (std::size_t next = (hole + 1) & mask(); slots_[next].bucket != nullptr; next = (next + 1) & mask()) {
+    for (std::size_t next = (hole + 1) & mask(); slots_[next].item != nullptr; next = (next + 1) & mask()) {
       const std::size_t home = slots_[next].hash & mask();
       const bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
       if (stays) continue;
@@ -75,18 +75,18 @@ class BucketTable {
     --size_;
   }
 
-  // Calls visit(bucket) for every bucket; visit may erase that bucket (and only it) from the table.
-  // A bucket may be visited twice when an erase shifts it; none is skipped. Throws what visit throws.
+  // Calls visit(item) for every entry; visit may erase that entry (and only it) from the table.
+  // An entry may be visited twice when an erase shifts it; none is skipped. Throws what visit throws.
   template <class Visit>
   void for_each(Visit&& visit) {
     for (std::size_t i = 0; i < capacity_;) {
-      Bucket* bucket = slots_[i].bucket;
-      if (bucket == nullptr) {
+      Item* item = slots_[i].item;
+      if (item == nullptr) {
         ++i;
         continue;
       }
-      visit(*bucket);
-      if (slots_[i].bucket == bucket) ++i;  // else it was erased and another entry moved into slot i
+      visit(*item);
+      if (slots_[i].item == item) ++i;  // else it was erased and another entry moved into slot i
     }
   }
 
@@ -105,7 +105,7 @@ class BucketTable {
  private:
   struct Slot {
     std::uint64_t hash = 0;
-    Bucket* bucket = nullptr;  // nullptr: empty
+    Item* item = nullptr;  // nullptr: empty
   };
 
   std::size_t mask() const noexcept { return capacity_ - 1; }
@@ -116,7 +116,7 @@ class BucketTable {
     const std::size_t old_capacity = std::exchange(capacity_, capacity);
     size_ = 0;
     for (std::size_t i = 0; i < old_capacity; ++i) {
-      if (slots[i].bucket != nullptr) insert(slots[i].hash, slots[i].bucket);
+      if (slots[i].item != nullptr) insert(slots[i].hash, slots[i].item);
     }
     published_mask_.store(mask(), std::memory_order_relaxed);
     published_slots_.store(slots_.get(), std::memory_order_relaxed);

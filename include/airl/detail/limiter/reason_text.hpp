@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "inlining.hpp"
+#include "../inlining.hpp"
 
 namespace airl::detail {
 

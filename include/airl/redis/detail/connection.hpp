@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// One hiredis connection: connect with timeouts, keepalive, AUTH + SELECT + SCRIPT LOAD in one round trip,
-// then commands with a command timeout. Faults become typed airl::BackendError subclasses. Not thread-safe:
-// the pool hands each connection to one thread at a time. Works with hiredis 0.14 (Debian 12) and 1.x.
+// One hiredis connection to one server: connect with timeouts, keepalive, AUTH + SELECT + SCRIPT LOAD in one
+// round trip, then commands with a command timeout. Faults become typed airl::BackendError subclasses, and
+// error replies too (check_reply: the one mapping of server errors). Not thread-safe: the pool hands each
+// connection to one thread at a time. Works with hiredis 0.14 (Debian 12) and 1.x.
 
 #include <hiredis/hiredis.h>
 
@@ -24,8 +25,8 @@
 #include <pthread.h>
 #include <sys/time.h>
 
-#include "errors.hpp"
-#include "options.hpp"
+#include "../errors.hpp"
+#include "../options.hpp"
 
 namespace airl::detail {
 
@@ -88,11 +89,23 @@ class SigpipeGuard {
   bool blocked_ = false;
 };
 
+// Where a connection goes: a TCP host and port, or a unix socket when `unix_socket` is set.
+struct Endpoint {
+  std::string host;
+  int port = 0;
+  std::string unix_socket;
+
+  std::string text() const { return unix_socket.empty() ? host + ":" + std::to_string(port) : unix_socket; }
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+inline Endpoint endpoint_of(const RedisOptions& options) { return {options.host, options.port, options.unix_socket}; }
+
 // One connection to Redis. Thread safety: one thread at a time (the pool hands each connection to one
 // caller), since it reuses its own argument buffers.
 class RedisConnection {
  public:
-  explicit RedisConnection(const RedisOptions& options) : options_(options) {}
+  RedisConnection(const RedisOptions& options, Endpoint endpoint) : options_(options), endpoint_(std::move(endpoint)) {}
 
   bool connected() const noexcept { return context_ != nullptr; }
   void close() noexcept { context_.reset(); }
@@ -106,13 +119,13 @@ class RedisConnection {
     close();
     const auto started = std::chrono::steady_clock::now();
     const timeval connect_tv = to_timeval(budget);
-    redisContext* raw = options_.unix_socket.empty()
-                            ? redisConnectWithTimeout(options_.host.c_str(), options_.port, connect_tv)
-                            : redisConnectUnixWithTimeout(options_.unix_socket.c_str(), connect_tv);
+    redisContext* raw = endpoint_.unix_socket.empty()
+                            ? redisConnectWithTimeout(endpoint_.host.c_str(), endpoint_.port, connect_tv)
+                            : redisConnectUnixWithTimeout(endpoint_.unix_socket.c_str(), connect_tv);
     if (raw == nullptr) throw ConnectionError("airl: cannot allocate a Redis connection to " + where());
     std::unique_ptr<redisContext, ContextDeleter> context(raw);
     if (context->err != 0) throw_context_error(*context, "connect");
-    if (options_.unix_socket.empty()) redisEnableKeepAlive(context.get());
+    if (endpoint_.unix_socket.empty()) redisEnableKeepAlive(context.get());
 
     // The handshake gets whatever is left of connect_timeout.
     const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
@@ -147,22 +160,34 @@ class RedisConnection {
     timeout_ = wanted;
   }
 
-  // Runs one command. Throws like connect(); a connection-level fault also closes the connection.
-  // An error reply is returned as a reply (type REDIS_REPLY_ERROR), not thrown: the caller decides.
-  Reply command(std::span<const std::string_view> args) {
+  // Runs one command: the words of `head` then those of `tail` (a script call's EVALSHA and SHA, then its
+  // keys and arguments, without copying them). Throws like connect(); a connection-level fault also closes
+  // the connection. An error reply is returned as a reply (REDIS_REPLY_ERROR), not thrown: the caller decides.
+  Reply command(std::span<const std::string_view> head, std::span<const std::string_view> tail = {}) {
     SigpipeGuard no_sigpipe;
-    append(*context_, args, "command");
+    append(*context_, head, tail, "command");
     return read_reply(*context_, "command");
   }
 
-  // Runs several commands in one round trip: `commands` is a range of commands, each convertible to
-  // std::span<const std::string_view>. Same error handling as command().
-  template <class Commands>
-  std::vector<Reply> pipeline(const Commands& commands) {
-    return pipeline(*context_, commands, "command");
+  // Runs replies.size() commands in one round trip: words(i, head, tail) gives command i as command() takes
+  // it; its reply goes to replies[i]. Same error handling as command().
+  template <class Words>
+  void pipeline(std::span<Reply> replies, Words&& words) {
+    SigpipeGuard no_sigpipe;
+    for (std::size_t i = 0; i < replies.size(); ++i) {
+      std::span<const std::string_view> head, tail;
+      words(i, head, tail);
+      append(*context_, head, tail, "command");
+    }
+    for (Reply& reply : replies) reply = read_reply(*context_, "command");
   }
 
-  // Throws the typed error for an error reply to `what`; returns if the reply is not an error.
+  // Where this connection goes.
+  const Endpoint& endpoint() const noexcept { return endpoint_; }
+
+  // The one mapping of an error reply to `what` to a typed error carrying the server's text: AuthError for a
+  // refused AUTH, PermissionError for an ACL refusal (NOPERM), ReplyError for everything else (a script that
+  // refused its arguments, OOM, READONLY, BUSY, ...). Returns if the reply is not an error.
   static void check_reply(const redisReply& reply, std::string_view what) {
     if (reply.type != REDIS_REPLY_ERROR) return;
     const std::string text(reply_text(reply));
@@ -176,14 +201,12 @@ class RedisConnection {
   }
 
  private:
-  std::string where() const {
-    return options_.unix_socket.empty() ? options_.host + ":" + std::to_string(options_.port) : options_.unix_socket;
-  }
+  std::string where() const { return endpoint_.text(); }
 
   template <class Commands>
   std::vector<Reply> pipeline(redisContext& context, const Commands& commands, std::string_view what) {
     SigpipeGuard no_sigpipe;
-    for (const auto& command : commands) append(context, command, what);
+    for (const auto& command : commands) append(context, command, {}, what);
     std::vector<Reply> replies;
     replies.reserve(std::size(commands));
     for (std::size_t i = 0; i < std::size(commands); ++i) replies.push_back(read_reply(context, what));
@@ -192,12 +215,15 @@ class RedisConnection {
 
   // Queues one command in hiredis's output buffer (sent by the next read_reply). The argument arrays are
   // the connection's own, reused: no allocation per call once they have grown.
-  void append(redisContext& context, std::span<const std::string_view> args, std::string_view what) {
+  void append(redisContext& context, std::span<const std::string_view> head, std::span<const std::string_view> tail,
+              std::string_view what) {
     argv_.clear();
     lengths_.clear();
-    for (const std::string_view arg : args) {
-      argv_.push_back(arg.data());
-      lengths_.push_back(arg.size());
+    for (const auto& words : {head, tail}) {
+      for (const std::string_view arg : words) {
+        argv_.push_back(arg.data());
+        lengths_.push_back(arg.size());
+      }
     }
     if (redisAppendCommandArgv(&context, static_cast<int>(argv_.size()), argv_.data(), lengths_.data()) != REDIS_OK) {
       fail(context, what);
@@ -238,6 +264,7 @@ class RedisConnection {
   }
 
   RedisOptions options_;
+  Endpoint endpoint_;
   std::unique_ptr<redisContext, ContextDeleter> context_;
   std::chrono::milliseconds timeout_{0};  // the socket timeout now in force
   std::string script_sha_;

@@ -15,7 +15,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -25,16 +24,16 @@
 #include <utility>
 #include <vector>
 
-#include "../plans.hpp"
-#include "../storage_policy.hpp"
-#include "../tier.hpp"
-#include "transparent_hash.hpp"
-#include "validate.hpp"
+#include "../../plans.hpp"
+#include "../../storage_policy.hpp"
+#include "../../tier.hpp"
+#include "../lock.hpp"
+#include "../mutex.hpp"
+#include "../thread_annotations.hpp"
+#include "../transparent_hash.hpp"
+#include "../validate.hpp"
 
 namespace airl::detail {
-
-// Largest limit a rule may set: what every storage decides exactly (Redis's Lua numbers are doubles).
-inline constexpr std::uint64_t max_rule_limit = std::uint64_t{1} << 53;
 
 class QuotaBook {
  public:
@@ -47,6 +46,7 @@ class QuotaBook {
     }
     rules->quotas = initial_;
     rules->override_counts.resize(tiers.size());
+    Lock lock(mutex_);
     rules_ = std::move(rules);
   }
 
@@ -93,7 +93,7 @@ class QuotaBook {
   }
 
   // Throws std::invalid_argument on an empty or over-long name, an unknown or repeated tier, a tier whose
-  // bucket is shared between users (model, global), or a limit above max_rule_limit.
+  // bucket is shared between users (model, global), or a limit above max_exact_count.
   void set_plan(std::string_view name, const std::vector<PlanLimit>& limits) {
     validate_id(name, "plan name");
     std::vector<std::optional<std::uint64_t>> by_tier(names_.size());
@@ -127,7 +127,7 @@ class QuotaBook {
   }
 
   // Throws std::invalid_argument on an unknown tier, ids the tier's scope does not have (see LimitTarget), or
-  // a limit above max_rule_limit.
+  // a limit above max_exact_count.
   void set_override(const LimitTarget& target, std::uint64_t limit) {
     std::string key = override_key(target);
     validate_limit(limit, target.tier);
@@ -188,7 +188,7 @@ class QuotaBook {
   const Rules& current_rules(std::shared_ptr<const Rules>& pinned) const {
     const std::uint64_t version = version_.load(std::memory_order_acquire);
     if (ResolverCall::depth() != 0) {
-      std::lock_guard lock(mutex_);
+      Lock lock(mutex_);
       pinned = rules_;
       return *pinned;
     }
@@ -207,7 +207,7 @@ class QuotaBook {
       if (entry.book == id_) slot = &entry;  // an older version of this book's rules
     }
     if (slot == nullptr) slot = &cache[next_victim++ % cache.size()];
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     slot->book = id_;
     slot->version = version_.load(std::memory_order_relaxed);  // rules_ and version_ change together under the lock
     slot->rules = rules_;
@@ -217,7 +217,7 @@ class QuotaBook {
   // Applies `edit` to a copy of the rules and publishes it. Changes are rare: copying keeps readers lock-free.
   template <class Edit>
   void change(Edit&& edit) {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     auto next = std::make_shared<Rules>(*rules_);
     edit(*next);
     rules_ = std::move(next);
@@ -226,7 +226,7 @@ class QuotaBook {
   }
 
   static void validate_limit(std::uint64_t limit, std::string_view tier) {
-    if (limit > max_rule_limit) {
+    if (limit > max_exact_count) {
       refuse("tier '" + std::string(tier) + "': a limit set at runtime must be at most 2^53 (what every storage "
              "decides exactly; 2^53 is as good as unlimited)");
     }
@@ -306,8 +306,8 @@ class QuotaBook {
   std::vector<Quota> initial_;  // the tiers' own quotas: what applies until a rule is set
   const std::uint64_t id_ = next_id();
 
-  mutable std::mutex mutex_;               // serialises changes and guards rules_
-  std::shared_ptr<const Rules> rules_;     // the rules in force
+  mutable Mutex mutex_;                                          // serialises changes
+  std::shared_ptr<const Rules> rules_ AIRL_GUARDED_BY(mutex_);  // the rules in force
   std::atomic<std::uint64_t> version_{0};  // bumped with every change of rules_
   std::atomic<bool> active_{false};
 };

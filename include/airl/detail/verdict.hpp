@@ -1,20 +1,35 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The multi-tier decision rule, written once: how per-bucket verdicts become one AcquireResult.
-// (The Redis Lua script implements the same rule; docs/DESIGN.md states it.)
+// One bucket's verdict on one charge, and the multi-tier rule that turns the verdicts of a request's buckets
+// into one AcquireResult, written once: the in-memory store and the Redis storage (whose Lua script reports a
+// verdict per bucket) both decide through here. docs/DESIGN.md states the rule:
 //   - all fit: allowed; binding = the bucket with the least remaining (first of equals).
 //   - some do not: denied; binding = the first that does not fit; retry_after = the max over those that do not
 //     (buckets that fit now keep fitting while time passes and nothing else arrives).
+// Durations are nanoseconds until they leave here, rounded up to whole milliseconds.
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 #include "../storage_policy.hpp"
-#include "window_log.hpp"
 
 namespace airl::detail {
+
+// A duration that never ends ("never admissible").
+inline constexpr std::int64_t never_ticks = std::numeric_limits<std::int64_t>::max();
+// "Already expired": the expiry of a bucket that holds nothing any more.
+inline constexpr std::int64_t expired_ticks = std::numeric_limits<std::int64_t>::min();
+
+// What one bucket says about one charge. Durations in nanoseconds; never_ticks means "never".
+struct WindowVerdict {
+  bool fits = false;
+  std::uint64_t remaining = 0;    // units admissible after this decision (charge included when it fits)
+  std::int64_t retry_after = 0;   // 0 when it fits; else the wait until enough old entries expire
+  std::int64_t reset_after = 0;   // until the window holds nothing, after this decision
+};
 
 // Nanoseconds to whole milliseconds, rounded up; never_ticks stays "never". Throws nothing.
 inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
@@ -23,42 +38,28 @@ inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
   return std::chrono::milliseconds{static_cast<std::int64_t>((static_cast<std::uint64_t>(ns) + 999'999) / 1'000'000)};
 }
 
-// One tier: the verdict is the result.
-inline AcquireResult single_verdict(const WindowVerdict& only) noexcept {
-  // Every member written once, so no zeroing of the whole result comes first.
-  return AcquireResult{.status = only.fits ? AcquireStatus::allowed : AcquireStatus::denied,
-                       .binding = 0,
-                       .remaining = only.remaining,
-                       .retry_after = only.fits ? std::chrono::milliseconds{0} : ceil_to_ms(only.retry_after),
-                       .reset_after = ceil_to_ms(only.reset_after),
-                       .degraded = false,
-                       .other_group = {}};
-}
-
-inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts) noexcept {
-  if (verdicts.size() == 1) return single_verdict(verdicts.front());
-  const WindowVerdict* binding = nullptr;
+// The rule above. `replayed`: the request's id was already admitted (nothing was charged; status replayed).
+inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, bool replayed = false) noexcept {
+  if (verdicts.empty()) return AcquireResult{};
   std::size_t index = 0;
   std::int64_t retry = 0;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {
     const WindowVerdict& verdict = verdicts[i];
+    const WindowVerdict& binding = verdicts[index];
     if (!verdict.fits) {
       retry = std::max(retry, verdict.retry_after);
-      if (binding == nullptr || binding->fits) {
-        binding = &verdict;
-        index = i;
-      }
-    } else if (binding == nullptr || (binding->fits && verdict.remaining < binding->remaining)) {
-      binding = &verdict;
+      if (binding.fits || i == 0) index = i;
+    } else if (binding.fits && verdict.remaining < binding.remaining) {
       index = i;
     }
   }
-  if (binding == nullptr) return AcquireResult{};
-  return AcquireResult{.status = binding->fits ? AcquireStatus::allowed : AcquireStatus::denied,
+  const WindowVerdict& binding = verdicts[index];
+  // Every member written once, so no zeroing of the whole result comes first.
+  return AcquireResult{.status = replayed ? Status::replayed : binding.fits ? Status::allowed : Status::denied,
                        .binding = index,
-                       .remaining = binding->remaining,
-                       .retry_after = binding->fits ? std::chrono::milliseconds{0} : ceil_to_ms(retry),
-                       .reset_after = ceil_to_ms(binding->reset_after),
+                       .remaining = binding.remaining,
+                       .retry_after = binding.fits ? std::chrono::milliseconds{0} : ceil_to_ms(retry),
+                       .reset_after = ceil_to_ms(binding.reset_after),
                        .degraded = false,
                        .other_group = {}};
 }

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-// airl::detail::BucketTable, the open-addressing index of one shard: a randomized differential test against
+// airl::detail::EntryTable, the open-addressing index of one shard: a randomized differential test against
 // std::unordered_map (inserts, finds, erases with backward shift across the end of the slot array, compaction),
 // for_each with erase-during-visit never skipping a bucket, and hash sets built to collide (one full hash for
 // many buckets, the same low bits for all, homes at the last slot so every run wraps). The table takes the hash
 // from its caller, so the test chooses every hash; buckets come from Bucket::make and go back via Bucket::Deleter.
 #include <catch2/catch.hpp>
 
-#include <airl/detail/bucket.hpp>
-#include <airl/detail/bucket_table.hpp>
+#include <airl/detail/memory/entry.hpp>
+#include <airl/detail/memory/entry_table.hpp>
+#include <airl/detail/memory/window_log.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -24,8 +25,8 @@ namespace {
 
 using airl::BucketRef;
 using airl::Scope;
-using airl::detail::Bucket;
-using airl::detail::BucketTable;
+using Bucket = airl::detail::Entry<airl::detail::WindowLog>;
+using BucketTable = airl::detail::EntryTable<Bucket>;
 
 // Every live bucket of a test: its hash and its owner (the table owns nothing).
 struct Model {

@@ -15,7 +15,8 @@
 #include <limits>
 #include <vector>
 
-#include "../concurrency_storage_policy.hpp"
+#include "../../concurrency_storage_policy.hpp"
+#include "../verdict.hpp"
 
 namespace airl::detail {
 
@@ -28,8 +29,15 @@ class LeaseSet {
     if (now >= earliest_) drop_expired(now);
     return leases_.size();
   }
+  // The store's names for the same (every key's state is expired to now when a call finds it). Throw nothing.
+  void expire(std::int64_t now, std::int64_t /*lease*/) noexcept { live(now); }
+  void prefetch() const noexcept {}
 
   bool empty() const noexcept { return leases_.empty(); }
+
+  // When the set holds nothing any more: its latest deadline (an upper bound once leases left early). The
+  // store's expiry lists sort by it; `lease` (the list's) is not needed, every deadline is stored. Throws nothing.
+  std::int64_t expiry(std::int64_t /*lease*/) const noexcept { return leases_.empty() ? expired_ticks : latest_; }
   std::size_t size() const noexcept { return leases_.size(); }
 
   // The earliest deadline of the leases held (no_deadline when none): when the next one runs out.
@@ -48,6 +56,7 @@ class LeaseSet {
   void add(const PermitId& id, std::int64_t deadline) noexcept {
     leases_.push_back(Lease{id, deadline});  // within the reserved capacity: no allocation
     earliest_ = std::min(earliest_, deadline);
+    latest_ = std::max(latest_, deadline);
   }
 
   // Drops `id`'s lease; returns whether it was held. Throws nothing.
@@ -74,6 +83,7 @@ class LeaseSet {
     if (deadline <= found->deadline) return true;
     forget_deadline(found->deadline);
     found->deadline = deadline;
+    latest_ = std::max(latest_, deadline);
     return true;
   }
 
@@ -94,6 +104,7 @@ class LeaseSet {
   void forget_deadline(std::int64_t deadline) noexcept {
     if (leases_.empty()) {
       earliest_ = no_deadline;
+      latest_ = expired_ticks;
       exact_ = true;
     } else if (deadline == earliest_) {
       exact_ = false;
@@ -102,6 +113,7 @@ class LeaseSet {
 
   void drop_expired(std::int64_t now) noexcept {
     std::erase_if(leases_, [now](const Lease& lease) { return lease.deadline <= now; });
+    if (leases_.empty()) latest_ = expired_ticks;
     recompute_earliest();
   }
 
@@ -113,6 +125,7 @@ class LeaseSet {
 
   std::vector<Lease> leases_;
   std::int64_t earliest_ = no_deadline;  // at or before every lease's deadline
+  std::int64_t latest_ = expired_ticks;  // at or after every lease's deadline
   bool exact_ = true;                    // earliest_ is the earliest deadline itself
 };
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// A fixed-size pool of Redis connections shared by all threads. Connections are made lazily (the service
+// A fixed-size pool of connections to one Redis server, shared by all threads. Connections are made lazily (the service
 // may start before Redis), remade after a fault, and a failed connect starts an exponential backoff during
 // which calls fail at once instead of piling up on a dead server. No call waits longer than
 // connect_timeout + command_timeout for a connection.
@@ -16,9 +16,12 @@
 #include <utility>
 #include <vector>
 
+#include "../../detail/lock.hpp"
+#include "../../detail/mutex.hpp"
+#include "../../detail/thread_annotations.hpp"
+#include "../errors.hpp"
+#include "../options.hpp"
 #include "connection.hpp"
-#include "errors.hpp"
-#include "options.hpp"
 
 namespace airl::detail {
 
@@ -28,8 +31,10 @@ class RedisConnectionPool {
   static constexpr std::chrono::milliseconds first_backoff{10};
   static constexpr std::chrono::milliseconds max_backoff{1000};
 
-  RedisConnectionPool(const RedisOptions& options, std::string_view script) : options_(options), script_(script) {
-    for (std::size_t i = 0; i < options_.pool_size; ++i) idle_.push_back(std::make_unique<RedisConnection>(options_));
+  RedisConnectionPool(const RedisOptions& options, const Endpoint& endpoint, std::string_view script)
+      : options_(options), script_(script) {
+    Lock lock(mutex_);
+    for (std::size_t i = 0; i < options_.pool_size; ++i) idle_.push_back(std::make_unique<RedisConnection>(options_, endpoint));
   }
 
   // Runs `work(connection)` on a connected connection and returns its result. The whole call (waiting for a
@@ -66,13 +71,13 @@ class RedisConnectionPool {
 
   // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
   bool healthy() const noexcept {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     return healthy_;
   }
 
   // How long until the next connect attempt (0 when not backing off). Thread safety: safe.
   std::chrono::milliseconds retry_hint() const {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     const auto now = Clock::now();
     return now >= next_attempt_ ? std::chrono::milliseconds{0}
                                 : std::chrono::ceil<std::chrono::milliseconds>(next_attempt_ - now);
@@ -106,7 +111,7 @@ class RedisConnectionPool {
   }
 
   void throw_if_backing_off() const {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     const auto now = Clock::now();
     if (now >= next_attempt_) return;
     const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_attempt_ - now);
@@ -122,8 +127,8 @@ class RedisConnectionPool {
   }
 
   std::unique_ptr<RedisConnection> borrow(Clock::time_point deadline) {
-    std::unique_lock lock(mutex_);
-    if (!freed_.wait_until(lock, deadline, [this] { return !idle_.empty(); })) {
+    Lock lock(mutex_);
+    if (!wait_for_idle(deadline)) {
       throw TimeoutError("airl: no free Redis connection within connect_timeout + command_timeout (pool_size " +
                          std::to_string(options_.pool_size) + ")");
     }
@@ -135,23 +140,32 @@ class RedisConnectionPool {
     return connection;
   }
 
+  // Waits until a connection is idle or the deadline passes; false then. Requires the lock (the wait gives it
+  // up meanwhile, as a condition variable's does).
+  bool wait_for_idle(Clock::time_point deadline) AIRL_REQUIRES(mutex_) {
+    std::unique_lock native(mutex_.native(), std::adopt_lock);
+    const bool idle = freed_.wait_until(native, deadline, [this]() AIRL_NO_THREAD_SAFETY_ANALYSIS { return !idle_.empty(); });
+    native.release();  // the lock stays held: Lock gives it back
+    return idle;
+  }
+
   void give_back(std::unique_ptr<RedisConnection> connection) noexcept {
     {
-      std::lock_guard lock(mutex_);
+      Lock lock(mutex_);
       idle_.push_back(std::move(connection));
     }
     freed_.notify_one();
   }
 
   void record_success() {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     healthy_ = true;
     backoff_ = std::chrono::milliseconds{0};
     next_attempt_ = Clock::time_point{};
   }
 
   void record_failure(const BackendError& error, bool connect_failed) {
-    std::lock_guard lock(mutex_);
+    Lock lock(mutex_);
     healthy_ = false;
     last_error_.assign(error.what());
     last_kind_ = kind_of(error);
@@ -162,14 +176,14 @@ class RedisConnectionPool {
 
   RedisOptions options_;
   std::string script_;
-  mutable std::mutex mutex_;
+  mutable Mutex mutex_;
   std::condition_variable freed_;
-  std::vector<std::unique_ptr<RedisConnection>> idle_;
-  bool healthy_ = true;
-  std::chrono::milliseconds backoff_{0};
-  Clock::time_point next_attempt_{};
-  std::string last_error_;
-  FailureKind last_kind_ = FailureKind::connection;
+  std::vector<std::unique_ptr<RedisConnection>> idle_ AIRL_GUARDED_BY(mutex_);
+  bool healthy_ AIRL_GUARDED_BY(mutex_) = true;
+  std::chrono::milliseconds backoff_ AIRL_GUARDED_BY(mutex_){0};
+  Clock::time_point next_attempt_ AIRL_GUARDED_BY(mutex_){};
+  std::string last_error_ AIRL_GUARDED_BY(mutex_);
+  FailureKind last_kind_ AIRL_GUARDED_BY(mutex_) = FailureKind::connection;
 };
 
 }  // namespace airl::detail
