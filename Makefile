@@ -9,7 +9,8 @@ GATEWAY_PACKAGES := $(BUILD_PACKAGES) pkg-config libhiredis-dev libcpp-httplib-d
 TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3 python3-yaml
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
-.PHONY: demo gateway bench-gateway test test-asan test-tsan bench bench-redis clean
+.PHONY: demo gateway bench-gateway test test-asan test-tsan test-clang test-core bench bench-redis bench-compile \
+  bench-instructions clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
 demo:
@@ -49,6 +50,21 @@ test-tsan:
 	cmake --build build/tsan -j$(JOBS)
 	ctest --test-dir build/tsan --output-on-failure -j$(JOBS)
 
+# The whole suite built with clang, warnings as errors: clang also checks the locking rules the headers state
+# (-Wthread-safety, detail/thread_annotations.hpp). Runs it too.
+test-clang:
+	@.ci/ensure-packages $(TEST_PACKAGES) clang
+	CXX=clang++ cmake -S . -B build/clang -DCMAKE_BUILD_TYPE=Debug -DAIRL_WARNINGS_AS_ERRORS=ON -DAIRL_BUILD_BENCH=OFF
+	cmake --build build/clang -j$(JOBS)
+	ctest --test-dir build/clang --output-on-failure -j$(JOBS)
+
+# The core and AI-serving tests without the Redis backend (AIRL_REDIS=OFF: nothing links hiredis).
+test-core:
+	@.ci/ensure-packages $(BUILD_PACKAGES) catch2 python3 python3-yaml yamllint prometheus
+	cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Debug -DAIRL_REDIS=OFF -DAIRL_BUILD_GATEWAY=OFF -DAIRL_BUILD_BENCH=OFF
+	cmake --build build/core -j$(JOBS)
+	ctest --test-dir build/core --output-on-failure -j$(JOBS)
+
 # Builds the benchmarks in Release, runs them (5 repetitions, medians) and prints the ratio table.
 bench:
 	@.ci/ensure-packages $(BENCH_PACKAGES)
@@ -65,6 +81,18 @@ bench-redis:
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF
 	cmake --build build/bench -j$(JOBS) --target airl_redis_latency
 	./build/bench/bench/airl_redis_latency --memory
+
+# What including airl costs a user's build: compile time and peak memory of translation units that use it.
+bench-compile:
+	@.ci/ensure-packages $(BUILD_PACKAGES) python3
+	python3 bench/compile_time.py --runs 3
+
+# Instructions per decision on the hot paths (callgrind: the same count on a busy machine), medians of 5 runs.
+bench-instructions:
+	@.ci/ensure-packages $(BUILD_PACKAGES) valgrind
+	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF
+	cmake --build build/bench -j$(JOBS) --target airl_instruction_counts
+	bench/instruction_counts.sh build/bench/bench/airl_instruction_counts 20000 5
 
 # The gateway under wrk for 3 x 10 s: no limiter (the same binary, --unlimited), all admitted, mostly 429s.
 bench-gateway:

@@ -16,12 +16,12 @@
 // summary table: | what | measured | target | status |.
 //
 // Usage: airl_redis_latency [--redis host:port] [--calls N] [--memory]
-// Without --redis it starts its own redis-server (tests/redis_server.hpp: found on PATH, a free 127.0.0.1
+// Without --redis it starts its own redis-server (tests/support/redis_server.hpp: found on PATH, a free 127.0.0.1
 // port, a temporary directory, stopped by its PID). --memory needs that private server (it runs FLUSHALL).
 // --calls (default 10000) scales every count: N sequential calls of each kind, N/10 batches of each kind,
 // N/4 calls per thread phase (21 rounds of 4 phases).
 
-#include "../tests/redis_server.hpp"
+#include "../tests/support/redis_server.hpp"
 #include "redis_memory.hpp"
 #include "redis_raw.hpp"
 

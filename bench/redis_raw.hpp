@@ -7,7 +7,7 @@
 
 #include <airl/redis.hpp>
 #include <airl/redis/key_layout.hpp>
-#include <airl/redis/script.hpp>
+#include <airl/redis/sliding_window_script.hpp>
 
 #include <hiredis/hiredis.h>
 

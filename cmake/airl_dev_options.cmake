@@ -3,9 +3,18 @@
 
 add_library(airl_dev_options INTERFACE)
 
+option(AIRL_WARNINGS_AS_ERRORS "Treat warnings in airl's own tests, examples and benchmarks as errors" OFF)
+
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   target_compile_options(airl_dev_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
     -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast)
+  # Clang checks the locking rules the headers state (detail/thread_annotations.hpp).
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    target_compile_options(airl_dev_options INTERFACE -Wthread-safety)
+  endif()
+  if(AIRL_WARNINGS_AS_ERRORS)
+    target_compile_options(airl_dev_options INTERFACE -Werror)
+  endif()
 elseif(MSVC)
   target_compile_options(airl_dev_options INTERFACE /W4 /permissive-)
 endif()

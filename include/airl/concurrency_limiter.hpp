@@ -52,13 +52,13 @@ inline void validate_caps(const std::vector<ConcurrencyCap>& caps) {
     const ConcurrencyCap& cap = caps[i];
     validate_id(cap.name, "cap name");
     if (cap.name == key_capacity_reason || cap.name == backend_unavailable_reason) {
-      refuse("cap name '" + cap.name + "' is reserved");
+      refuse("cap name '{}' is reserved", {cap.name});
     }
-    if (!known_scope(cap.scope)) refuse("cap '" + cap.name + "': unknown scope");
-    if (cap.lease.count() <= 0) refuse("cap '" + cap.name + "': lease must be > 0");
-    if (cap.lease > max_window) refuse("cap '" + cap.name + "': lease must be at most 366 days");
+    if (!known_scope(cap.scope)) refuse("cap '{}': unknown scope", {cap.name});
+    if (cap.lease.count() <= 0) refuse("cap '{}': lease must be > 0", {cap.name});
+    if (cap.lease > max_window) refuse("cap '{}': lease must be at most 366 days", {cap.name});
     for (std::size_t j = 0; j < i; ++j) {
-      if (caps[j].name == cap.name) refuse("duplicate cap name '" + cap.name + "'");
+      if (caps[j].name == cap.name) refuse("duplicate cap name '{}'", {cap.name});
     }
   }
 }

@@ -66,8 +66,14 @@ class InMemoryStorage {
   // entries in a bucket), and then nothing was recorded; std::logic_error on a moved-from storage.
   AIRL_DETAIL_HOT_INLINE AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     detail::validate_charges(charges, name);
-    // The same decision either way; with one charge (a one-tier limiter) its size is known at compile time.
-    if (charges.size() == 1) return decide(charges.first<1>(), request_id);
+    return decide(charges, request_id);
+  }
+  // The same for one charge known at compile time (a one-tier limiter calls this one): the same rule, in code
+  // compiled for one bucket. Thread safety and throws: as above.
+  template <std::size_t Extent>
+    requires(Extent == 1)  // a template, so only a std::span<const Charge, 1> picks it
+  AIRL_DETAIL_HOT_INLINE AcquireResult acquire(std::span<const Charge, Extent> charges, std::string_view request_id) {
+    detail::validate_charges(charges, name);
     return decide(charges, request_id);
   }
 

@@ -36,6 +36,9 @@
 namespace airl {
 
 template <class Storage>
+class SlidingWindowLimiter;
+
+template <class Storage>
 class MultiTierLimiter {
   static_assert(StoragePolicy<Storage>, "airl::MultiTierLimiter: Storage must satisfy airl::StoragePolicy "
                                         "(see include/airl/storage_policy.hpp)");
@@ -46,7 +49,7 @@ class MultiTierLimiter {
   explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{}, LimiterOptions options = {})
       : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options), counters_(tiers_.size()) {
     detail::validate_tiers(tiers_);
-    book_ = std::make_unique<detail::QuotaBook>(tiers_);
+    rules_ = std::make_unique<detail::RuleSlot>();
     reasons_.reserve(tiers_.size());
     for (const Tier& tier : tiers_) reasons_.emplace_back(tier.name);
   }
@@ -57,14 +60,7 @@ class MultiTierLimiter {
   // Admits the request in every tier, or in none. Thread safety: safe from any thread.
   // Throws std::invalid_argument on an empty or over-long user, model or request id, or cost 0;
   // airl::BackendError when a storage without a failure policy fails (nothing recorded).
-  Decision allow(const Request& request) {
-    if (counters_.sample_latency()) [[unlikely]] return timed_allow(request);
-    detail::validate_request(request.user, request.model, request.cost, request.request_id);
-    require_usable();
-    // The same decision either way; with one tier its charge count is known at compile time.
-    if (tiers_.size() == 1) [[likely]] return decide<1>(request);
-    return decide<std::dynamic_extent>(request);
-  }
+  Decision allow(const Request& request) { return allow_in<std::dynamic_extent>(request); }
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
   // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
@@ -125,7 +121,7 @@ class MultiTierLimiter {
     for (std::size_t i = 0; i < tiers_.size(); ++i) {
       const Tier& tier = tiers_[i];
       if (counts_cost && tier.unit == Unit::requests) continue;  // nothing to settle there
-      charges.push_back(Charge{bucket_of(tier, user, model), book_->current(i), counts_cost ? actual_cost : 1});
+      charges.push_back(Charge{bucket_of(tier, user, model), current(i), counts_cost ? actual_cost : 1});
     }
     return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
   }
@@ -135,8 +131,8 @@ class MultiTierLimiter {
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
     detail::validate_request(user, model, 1, {});
     require_usable();
-    const std::size_t index = book_->index_of(tier);
-    const Quota quota = book_->current(index);  // the window is the tier's, whoever asks
+    const std::size_t index = index_of(tier);
+    const Quota quota = current(index);  // the window is the tier's, whoever asks
     return counting_backend_errors([&] { return storage_.usage(bucket_of(tiers_[index], user, model), quota); });
   }
 
@@ -197,7 +193,7 @@ class MultiTierLimiter {
   // Throws std::invalid_argument on an unknown tier, a window outside (0, max_window] or a limit above 2^53.
   void set_quota(std::string_view tier, Quota quota) {
     require_usable();
-    book_->set_quota(book_->index_of(tier), quota);
+    book().set_quota(index_of(tier), quota);
   }
   // Adds or replaces a plan: limits for some of the tiers (the others keep theirs). A request uses the plan
   // it names (Request::plan), else the resolver's, else none. Thread safety: safe. Throws
@@ -205,31 +201,31 @@ class MultiTierLimiter {
   // between users (Scope::model, Scope::global), or a limit above 2^53.
   void set_plan(std::string_view plan, const std::vector<PlanLimit>& limits) {
     require_usable();
-    book_->set_plan(plan, limits);
+    book().set_plan(plan, limits);
   }
   // Removes a plan; returns whether it existed. Requests still naming it are then refused
   // (std::invalid_argument), so reassign users first. Thread safety: safe.
   bool remove_plan(std::string_view plan) {
     require_usable();
-    return book_->remove_plan(plan);
+    return book().remove_plan(plan);
   }
   // Sets the function mapping a user to a plan for requests that name none (an empty function removes it).
   // See PlanResolver for what it may do. Thread safety: safe.
   void set_plan_resolver(PlanResolver resolver) {
     require_usable();
-    book_->set_resolver(std::move(resolver));
+    book().set_resolver(std::move(resolver));
   }
   // Sets the limit of one tier for one user, model or user+model, above any plan. Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier, no user and no model, an id the tier's scope does not
   // have (a model on a user tier, say), an over-long id, or a limit above 2^53.
   void set_override(const LimitTarget& target, std::uint64_t limit) {
     require_usable();
-    book_->set_override(target, limit);
+    book().set_override(target, limit);
   }
   // Removes an override; returns whether it existed. Thread safety: safe. Throws like set_override.
   bool clear_override(const LimitTarget& target) {
     require_usable();
-    return book_->clear_override(target);
+    return book().clear_override(target);
   }
   // The tiers as they apply to this request now: each with the limit the rules above give it (for
   // <airl/http.hpp>'s headers, which then advertise the user's own limits). Thread safety: safe.
@@ -238,8 +234,8 @@ class MultiTierLimiter {
     require_usable();
     std::vector<Tier> tiers = tiers_;
     std::vector<Charge> charges(tiers_.size());
-    for (std::size_t i = 0; i < tiers_.size(); ++i) charges[i].quota = book_->current(i);
-    if (book_->active() || !plan.empty()) book_->resolve(user, model, plan, charges);
+    for (std::size_t i = 0; i < tiers_.size(); ++i) charges[i].quota = tiers_[i].quota;
+    resolve_rules(charges, Request{user, model, 1, {}, plan});
     for (std::size_t i = 0; i < tiers.size(); ++i) tiers[i].quota = charges[i].quota;
     return tiers;
   }
@@ -251,13 +247,27 @@ class MultiTierLimiter {
   const Storage& storage() const noexcept { return storage_; }
 
  private:
-  // allow() for the sampled decisions the latency histogram records: times a nested allow(), which
+  template <class>
+  friend class SlidingWindowLimiter;  // decides in one tier: allow_in<1>
+
+  // allow() for `Extent` tiers (std::dynamic_extent: any number). SlidingWindowLimiter decides in exactly one:
+  // its charge count is known at compile time, and only that path is compiled (and run) for it.
+  template <std::size_t Extent>
+  Decision allow_in(const Request& request) {
+    if (counters_.sample_latency()) [[unlikely]] return timed_allow<Extent>(request);
+    detail::validate_request(request.user, request.model, request.cost, request.request_id);
+    require_usable();
+    return decide<Extent>(request);
+  }
+
+  // allow() for the sampled decisions the latency histogram records: times a nested allow_in(), which
   // sample_latency() has already let through untimed (it counts that call, see there).
   // A call that throws is timed too: a backend that fails slowly is what the histogram should show.
+  template <std::size_t Extent>
   AIRL_DETAIL_NOINLINE Decision timed_allow(const Request& request) {
     const auto start = SteadyClock{}.now();
     try {
-      Decision decision = allow(request);
+      Decision decision = allow_in<Extent>(request);
       counters_.record_latency(SteadyClock{}.now() - start);
       return decision;
     } catch (...) {
@@ -317,12 +327,30 @@ class MultiTierLimiter {
   }
 
   // Writes into the charges the quotas in force for this request, once any rule was set (plans, overrides,
-  // runtime quotas). Throws only what QuotaBook::resolve throws.
+  // runtime quotas). Throws std::invalid_argument on an unknown plan; what a plan resolver throws.
   void resolve_rules(std::span<Charge> charges, const Request& request) const {
-    if (book_->active() || !request.plan.empty()) [[unlikely]] {
-      book_->resolve(request.user, request.model, request.plan, charges);
+    if (const detail::QuotaRules* rules = rules_->active()) [[unlikely]] {
+      rules->resolve(rules->book, request.user, request.model, request.plan, charges);
+    } else if (!request.plan.empty()) [[unlikely]] {
+      detail::refuse("unknown plan '{}'", {request.plan});
     }
   }
+
+  // Tier i's quota for everyone now (set_quota changes it).
+  Quota current(std::size_t tier) const {
+    const detail::QuotaRules* rules = rules_->active();
+    return rules == nullptr ? tiers_[tier].quota : rules->current(rules->book, tier);
+  }
+
+  std::size_t index_of(std::string_view tier) const {
+    for (std::size_t i = 0; i < tiers_.size(); ++i) {
+      if (tiers_[i].name == tier) return i;
+    }
+    detail::refuse("no tier named '{}'", {tier});
+  }
+
+  // The runtime rules, made on the first change.
+  detail::QuotaBook& book() { return rules_->book(tiers_); }
 
   // What Decision::reason says for `result`: empty when allowed.
   AIRL_DETAIL_HOT_INLINE std::string reason_of(const AcquireResult& result) const {
@@ -369,7 +397,7 @@ class MultiTierLimiter {
   std::vector<detail::ReasonText> reasons_;  // tiers_[i].name, ready to copy into Decision::reason
   Storage storage_;
   LimiterOptions options_;
-  std::unique_ptr<detail::QuotaBook> book_;  // runtime rules; behind a pointer so the limiter stays movable
+  std::unique_ptr<detail::RuleSlot> rules_;  // runtime rules; behind a pointer so the limiter stays movable
   detail::DecisionCounters counters_;
 };
 

@@ -26,9 +26,9 @@ class SlidingWindowLimiter {
       : tiers_({Tier{std::string(tier_name), Scope::user_model, quota}}, std::move(storage), options) {}
 
   // Decides a request of cost 1. Thread safety: safe. Throws std::invalid_argument on bad ids.
-  Decision allow(std::string_view user, std::string_view model) { return tiers_.allow(user, model); }
+  Decision allow(std::string_view user, std::string_view model) { return allow(Request{user, model}); }
   // Decides a request. Thread safety: safe. Throws std::invalid_argument on bad input, BackendError on faults.
-  Decision allow(const Request& request) { return tiers_.allow(request); }
+  Decision allow(const Request& request) { return tiers_.template allow_in<1>(request); }
   // Decides a batch in order, as allow() one by one would (one pipelined round trip on Redis).
   // Thread safety: safe. Throws like allow(), before deciding any request.
   std::vector<Decision> allow_many(std::span<const Request> requests) { return tiers_.allow_many(requests); }

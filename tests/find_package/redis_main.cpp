@@ -14,5 +14,8 @@ int main() {
   const airl::Decision decision = limiter.allow("alice", "gpt");
   std::printf("airl redis consumer: allowed=%d degraded=%d reason=%s\n", decision.allowed, decision.degraded,
               decision.reason.c_str());
-  return !decision.allowed && decision.degraded && decision.reason == "backend_unavailable" ? 0 : 1;
+  return !decision.allowed && decision.degraded && decision.status == airl::Status::backend_unavailable &&
+                 decision.reason == "backend_unavailable"
+             ? 0
+             : 1;
 }

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "../redis_server.hpp"
+#include "redis_server.hpp"
 #include "process.hpp"
 
 #ifndef AIRL_GATEWAY_BINARY

@@ -4,6 +4,7 @@
 // that names the offending argument, before anything is read or written.
 
 #include <algorithm>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -17,22 +18,41 @@
 
 namespace airl::detail {
 
-[[noreturn]] inline void refuse(const std::string& what) { throw std::invalid_argument("airl: " + what); }
+// Longest part of a caller's value a message repeats: an id can be megabytes long.
+inline constexpr std::size_t max_echo = 64;
+
+// Throws std::invalid_argument("airl: " + text), each "{}" in `text` replaced by the next value, cut to its
+// first max_echo bytes ("..." then). Out of line and cold: one place builds every refusal's message.
+[[noreturn, gnu::cold, gnu::noinline]] inline void refuse(std::string_view text,
+                                                          std::initializer_list<std::string_view> values = {}) {
+  std::string message = "airl: ";
+  auto value = values.begin();
+  for (std::size_t at = 0; at < text.size(); ++at) {
+    if (text.compare(at, 2, "{}") != 0 || value == values.end()) {
+      message += text[at];
+      continue;
+    }
+    message += value->substr(0, max_echo);
+    if (value->size() > max_echo) message += "...";
+    ++value;
+    ++at;
+  }
+  throw std::invalid_argument(message);
+}
 
 // Longest part (name, user or model) a storage accepts when handed keys directly (limiters allow 4096).
 inline constexpr std::size_t max_part_length = 0xFFFF;
 
 inline void validate_id(std::string_view id, const char* what) {
-  if (id.empty()) refuse(std::string(what) + " must not be empty");
+  if (id.empty()) refuse("{} must not be empty", {what});
   if (id.size() > max_id_length) {
-    refuse(std::string(what) + " is " + std::to_string(id.size()) + " bytes; the maximum is " +
-           std::to_string(max_id_length));
+    refuse("{} is {} bytes; the maximum is {}", {what, std::to_string(id.size()), std::to_string(max_id_length)});
   }
 }
 
 inline void validate_quota(const Quota& quota, std::string_view tier) {
-  if (quota.window.count() <= 0) refuse("tier '" + std::string(tier) + "': window must be > 0");
-  if (quota.window > max_window) refuse("tier '" + std::string(tier) + "': window must be at most 366 days");
+  if (quota.window.count() <= 0) refuse("tier '{}': window must be > 0", {tier});
+  if (quota.window > max_window) refuse("tier '{}': window must be at most 366 days", {tier});
 }
 
 // Says which argument of a request is wrong. Called only when validate_request found one.
@@ -59,10 +79,10 @@ inline void validate_request(std::string_view user, std::string_view model, std:
 
 // Checks a bucket name handed to a storage directly: a known scope, each part at most max_part_length bytes.
 inline void validate_bucket(const BucketRef& bucket, const char* where) {
-  if (!known_scope(bucket.scope)) refuse(std::string(where) + ": unknown scope");
+  if (!known_scope(bucket.scope)) refuse("{}: unknown scope", {where});
   if (bucket.name.size() > max_part_length || bucket.user.size() > max_part_length ||
       bucket.model.size() > max_part_length) {
-    refuse(std::string(where) + ": a tier, user or model is longer than 65535 bytes");
+    refuse("{}: a tier, user or model is longer than 65535 bytes", {where});
   }
 }
 
@@ -74,9 +94,9 @@ inline bool window_is_valid(std::chrono::milliseconds window) noexcept {
 // Says what is wrong with a charge handed to a storage directly. Called only when charge_is_valid() said no.
 [[noreturn, gnu::noinline]] inline void refuse_charge(const Charge& charge, const char* storage) {
   validate_bucket(charge.bucket, storage);
-  if (!window_is_valid(charge.quota.window)) refuse(std::string(storage) + "::acquire: window must be in (0, 366 days]");
-  if (charge.cost == 0) refuse(std::string(storage) + "::acquire: cost must be at least 1");
-  refuse(std::string(storage) + "::acquire: invalid charge");  // not reached: one of the checks above throws
+  if (!window_is_valid(charge.quota.window)) refuse("{}::acquire: window must be in (0, 366 days]", {storage});
+  if (charge.cost == 0) refuse("{}::acquire: cost must be at least 1", {storage});
+  refuse("{}::acquire: invalid charge", {storage});  // not reached: one of the checks above throws
 }
 
 // A known scope, a window in (0, max_window], a cost >= 1 and parts of at most max_part_length bytes, with
@@ -92,7 +112,7 @@ constexpr bool charge_is_valid(const Charge& charge) noexcept {
 // Checks what a storage is handed directly (limiters have validated their tiers and requests already):
 // 1..n charges, each valid as charge_is_valid() says.
 inline void validate_charges(std::span<const Charge> charges, const char* storage) {
-  if (charges.empty()) [[unlikely]] refuse(std::string(storage) + "::acquire: no charges");
+  if (charges.empty()) [[unlikely]] refuse("{}::acquire: no charges", {storage});
   for (const Charge& charge : charges) {
     if (!charge_is_valid(charge)) [[unlikely]] refuse_charge(charge, storage);
   }
@@ -102,7 +122,7 @@ inline void validate_charges(std::span<const Charge> charges, const char* storag
 inline void validate_settle_charges(std::span<const Charge> charges, const char* storage) {
   for (const Charge& charge : charges) {
     validate_bucket(charge.bucket, storage);
-    if (!window_is_valid(charge.quota.window)) refuse(std::string(storage) + "::settle: window must be in (0, 366 days]");
+    if (!window_is_valid(charge.quota.window)) refuse("{}::settle: window must be in (0, 366 days]", {storage});
   }
 }
 
@@ -111,16 +131,13 @@ inline void validate_settle_charges(std::span<const Charge> charges, const char*
 // max_part_length bytes. Throws std::invalid_argument naming `storage`.
 template <class Slots>
 void validate_slots(const Slots& slots, const char* storage) {
-  const auto refuse_slot = [storage](const char* what) {
-    throw std::invalid_argument(std::string(storage) + ": " + what);
-  };
-  if (slots.empty()) refuse_slot("no slots");
+  if (slots.empty()) refuse("{}: no slots", {storage});
   for (const auto& slot : slots) {
-    if (!known_scope(slot.bucket.scope)) refuse_slot("unknown scope");
-    if (!window_is_valid(slot.lease)) refuse_slot("lease must be in (0, 366 days]");
+    if (!known_scope(slot.bucket.scope)) refuse("{}: unknown scope", {storage});
+    if (!window_is_valid(slot.lease)) refuse("{}: lease must be in (0, 366 days]", {storage});
     if (slot.bucket.name.size() > max_part_length || slot.bucket.user.size() > max_part_length ||
         slot.bucket.model.size() > max_part_length) {
-      refuse_slot("a cap name, user or model is longer than 65535 bytes");
+      refuse("{}: a cap name, user or model is longer than 65535 bytes", {storage});
     }
   }
 }
@@ -131,14 +148,14 @@ inline void validate_tiers(const std::vector<Tier>& tiers) {
     const Tier& tier = tiers[i];
     validate_id(tier.name, "tier name");
     if (tier.name == key_capacity_reason || tier.name == backend_unavailable_reason) {
-      refuse("tier name '" + tier.name + "' is reserved");
+      refuse("tier name '{}' is reserved", {tier.name});
     }
-    if (!known_scope(tier.scope)) refuse("tier '" + tier.name + "': unknown scope");
-    if (tier.unit != Unit::cost && tier.unit != Unit::requests) refuse("tier '" + tier.name + "': unknown unit");
+    if (!known_scope(tier.scope)) refuse("tier '{}': unknown scope", {tier.name});
+    if (tier.unit != Unit::cost && tier.unit != Unit::requests) refuse("tier '{}': unknown unit", {tier.name});
     validate_quota(tier.quota, tier.name);
     const auto same_name = [&](const Tier& other) { return other.name == tier.name; };
     if (std::any_of(tiers.begin(), tiers.begin() + static_cast<std::ptrdiff_t>(i), same_name)) {
-      refuse("duplicate tier name '" + tier.name + "'");
+      refuse("duplicate tier name '{}'", {tier.name});
     }
   }
 }

@@ -67,7 +67,7 @@ inline void validate_key_prefix(std::string_view prefix) {
 
 // Throws std::invalid_argument unless the options are usable (both Redis storages check them alike).
 inline void validate_redis_options(const RedisOptions& options) {
-  const auto refuse = [](const std::string& what) { throw std::invalid_argument("airl::RedisOptions: " + what); };
+  const auto refuse = [](const char* what) { throw std::invalid_argument(std::string("airl::RedisOptions: ") + what); };
   validate_key_prefix(options.key_prefix);
   if (options.pool_size == 0) refuse("pool_size must be at least 1");
   if (options.unix_socket.empty() && (options.port <= 0 || options.port > 65535)) refuse("port must be in 1..65535");

@@ -48,7 +48,7 @@
 #include "../detail/verdict.hpp"
 #include "../in_memory_concurrency_storage.hpp"
 #include "concurrency_script.hpp"
-#include "detail/fallback.hpp"
+#include "detail/redis_backend.hpp"
 #include "detail/script_client.hpp"
 #include "errors.hpp"
 #include "key_layout.hpp"
@@ -63,28 +63,25 @@ inline void redis_concurrency_key(std::string& out, std::string_view prefix, con
   redis_scoped_key(out, prefix, scope, "cc:");
 }
 
-// The words of one script call (ScriptWords) in buffers of its own: never thread_local, so a call made while
-// the process exits (a static permit's release) uses no buffer that is already gone.
-struct LeaseCallWords {
-  std::vector<std::string> keys;
-  std::vector<std::string> numbers;
-  std::vector<std::string_view> words;
-  std::array<char, 32> member{};
-
-  std::string_view member_text() const noexcept { return {member.data(), member.size()}; }
-};
-
 // A release that could not be delivered (or an acquisition that failed after it was sent): retried with the
 // storage's next calls, until `give_up` (by then the lease has run out on its own). Its words are built when
 // it is sent: the queue moves entries, and views into a moved string are not kept.
 struct PendingRelease {
-  LeaseCallWords call;
+  ScriptCall call;
   std::chrono::steady_clock::time_point give_up;
+};
+
+// The caps storage's own state: releases waiting for a retry, oldest first.
+struct PendingReleases {
+  Mutex mutex;
+  std::vector<PendingRelease> queue AIRL_GUARDED_BY(mutex);
+  std::atomic<std::size_t> count{0};  // queue.size(), read without the lock
 };
 
 }  // namespace detail
 
-class RedisConcurrencyStorage {
+class RedisConcurrencyStorage
+    : public detail::RedisBackend<InMemoryConcurrencyStorage<SteadyClock>, detail::PendingReleases> {
  public:
   // Most releases kept for a retry (beyond, a lease runs out on its own), and how many go with one call.
   static constexpr std::size_t max_pending_releases = 1024;
@@ -92,13 +89,9 @@ class RedisConcurrencyStorage {
 
   // Connects lazily: does not fail when Redis is down. Throws std::invalid_argument on bad options
   // (as RedisStorage: empty key_prefix or one with '{' '}', pool_size 0, bad port, timeouts <= 0, ...).
-  explicit RedisConcurrencyStorage(RedisOptions options = {}) {
-    detail::validate_redis_options(options);
-    state_ = std::make_unique<State>(std::move(options));
-  }
-
-  RedisConcurrencyStorage(RedisConcurrencyStorage&&) noexcept = default;
-  RedisConcurrencyStorage& operator=(RedisConcurrencyStorage&&) noexcept = default;
+  explicit RedisConcurrencyStorage(RedisOptions options = {})
+      : RedisBackend(std::move(options), detail::concurrency_script, "the airl concurrency script",
+                     "airl::RedisConcurrencyStorage") {}
 
   // Refuses a cap the script cannot enforce exactly: a max_in_flight above 2^53 (Lua numbers are doubles).
   // The limiter calls it for each cap at construction. Thread safety: safe. Throws std::invalid_argument.
@@ -118,7 +111,7 @@ class RedisConcurrencyStorage {
   // airl::PermitIdInUse (nothing taken) when `id` is already in one of the scopes.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     validate(slots);
-    detail::LeaseCallWords call;
+    detail::ScriptCall call;
     build_call(slots, "acquire", id, call);
     bool sent = false;
     try {
@@ -127,15 +120,15 @@ class RedisConcurrencyStorage {
     } catch (const BackendError&) {
       // Sent: a stalled server may still run it and take a lease no permit owns. fail_open's permit
       // releases it; otherwise a release is queued now.
-      if (sent && state_->fallback.policy() != FailurePolicy::fail_open) defer_release(call, slots);
-      ConcurrencyResult result = state_->fallback.decide(
+      if (sent && core().fallback.policy() != FailurePolicy::fail_open) defer_release(call, slots);
+      ConcurrencyResult result = core().fallback.decide(
           [&] {  // nothing is known about what is in flight: admit, holding nothing confirmed
             return ConcurrencyResult{.acquired = true,
                                      .location = sent ? LeaseLocation::unconfirmed : LeaseLocation::nowhere,
                                      .status = Status::allowed};
           },
           [&] {
-            return ConcurrencyResult{.retry_after = std::max(state_->client.retry_hint(), std::chrono::milliseconds{1}),
+            return ConcurrencyResult{.retry_after = std::max(core().client.retry_hint(), std::chrono::milliseconds{1}),
                                      .status = Status::backend_unavailable};
           },
           [&](InMemoryConcurrencyStorage<SteadyClock>& local) {
@@ -155,10 +148,10 @@ class RedisConcurrencyStorage {
     validate(slots);
     if (where == LeaseLocation::nowhere) return;
     if (where == LeaseLocation::fallback) {
-      if (state_->fallback.local() != nullptr) state_->fallback.local()->release(slots, id, LeaseLocation::store);
+      if (core().fallback.local() != nullptr) core().fallback.local()->release(slots, id, LeaseLocation::store);
       return;
     }
-    detail::LeaseCallWords call;
+    detail::ScriptCall call;
     build_call(slots, "release", id, call);
     try {
       run(call);
@@ -176,17 +169,17 @@ class RedisConcurrencyStorage {
     validate(slots);
     if (where == LeaseLocation::nowhere || where == LeaseLocation::unconfirmed) return RenewStatus::assumed;
     if (where == LeaseLocation::fallback) {
-      InMemoryConcurrencyStorage<SteadyClock>* local = state_->fallback.local();
+      InMemoryConcurrencyStorage<SteadyClock>* local = core().fallback.local();
       return local != nullptr ? local->renew(slots, id, LeaseLocation::store) : RenewStatus::lost;
     }
-    detail::LeaseCallWords call;
+    detail::ScriptCall call;
     build_call(slots, "renew", id, call);
     try {
       const detail::Reply reply = run(call);
       if (reply->type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected renew reply");
       return reply->integer == 1 ? RenewStatus::renewed : RenewStatus::lost;
     } catch (const BackendError&) {
-      if (state_->fallback.policy() == FailurePolicy::fail_closed) throw;
+      if (core().fallback.policy() == FailurePolicy::fail_closed) throw;
       return RenewStatus::assumed;
     }
   }
@@ -196,58 +189,21 @@ class RedisConcurrencyStorage {
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
     const std::span<const ConcurrencySlot> one(&slot, 1);
     validate(one);
-    detail::LeaseCallWords call;
+    detail::ScriptCall call;
     build_call(one, "count", PermitId{}, call);
     const detail::Reply reply = run(call);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected count reply");
     return static_cast<std::uint64_t>(reply->integer);
   }
 
-  // Redis drops run-out leases itself (on each touch, and every key's TTL covers its newest lease); purges
-  // the in-process fallback. Thread safety: safe. Throws std::logic_error when moved from.
-  std::size_t purge_expired() {
-    require_usable();
-    return state_->fallback.local() != nullptr ? state_->fallback.local()->purge_expired() : 0;
-  }
-
-  // Scopes held in process: the local fallback's (Redis's keys are counted by Redis). Throws nothing.
-  std::size_t active_keys() const noexcept {
-    return state_ && state_->fallback.local() != nullptr ? state_->fallback.local()->active_keys() : 0;
-  }
-
   // Releases waiting to be retried (failed releases, and acquisitions that failed after being sent).
   // Thread safety: safe. Throws nothing.
-  std::size_t pending_releases() const noexcept {
-    return state_ ? state_->pending_count.load(std::memory_order_relaxed) : 0;
-  }
-
-  // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
-  bool healthy() const noexcept { return state_ && state_->client.healthy(); }
-
-  // The options it was made with. Requires a storage not moved from. Throws nothing.
-  const RedisOptions& options() const noexcept { return state_->options; }
+  std::size_t pending_releases() const noexcept { return usable() ? core().count.load(std::memory_order_relaxed) : 0; }
 
  private:
-  struct State {
-    explicit State(RedisOptions opts)
-        : options(std::move(opts)),
-          client(options, detail::concurrency_script, "the airl concurrency script"),
-          fallback(options.on_failure) {}
-    RedisOptions options;
-    detail::ScriptClient client;
-    detail::Fallback<InMemoryConcurrencyStorage<SteadyClock>> fallback;
-    detail::Mutex pending_mutex;
-    std::vector<detail::PendingRelease> pending AIRL_GUARDED_BY(pending_mutex);  // oldest first, bounded
-    std::atomic<std::size_t> pending_count{0};  // pending.size(), read without the lock
-  };
-
-  void require_usable() const {
-    if (!state_) throw std::logic_error("airl::RedisConcurrencyStorage: used after being moved from");
-  }
-
   void validate(std::span<const ConcurrencySlot> slots) const {
     detail::validate_slots(slots, "airl::RedisConcurrencyStorage");
-    require_usable();
+    core();  // not moved from
     for (const ConcurrencySlot& slot : slots) {
       if (slot.max_in_flight > max_exact_count) {
         throw std::invalid_argument("airl::RedisConcurrencyStorage: max_in_flight must be at most 2^53");
@@ -258,45 +214,45 @@ class RedisConcurrencyStorage {
   // Runs one script call, pipelined after up to releases_per_call releases waiting for a retry (one round
   // trip). `sent` (if given) is set once the calls are about to go out: a failure before that left nothing
   // behind in Redis. A waiting release Redis refuses is dropped; on a connection fault they wait again.
-  detail::Reply run(const detail::LeaseCallWords& call, bool* sent = nullptr) {
+  detail::Reply run(const detail::ScriptCall& call, bool* sent = nullptr) {
     std::vector<detail::PendingRelease> retries = take_pending();
-    if (retries.empty()) return state_->client.eval(call.words, sent);
+    if (retries.empty()) return core().client.eval(call.words, sent);
     std::vector<detail::ScriptWords> calls;
     calls.reserve(retries.size() + 1);
     const auto now = std::chrono::steady_clock::now();
     for (detail::PendingRelease& retry : retries) {
       if (retry.give_up <= now) continue;  // its lease has run out anyway
-      retry.call.numbers.clear();
-      finish_words(retry.call, "release");
+      retry.call.finish("release", {retry.call.member});
       calls.emplace_back(retry.call.words);
     }
     calls.emplace_back(call.words);
     std::vector<detail::Reply> replies;
     try {
-      replies = state_->client.eval_many(calls, sent);
+      replies = core().client.eval_many(calls, sent);
     } catch (const BackendError&) {
       put_back(std::move(retries));
       throw;
     }
-    state_->client.check(*replies.back());
+    core().client.check(*replies.back());
     return std::move(replies.back());
   }
 
   // Queues a release of `call`'s member in `call`'s keys, kept until every slot's lease (counted from now,
   // plus the time a call may take) has passed. A full queue drops it: that lease runs out on its own.
-  void defer_release(const detail::LeaseCallWords& call, std::span<const ConcurrencySlot> slots) noexcept {
+  void defer_release(const detail::ScriptCall& call, std::span<const ConcurrencySlot> slots) noexcept {
     try {
       std::chrono::milliseconds longest{0};
       for (const ConcurrencySlot& slot : slots) longest = std::max(longest, slot.lease);
       detail::PendingRelease entry;
       entry.call.keys = call.keys;
       entry.call.member = call.member;
-      entry.give_up = std::chrono::steady_clock::now() + longest + state_->options.connect_timeout +
-                      state_->options.command_timeout;
-      detail::Lock lock(state_->pending_mutex);
-      if (state_->pending.size() >= max_pending_releases) return;
-      state_->pending.push_back(std::move(entry));
-      state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
+      Core& core = this->core();
+      entry.give_up = std::chrono::steady_clock::now() + longest + core.options.connect_timeout +
+                      core.options.command_timeout;
+      detail::Lock lock(core.mutex);
+      if (core.queue.size() >= max_pending_releases) return;
+      core.queue.push_back(std::move(entry));
+      core.count.store(core.queue.size(), std::memory_order_relaxed);
     } catch (...) {  // std::bad_alloc: the lease runs out on its own
     }
   }
@@ -304,13 +260,13 @@ class RedisConcurrencyStorage {
   // Takes up to releases_per_call waiting releases, oldest first.
   std::vector<detail::PendingRelease> take_pending() {
     std::vector<detail::PendingRelease> batch;
-    if (state_->pending_count.load(std::memory_order_relaxed) == 0) return batch;
-    detail::Lock lock(state_->pending_mutex);
-    const std::size_t n = std::min(releases_per_call, state_->pending.size());
-    batch.assign(std::make_move_iterator(state_->pending.begin()),
-                 std::make_move_iterator(state_->pending.begin() + static_cast<std::ptrdiff_t>(n)));
-    state_->pending.erase(state_->pending.begin(), state_->pending.begin() + static_cast<std::ptrdiff_t>(n));
-    state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
+    Core& core = this->core();
+    if (core.count.load(std::memory_order_relaxed) == 0) return batch;
+    detail::Lock lock(core.mutex);
+    const auto end = core.queue.begin() + static_cast<std::ptrdiff_t>(std::min(releases_per_call, core.queue.size()));
+    batch.assign(std::make_move_iterator(core.queue.begin()), std::make_move_iterator(end));
+    core.queue.erase(core.queue.begin(), end);
+    core.count.store(core.queue.size(), std::memory_order_relaxed);
     return batch;
   }
 
@@ -318,12 +274,12 @@ class RedisConcurrencyStorage {
   void put_back(std::vector<detail::PendingRelease> batch) noexcept {
     if (batch.empty()) return;
     try {
-      detail::Lock lock(state_->pending_mutex);
-      const std::size_t room = max_pending_releases - std::min(max_pending_releases, state_->pending.size());
-      const std::size_t back = std::min(room, batch.size());
-      state_->pending.insert(state_->pending.begin(), std::make_move_iterator(batch.begin()),
-                             std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(back)));
-      state_->pending_count.store(state_->pending.size(), std::memory_order_relaxed);
+      Core& core = this->core();
+      detail::Lock lock(core.mutex);
+      const std::size_t room = max_pending_releases - std::min(max_pending_releases, core.queue.size());
+      const auto end = batch.begin() + static_cast<std::ptrdiff_t>(std::min(room, batch.size()));
+      core.queue.insert(core.queue.begin(), std::make_move_iterator(batch.begin()), std::make_move_iterator(end));
+      core.count.store(core.queue.size(), std::memory_order_relaxed);
     } catch (...) {  // std::bad_alloc: those leases run out on their own
     }
   }
@@ -332,28 +288,18 @@ class RedisConcurrencyStorage {
     return std::chrono::duration_cast<std::chrono::microseconds>(slot.lease).count();
   }
 
-  // The call's words: <n> keys... <op> [<member>] <numbers...>, viewing call's buffers (built only now: the
-  // views point into `keys` and `numbers`, which no longer grow).
-  static void finish_words(detail::LeaseCallWords& call, std::string_view op) {
-    call.numbers.insert(call.numbers.begin(), std::to_string(call.keys.size()));
-    call.words.assign({call.numbers.front()});
-    call.words.insert(call.words.end(), call.keys.begin(), call.keys.end());
-    call.words.push_back(op);
-    if (op != "count") call.words.push_back(call.member_text());
-    call.words.insert(call.words.end(), call.numbers.begin() + 1, call.numbers.end());
-  }
-
   // <n> key1..keyn <op> <member> [(max_in_flight lease_us) per key | lease_us per key] (acquire takes both,
   // renew the leases, release and count neither; count takes no member). Throws std::invalid_argument when
   // two slots name one scope.
   void build_call(std::span<const ConcurrencySlot> slots, std::string_view op, const PermitId& id,
-                  detail::LeaseCallWords& call) const {
+                  detail::ScriptCall& call) const {
     const std::size_t n = slots.size();
     call.keys.resize(n);
     call.numbers.clear();
-    call.member = id.hex();
+    const std::array<char, 32> hex = id.hex();
+    call.member.assign(hex.data(), hex.size());
     for (std::size_t i = 0; i < n; ++i) {
-      detail::redis_concurrency_key(call.keys[i], state_->options.key_prefix, slots[i].bucket);
+      detail::redis_concurrency_key(call.keys[i], core().options.key_prefix, slots[i].bucket);
       for (std::size_t j = 0; j < i; ++j) {
         if (call.keys[j] == call.keys[i]) {
           throw std::invalid_argument("airl::RedisConcurrencyStorage: two slots name the same scope");
@@ -366,7 +312,11 @@ class RedisConcurrencyStorage {
         call.numbers.push_back(std::to_string(lease_us(slot)));
       }
     }
-    finish_words(call, op);
+    if (op == "count") {
+      call.finish(op, {});
+    } else {
+      call.finish(op, {call.member});
+    }
   }
 
   static ConcurrencyResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
@@ -390,7 +340,6 @@ class RedisConcurrencyStorage {
                              .status = Status::denied};
   }
 
-  std::unique_ptr<State> state_;
 };
 
 static_assert(ConcurrencyStoragePolicy<RedisConcurrencyStorage>);

@@ -27,7 +27,7 @@
 #include "../detail/verdict.hpp"
 #include "../in_memory_storage.hpp"
 #include "../storage_policy.hpp"
-#include "detail/fallback.hpp"
+#include "detail/redis_backend.hpp"
 #include "detail/script_client.hpp"
 #include "errors.hpp"
 #include "key_layout.hpp"
@@ -37,38 +37,19 @@
 namespace airl {
 
 namespace detail {
-
-// The words of one script call (ScriptWords), built in buffers that keep their capacity between calls.
-struct RateCallWords {
-  std::vector<std::string> keys;
-  std::vector<std::string> numbers;
-  std::vector<std::string_view> words;
-  std::string member;
-
-  // A thread's buffers for one call, and for the calls of a batch (reused by its next batches).
-  static RateCallWords& for_this_thread() {
-    thread_local RateCallWords words;
-    return words;
-  }
-  static std::vector<RateCallWords>& batch_for_this_thread() {
-    thread_local std::vector<RateCallWords> batch;
-    return batch;
-  }
+// The rate storage's own state: what makes its generated members unique across processes.
+struct RateMembers {
+  std::uint64_t seed = random_bits();
+  std::atomic<std::uint64_t> counter{0};
 };
-
 }  // namespace detail
 
-class RedisStorage {
+class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, detail::RateMembers> {
  public:
   // Connects lazily: does not fail when Redis is down. Throws std::invalid_argument on bad options
   // (empty key_prefix or one with '{' '}', pool_size 0, bad port, timeouts <= 0, negative database).
-  explicit RedisStorage(RedisOptions options = {}) {
-    detail::validate_redis_options(options);
-    state_ = std::make_unique<State>(std::move(options));
-  }
-
-  RedisStorage(RedisStorage&&) noexcept = default;
-  RedisStorage& operator=(RedisStorage&&) noexcept = default;
+  explicit RedisStorage(RedisOptions options = {})
+      : RedisBackend(std::move(options), detail::sliding_window_script, "the airl script", "airl::RedisStorage") {}
 
   // Decides the charges all-or-nothing in one script call. Thread safety: safe from any thread.
   // Never throws for backend faults: applies on_failure and sets AcquireResult::degraded.
@@ -76,10 +57,10 @@ class RedisStorage {
   // above 2^53 (Lua numbers are doubles), an unknown scope, a part longer than 65535 bytes, or a repeated bucket.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
     validate(charges);
-    detail::RateCallWords& call = detail::RateCallWords::for_this_thread();
+    detail::ScriptCall& call = thread_call();
     build_acquire_call(charges, request_id, call);
     try {
-      const detail::Reply reply = state_->client.eval(call.words);
+      const detail::Reply reply = core().client.eval(call.words);
       return parse_acquire_reply(*reply, charges);
     } catch (const BackendError&) {
       return degrade(charges, request_id);
@@ -94,7 +75,7 @@ class RedisStorage {
     for (const AcquireCall& call : calls) validate(call.charges);
     std::vector<AcquireResult> results;
     if (calls.empty()) return results;
-    std::vector<detail::RateCallWords>& batch = detail::RateCallWords::batch_for_this_thread();
+    thread_local std::vector<detail::ScriptCall> batch;  // keeps its buffers' capacity for the next batches
     if (batch.size() < calls.size()) batch.resize(calls.size());  // sized before building: words point into it
     std::vector<detail::ScriptWords> words(calls.size());
     for (std::size_t i = 0; i < calls.size(); ++i) {
@@ -103,9 +84,9 @@ class RedisStorage {
     }
     results.reserve(calls.size());
     try {
-      const std::vector<detail::Reply> replies = state_->client.eval_many(words);
+      const std::vector<detail::Reply> replies = core().client.eval_many(words);
       for (std::size_t i = 0; i < calls.size(); ++i) {
-        state_->client.check(*replies[i]);
+        core().client.check(*replies[i]);
         results.push_back(parse_acquire_reply(*replies[i], calls[i].charges));
       }
     } catch (const BackendError&) {
@@ -123,14 +104,14 @@ class RedisStorage {
   // expires with its window. Throws std::invalid_argument on a bad window, a cost above 2^53, an unknown
   // scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
-    require_usable();
+    Core& core = this->core();
     detail::validate_settle_charges(charges, "airl::RedisStorage");
     for (const Charge& charge : charges) {
       if (charge.cost > max_exact_count) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
     }
     if (charges.empty() || request_id.empty()) return 0;
     const std::size_t n = charges.size();
-    detail::RateCallWords& call = detail::RateCallWords::for_this_thread();
+    detail::ScriptCall& call = thread_call();
     add_keys(charges, call, "settle");
     call.numbers.resize(2 * n);
     for (std::size_t i = 0; i < n; ++i) {
@@ -138,11 +119,11 @@ class RedisStorage {
       call.numbers[2 * i + 1] = std::to_string(charges[i].cost);
     }
     request_member(call.member, request_id);
-    finish_words(call, "settle", {call.member});
-    InMemoryStorage<SteadyClock>* const local = state_->fallback.local();
+    call.finish("settle", {call.member});
+    InMemoryStorage<SteadyClock>* const local = core.fallback.local();
     const std::size_t settled_locally = local != nullptr ? local->settle(charges, request_id) : 0;
     try {
-      const detail::Reply reply = state_->client.eval(call.words);
+      const detail::Reply reply = core.client.eval(call.words);
       if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
         throw ReplyError("airl: unexpected settle reply");
       }
@@ -158,13 +139,12 @@ class RedisStorage {
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
     detail::validate_quota(quota, bucket.name);
     detail::validate_bucket(bucket, "airl::RedisStorage::usage");
-    require_usable();
-    detail::RateCallWords& call = detail::RateCallWords::for_this_thread();
+    detail::ScriptCall& call = thread_call();
     const Charge charge{bucket, quota, 1};
     add_keys({&charge, 1}, call, "usage");
     call.numbers.assign(1, std::to_string(window_us(quota)));
-    finish_words(call, "usage", {});
-    const detail::Reply reply = state_->client.eval(call.words);
+    call.finish("usage", {});
+    const detail::Reply reply = core().client.eval(call.words);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
     return static_cast<std::uint64_t>(reply->integer);
   }
@@ -172,74 +152,49 @@ class RedisStorage {
   // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails; std::invalid_argument on
   // an unknown scope or a part longer than 65535 bytes (before deleting any).
   void erase(std::span<const BucketRef> buckets) {
-    require_usable();
+    Core& core = this->core();
     for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::RedisStorage::erase");
     if (buckets.empty()) return;
     std::vector<std::string> keys(buckets.size() * 2);
     std::vector<std::string_view> words = {"UNLINK"};
     for (std::size_t i = 0; i < buckets.size(); ++i) {
-      detail::redis_bucket_key(keys[2 * i], state_->options.key_prefix, buckets[i]);
+      detail::redis_bucket_key(keys[2 * i], core.options.key_prefix, buckets[i]);
       detail::redis_costs_key(keys[2 * i + 1], keys[2 * i]);
     }
     words.insert(words.end(), keys.begin(), keys.end());
-    state_->client.command(words, "UNLINK");
+    core.client.command(words, "UNLINK");
   }
 
   // Deletes every key of `user` (user and user_model buckets), found with SCAN (never KEYS, which would
   // block Redis). Thread safety: safe. Throws BackendError when Redis fails.
   void erase_user(std::string_view user) {
-    require_usable();
-    const std::string pattern = detail::redis_user_pattern(state_->options.key_prefix, user);
+    Core& core = this->core();
+    const std::string pattern = detail::redis_user_pattern(core.options.key_prefix, user);
     std::string cursor = "0";
     do {
       const std::string_view scan[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-      const detail::Reply reply = state_->client.command(scan, "SCAN");
+      const detail::Reply reply = core.client.command(scan, "SCAN");
       if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) throw ReplyError("airl: unexpected SCAN reply");
       cursor.assign(detail::reply_text(*reply->element[0]));
       const redisReply& found = *reply->element[1];
       if (found.elements == 0) continue;
       std::vector<std::string_view> unlink = {"UNLINK"};
       for (std::size_t i = 0; i < found.elements; ++i) unlink.push_back(detail::reply_text(*found.element[i]));
-      state_->client.command(unlink, "UNLINK");
+      core.client.command(unlink, "UNLINK");
     } while (cursor != "0");
   }
 
-  // Redis drops idle buckets itself (every key carries a TTL of its window), so there is nothing to purge
-  // here; returns the buckets purged from the local fallback. Thread safety: safe.
-  std::size_t purge_expired() {
-    require_usable();
-    return state_->fallback.local() != nullptr ? state_->fallback.local()->purge_expired() : 0;
-  }
-
-  // Buckets held in process: the local fallback's (Redis's own keys are counted by Redis: INFO keyspace).
-  std::size_t active_keys() const noexcept {
-    return state_ && state_->fallback.local() != nullptr ? state_->fallback.local()->active_keys() : 0;
-  }
-
-  // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
-  bool healthy() const noexcept { return state_ && state_->client.healthy(); }
-
-  const RedisOptions& options() const noexcept { return state_->options; }
-
  private:
-  struct State {
-    explicit State(RedisOptions opts)
-        : options(std::move(opts)),
-          client(options, detail::sliding_window_script, "the airl script"),
-          fallback(options.on_failure),
-          member_seed(detail::random_bits()) {}
-
-    RedisOptions options;
-    detail::ScriptClient client;
-    detail::Fallback<InMemoryStorage<SteadyClock>> fallback;
-    std::uint64_t member_seed;  // makes generated members unique across processes
-    std::atomic<std::uint64_t> member_counter{0};
-  };
+  // A thread's buffers for one call (they keep their capacity).
+  static detail::ScriptCall& thread_call() {
+    thread_local detail::ScriptCall call;
+    return call;
+  }
 
   // The storage's own checks on what it is handed, before anything is sent.
   void validate(std::span<const Charge> charges) const {
     detail::validate_charges(charges, "airl::RedisStorage");
-    require_usable();
+    core();  // not moved from
     for (const Charge& charge : charges) {
       if (charge.quota.limit > max_exact_count || charge.cost > max_exact_count) {
         throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
@@ -247,20 +202,15 @@ class RedisStorage {
     }
   }
 
-  // A moved-from storage has no state: using it is a caller mistake, reported instead of crashing.
-  void require_usable() const {
-    if (!state_) throw std::logic_error("airl::RedisStorage: used after being moved from");
-  }
-
   static std::int64_t window_us(const Quota& quota) {
     return std::chrono::duration_cast<std::chrono::microseconds>(quota.window).count();
   }
 
   // The log and costs keys of every charge (call.keys), refusing a repeated bucket.
-  void add_keys(std::span<const Charge> charges, detail::RateCallWords& call, std::string_view op) const {
+  void add_keys(std::span<const Charge> charges, detail::ScriptCall& call, std::string_view op) const {
     call.keys.resize(2 * charges.size());
     for (std::size_t i = 0; i < charges.size(); ++i) {
-      detail::redis_bucket_key(call.keys[2 * i], state_->options.key_prefix, charges[i].bucket);
+      detail::redis_bucket_key(call.keys[2 * i], core().options.key_prefix, charges[i].bucket);
       detail::redis_costs_key(call.keys[2 * i + 1], call.keys[2 * i]);
       for (std::size_t j = 0; j < i; ++j) {
         if (call.keys[2 * j] == call.keys[2 * i]) {
@@ -270,21 +220,9 @@ class RedisStorage {
     }
   }
 
-  // The call's words: <numkeys> <keys> <op> <extra...> <numbers>, viewing call's buffers (built only now: the
-  // views point into `keys` and `numbers`, which no longer grow).
-  static void finish_words(detail::RateCallWords& call, std::string_view op,
-                           std::initializer_list<std::string_view> extra) {
-    call.numbers.push_back(std::to_string(call.keys.size()));
-    call.words.assign({call.numbers.back()});
-    call.words.insert(call.words.end(), call.keys.begin(), call.keys.end());
-    call.words.push_back(op);
-    call.words.insert(call.words.end(), extra.begin(), extra.end());
-    call.words.insert(call.words.end(), call.numbers.begin(), call.numbers.end() - 1);
-  }
-
   // <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n
   void build_acquire_call(std::span<const Charge> charges, std::string_view request_id,
-                          detail::RateCallWords& call) const {
+                          detail::ScriptCall& call) const {
     const std::size_t n = charges.size();
     add_keys(charges, call, "acquire");
     call.numbers.resize(3 * n);
@@ -300,17 +238,15 @@ class RedisStorage {
     } else {
       // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
       // storage instance, then the counter's significant bytes (little-endian): unique across processes.
-      std::uint64_t count = state_->member_counter.fetch_add(1, std::memory_order_relaxed);
+      std::uint64_t count = core().counter.fetch_add(1, std::memory_order_relaxed);
       call.member.assign(1, 'g');
-      for (int byte = 0; byte < 8; ++byte) {
-        call.member.push_back(static_cast<char>((state_->member_seed >> (8 * byte)) & 0xffu));
-      }
+      for (int byte = 0; byte < 8; ++byte) call.member.push_back(static_cast<char>((core().seed >> (8 * byte)) & 0xffu));
       do {
         call.member.push_back(static_cast<char>(count & 0xffu));
         count >>= 8;
       } while (count != 0);
     }
-    finish_words(call, "acquire", {call.member, request_id.empty() ? "0" : "1"});
+    call.finish("acquire", {call.member, request_id.empty() ? "0" : "1"});
   }
 
   // The member that logs a caller's request id.
@@ -345,7 +281,7 @@ class RedisStorage {
 
   // The decision when Redis failed, per on_failure. Always degraded.
   AcquireResult degrade(std::span<const Charge> charges, std::string_view request_id) {
-    AcquireResult result = state_->fallback.decide(
+    AcquireResult result = core().fallback.decide(
         [&] {  // nothing is known about usage: report the quota as if empty
           AcquireResult open;
           open.status = Status::allowed;
@@ -362,15 +298,13 @@ class RedisStorage {
         [&] {
           AcquireResult closed;
           closed.status = Status::backend_unavailable;
-          closed.retry_after = std::max(state_->client.retry_hint(), std::chrono::milliseconds{1});
+          closed.retry_after = std::max(core().client.retry_hint(), std::chrono::milliseconds{1});
           return closed;
         },
         [&](InMemoryStorage<SteadyClock>& local) { return local.acquire(charges, request_id); });
     result.degraded = true;
     return result;
   }
-
-  std::unique_ptr<State> state_;
 };
 
 static_assert(StoragePolicy<RedisStorage> && SettlingStoragePolicy<RedisStorage>);

@@ -3,6 +3,11 @@
 // The rules a limiter's tiers follow at runtime: the tiers' current quotas, plans, per-user / per-model /
 // per-user+model limit overrides and the plan resolver.
 //
+// A limiter holds none until the first change (RuleSlot): what a decision reads of them goes through function
+// pointers set where the book is made (QuotaRules), so the code that keeps them (QuotaBook: maps, snapshots,
+// the resolver) is compiled only in the translation units that change rules, not in every file that decides.
+// (Not virtual calls: a compiler may devirtualize those speculatively, and compile the book in after all.)
+//
 // The rules are an immutable snapshot; a change builds a new one under a mutex and publishes it with a new
 // version number. Deciding threads never lock: each keeps the snapshots it last used (a few, per thread) and
 // re-reads one only when the version moved, so decisions on different keys share no written cache line.
@@ -35,27 +40,34 @@
 
 namespace airl::detail {
 
-class QuotaBook {
+// What a decision reads of the rules in force: QuotaBook::resolve and QuotaBook::current of `book`.
+struct QuotaRules {
+  const void* book;
+  void (*resolve)(const void* book, std::string_view user, std::string_view model, std::string_view plan,
+                  std::span<Charge> charges);
+  Quota (*current)(const void* book, std::size_t tier);
+};
+
+// A template only so that its members (maps of strings, shared snapshots) are instantiated where rules change,
+// not in every file that includes a limiter: QuotaBook is the one instantiation.
+template <class = void>
+class BasicQuotaBook {
  public:
-  explicit QuotaBook(const std::vector<Tier>& tiers) {
+  explicit BasicQuotaBook(const std::vector<Tier>& tiers) {
     auto rules = std::make_shared<Rules>();
     for (const Tier& tier : tiers) {
       names_.push_back(tier.name);
       scopes_.push_back(tier.scope);
-      initial_.push_back(tier.quota);
+      rules->quotas.push_back(tier.quota);
     }
-    rules->quotas = initial_;
     rules->override_counts.resize(tiers.size());
     Lock lock(mutex_);
     rules_ = std::move(rules);
   }
 
-  // Whether any rule was ever set; until then the tiers' own quotas apply and no rule need be read.
-  bool active() const noexcept { return active_.load(std::memory_order_acquire); }
-
   // Writes the quota each charge's tier has for this request into charges[i].quota (one charge per tier, in
   // tier order). `plan` empty: the resolver's plan for the user, if there is a resolver.
-  // Throws std::invalid_argument on an unknown plan (also before any rule was set); whatever the resolver throws.
+  // Throws std::invalid_argument on an unknown plan; whatever the resolver throws.
   void resolve(std::string_view user, std::string_view model, std::string_view plan, std::span<Charge> charges) const {
     std::shared_ptr<const Rules> pinned;
     const Rules& rules = current_rules(pinned);
@@ -68,7 +80,7 @@ class QuotaBook {
     const std::vector<std::optional<std::uint64_t>>* plan_limits = nullptr;
     if (!plan.empty()) {
       const auto found = rules.plans.find(plan);
-      if (found == rules.plans.end()) refuse("unknown plan '" + std::string(plan) + "'");
+      if (found == rules.plans.end()) refuse("unknown plan '{}'", {plan});
       plan_limits = &found->second;
     }
     for (std::size_t i = 0; i < charges.size() && i < rules.quotas.size(); ++i) {
@@ -81,7 +93,6 @@ class QuotaBook {
 
   // Tier i's current quota for everyone (its limit before plans and overrides).
   Quota current(std::size_t tier) const {
-    if (!active()) return initial_[tier];
     std::shared_ptr<const Rules> pinned;
     return current_rules(pinned).quotas[tier];
   }
@@ -100,10 +111,10 @@ class QuotaBook {
     for (const PlanLimit& limit : limits) {
       const std::size_t tier = index_of(limit.tier);
       if (scopes_[tier] != Scope::user && scopes_[tier] != Scope::user_model) {
-        refuse("plan '" + std::string(name) + "': tier '" + limit.tier + "' is shared between users (scope " +
-               std::string(to_string(scopes_[tier])) + "), so it has one limit for everyone: use set_quota");
+        refuse("plan '{}': tier '{}' is shared between users (scope {}), so it has one limit for everyone: use set_quota",
+               {name, limit.tier, to_string(scopes_[tier])});
       }
-      if (by_tier[tier]) refuse("plan '" + std::string(name) + "' names tier '" + limit.tier + "' twice");
+      if (by_tier[tier]) refuse("plan '{}' names tier '{}' twice", {name, limit.tier});
       validate_limit(limit.limit, limit.tier);
       by_tier[tier] = limit.limit;
     }
@@ -154,7 +165,7 @@ class QuotaBook {
     for (std::size_t i = 0; i < names_.size(); ++i) {
       if (names_[i] == tier) return i;
     }
-    refuse("no tier named '" + std::string(tier) + "'");
+    refuse("no tier named '{}'", {tier});
   }
 
  private:
@@ -222,13 +233,12 @@ class QuotaBook {
     edit(*next);
     rules_ = std::move(next);
     version_.fetch_add(1, std::memory_order_release);
-    active_.store(true, std::memory_order_release);
   }
 
   static void validate_limit(std::uint64_t limit, std::string_view tier) {
     if (limit > max_exact_count) {
-      refuse("tier '" + std::string(tier) + "': a limit set at runtime must be at most 2^53 (what every storage "
-             "decides exactly; 2^53 is as good as unlimited)");
+      refuse("tier '{}': a limit set at runtime must be at most 2^53 (what every storage decides exactly; 2^53 is "
+             "as good as unlimited)", {tier});
     }
   }
 
@@ -264,16 +274,15 @@ class QuotaBook {
   std::string override_key(const LimitTarget& target) const {
     const std::size_t tier = index_of(target.tier);
     if (target.user.empty() && target.model.empty()) {
-      refuse("an override of tier '" + target.tier + "' needs a user, a model or both (set_quota changes the tier)");
+      refuse("an override of tier '{}' needs a user, a model or both (set_quota changes the tier)", {target.tier});
     }
     if (!target.user.empty()) validate_id(target.user, "user");
     if (!target.model.empty()) validate_id(target.model, "model");
     const Scope scope = scopes_[tier];
-    const bool user_ok = scope == Scope::user || scope == Scope::user_model;
-    const bool model_ok = scope == Scope::model || scope == Scope::user_model;
+    const bool user_ok = scope_has_user(scope), model_ok = scope_has_model(scope);
     if ((!target.user.empty() && !user_ok) || (!target.model.empty() && !model_ok)) {
-      refuse("tier '" + target.tier + "' (scope " + std::string(to_string(scope)) +
-             ") has no bucket per " + (target.user.empty() || user_ok ? "model" : "user") + " to override");
+      refuse("tier '{}' (scope {}) has no bucket per {} to override",
+             {target.tier, to_string(scope), target.user.empty() || user_ok ? "model" : "user"});
     }
     std::string key;
     encode_key(key, tier, kind_of(target), target.user, target.model);
@@ -303,13 +312,55 @@ class QuotaBook {
   // Fixed at construction, read without the lock.
   std::vector<std::string> names_;
   std::vector<Scope> scopes_;
-  std::vector<Quota> initial_;  // the tiers' own quotas: what applies until a rule is set
   const std::uint64_t id_ = next_id();
 
   mutable Mutex mutex_;                                          // serialises changes
   std::shared_ptr<const Rules> rules_ AIRL_GUARDED_BY(mutex_);  // the rules in force
   std::atomic<std::uint64_t> version_{0};  // bumped with every change of rules_
-  std::atomic<bool> active_{false};
+};
+
+using QuotaBook = BasicQuotaBook<>;
+
+// A limiter's rules: none until the first change, then a QuotaBook, published once to every deciding thread.
+class RuleSlot {
+ public:
+  RuleSlot() = default;
+  RuleSlot(const RuleSlot&) = delete;
+  RuleSlot& operator=(const RuleSlot&) = delete;
+  ~RuleSlot() AIRL_NO_THREAD_SAFETY_ANALYSIS {  // no other thread reaches a slot being destroyed
+    if (owned_ != nullptr) destroy_(owned_);
+  }
+
+  // The rules decisions must read, or nullptr while none was ever set (the tiers' own quotas apply). One
+  // atomic load. Throws nothing.
+  const QuotaRules* active() const noexcept { return active_.load(std::memory_order_acquire); }
+
+  // The book, made with `tiers` on first use. A template, so its code is compiled only where rules change.
+  // Thread safety: safe. Throws std::bad_alloc.
+  template <class Book = QuotaBook>
+  Book& book(const std::vector<Tier>& tiers) {
+    Lock lock(mutex_);
+    if (owned_ == nullptr) {
+      auto made = std::make_unique<Book>(tiers);
+      rules_ = QuotaRules{made.get(),
+                          [](const void* book, std::string_view user, std::string_view model, std::string_view plan,
+                             std::span<Charge> charges) {
+                            static_cast<const Book*>(book)->resolve(user, model, plan, charges);
+                          },
+                          [](const void* book, std::size_t tier) { return static_cast<const Book*>(book)->current(tier); }};
+      destroy_ = [](void* book) { delete static_cast<Book*>(book); };
+      owned_ = made.release();
+      active_.store(&rules_, std::memory_order_release);
+    }
+    return *static_cast<Book*>(owned_);
+  }
+
+ private:
+  Mutex mutex_;
+  void* owned_ AIRL_GUARDED_BY(mutex_) = nullptr;  // a Book, destroyed by destroy_
+  void (*destroy_)(void*) AIRL_GUARDED_BY(mutex_) = nullptr;
+  QuotaRules rules_{};                               // written once, before it is published
+  std::atomic<const QuotaRules*> active_{nullptr};  // &rules_ once a book exists
 };
 
 }  // namespace airl::detail

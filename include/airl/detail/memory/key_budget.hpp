@@ -73,7 +73,7 @@ AIRL_DETAIL_HOT_INLINE std::size_t sweep_held(Shard<State>* shards, std::span<co
 
 // Drops up to `at_most` expired entries from `shard` if it has some and its lock is free (never waits).
 template <class State>
-AIRL_DETAIL_NOINLINE void purge_if_free(Shard<State>& shard, std::int64_t now, std::size_t at_most,
+AIRL_DETAIL_COLD void purge_if_free(Shard<State>& shard, std::int64_t now, std::size_t at_most,
                                         KeyBudget& budget) noexcept {
   if (!shard.mutex.try_lock()) return;
   const std::size_t dropped = shard.purge(shard.advance(now), at_most);
@@ -105,7 +105,7 @@ AIRL_DETAIL_HOT_INLINE void sweep_next_shard(Shard<State>* shards, std::size_t s
 // not raise it), so the shard with the lowest hint is refreshed under its lock until the lowest value is an
 // exact one: usually one or two shards are locked, not all of them. Call with no shard lock held.
 template <class State>
-std::int64_t earliest_expiry(Shard<State>* shards, std::size_t shard_count) {
+AIRL_DETAIL_COLD std::int64_t earliest_expiry(Shard<State>* shards, std::size_t shard_count) {
   struct Candidate {
     std::int64_t expiry;
     bool exact;
@@ -129,7 +129,7 @@ std::int64_t earliest_expiry(Shard<State>* shards, std::size_t shard_count) {
 // expiries are seen (entries another thread is creating right now are not visible yet). Call with no shard
 // lock held.
 template <class State>
-std::int64_t nth_earliest_expiry(Shard<State>* shards, std::size_t shard_count, std::size_t n) {
+AIRL_DETAIL_COLD std::int64_t nth_earliest_expiry(Shard<State>* shards, std::size_t shard_count, std::size_t n) {
   if (n == 1) {
     const std::int64_t earliest = earliest_expiry(shards, shard_count);
     return earliest == never_ticks ? expired_ticks : earliest;
@@ -148,7 +148,7 @@ std::int64_t nth_earliest_expiry(Shard<State>* shards, std::size_t shard_count, 
 // keys have expired (absent other traffic), or never when the request alone needs more keys than max_keys.
 // Call with no shard lock held.
 template <class State>
-std::chrono::milliseconds capacity_retry(Shard<State>* shards, std::size_t shard_count, const KeyBudget& budget,
+AIRL_DETAIL_COLD std::chrono::milliseconds capacity_retry(Shard<State>* shards, std::size_t shard_count, const KeyBudget& budget,
                                          std::size_t missing, std::size_t short_of_keys, std::int64_t now) {
   if (missing > budget.max_keys() || short_of_keys > budget.max_keys()) return std::chrono::milliseconds::max();
   const std::int64_t ready = nth_earliest_expiry(shards, shard_count, short_of_keys);

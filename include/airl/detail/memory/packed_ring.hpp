@@ -282,7 +282,7 @@ class PackedRing {
   // Moves the live entries into `block` (oldest at slot 0, offsets counted from it), which must be wide
   // enough; totals are copied, or synthesised (entry i: i + 1) for a ring that held unit costs. Returns the
   // new origin (the oldest time).
-  std::int64_t adopt(Block block) noexcept {
+  AIRL_DETAIL_COLD std::int64_t adopt(Block block) noexcept {
     const std::int64_t origin = size_ == 0 ? 0 : origin_time();
     const std::int64_t first = size_ == 0 ? 0 : offset_at(0);
     unsigned char* times = block.bytes.get() + totals_bytes(block.capacity, block.weighted);
@@ -307,7 +307,7 @@ class PackedRing {
   }
 
   // Re-expresses the offsets from the oldest entry, so a newer time fits the width again. Returns the new origin.
-  std::int64_t move_origin_to_oldest(std::int64_t origin) noexcept {
+  AIRL_DETAIL_COLD std::int64_t move_origin_to_oldest(std::int64_t origin) noexcept {
     const std::int64_t first = offset_at(0);
     for (std::size_t i = 0; i < size_; ++i) {
       store_packed(times(), width(), wrap(head_ + i), static_cast<std::uint64_t>(offset_at(i) - first));

@@ -1,18 +1,19 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The request ids of one window log: id -> the position of the entry admitted with it. Allocated only for
-// logs that see ids. Positions are sequence numbers (the oldest live entry is first_seq), so dropping the
-// oldest entries is one addition; ids are forgotten oldest first, in admission order.
+// The request ids of one window log: id -> the position of the entry admitted with it. Made only for logs
+// that see ids. Entries leave a log oldest first (and are taken back newest first), so the ids live in a queue
+// of records in admission order ([hash][sequence number][length][bytes][record size], in one byte buffer) and
+// an open-addressing table of (hash, record) finds them; positions are sequence numbers (the oldest live entry
+// is first_seq). Both buffers keep their capacity as entries come and go: a log whose traffic is steady
+// allocates nothing per id.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
-#include <functional>
+#include <cstring>
 #include <optional>
-#include <string>
 #include <string_view>
-#include <unordered_map>
-#include <utility>
+#include <vector>
 
 #include "../transparent_hash.hpp"
 
@@ -22,53 +23,133 @@ class RequestIdIndex {
  public:
   // Position (0 = oldest live entry) of the entry admitted with `id`, if it is among the `live` entries.
   std::optional<std::size_t> find(std::string_view id, std::size_t live) const noexcept {
-    const auto found = seq_by_id_.find(id);
-    if (found == seq_by_id_.end() || found->second < first_seq_ || found->second - first_seq_ >= live) {
-      return std::nullopt;
-    }
-    return static_cast<std::size_t>(found->second - first_seq_);
+    const Slot* slot = lookup(hash_of(id), id);
+    if (slot == nullptr || slot->seq < first_seq_ || slot->seq - first_seq_ >= live) return std::nullopt;
+    return static_cast<std::size_t>(slot->seq - first_seq_);
   }
 
   // Indexes `id` for the entry about to be appended at `position`. An id already indexed keeps its first
   // entry. Strong guarantee: throws std::bad_alloc and changes nothing.
   void remember(std::string_view id, std::size_t position) {
-    const std::uint64_t seq = first_seq_ + position;
-    auto [it, inserted] = seq_by_id_.try_emplace(std::string(id), seq);
-    if (!inserted) return;
-    try {
-      order_.emplace_back(seq, &it->first);
-    } catch (...) {
-      seq_by_id_.erase(it);
-      throw;
-    }
+    const std::uint64_t hash = hash_of(id);
+    if (lookup(hash, id) != nullptr) return;
+    if ((used_ + 1) * 4 > slots_.size() * 3) grow_table();  // load stays <= 3/4
+    const auto size = static_cast<std::uint32_t>(header + id.size() + trailer);
+    if (bytes_.size() + size > bytes_.capacity()) bytes_.reserve(std::max(bytes_.size() + size, 2 * bytes_.capacity()));
+    // From here on nothing allocates.
+    const std::uint64_t record = base_ + bytes_.size();
+    const Header head{hash, first_seq_ + position, static_cast<std::uint32_t>(id.size())};
+    append(&head, header);
+    append(id.data(), id.size());
+    append(&size, trailer);
+    insert(Slot{hash, head.seq, record});
   }
 
   // The `count` oldest entries left the log: their ids are forgotten. Throws nothing.
   void drop_oldest(std::size_t count) noexcept {
     first_seq_ += count;
-    while (!order_.empty() && order_.front().first < first_seq_) forget(order_.front());
-    if (order_.empty()) first_seq_ = 0;  // nothing refers to positions any more: start over with the log
+    while (head_ < bytes_.size()) {
+      const Header head = header_at(base_ + head_);
+      if (head.seq >= first_seq_) break;
+      erase(head.hash, base_ + head_);
+      head_ += header + head.size + trailer;
+    }
+    if (head_ == bytes_.size() || head_ * 2 > bytes_.capacity()) {  // reuse the front: no allocation
+      bytes_.erase(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(head_));
+      base_ += head_;
+      head_ = 0;
+    }
   }
 
   // The entry at `position` (the newest) was taken back: its id, if it was indexed there, is forgotten.
   void undo(std::size_t position) noexcept {
-    if (!order_.empty() && order_.back().first == first_seq_ + position) forget(order_.back(), /*newest=*/true);
+    if (bytes_.size() == head_) return;
+    std::uint32_t size;
+    std::memcpy(&size, bytes_.data() + bytes_.size() - trailer, trailer);
+    const std::uint64_t record = base_ + bytes_.size() - size;
+    const Header head = header_at(record);
+    if (head.seq != first_seq_ + position) return;  // that entry had no id: the newest record is older
+    erase(head.hash, record);
+    bytes_.resize(bytes_.size() - size);
   }
 
-  bool empty() const noexcept { return order_.empty(); }
+  bool empty() const noexcept { return used_ == 0; }
 
  private:
-  using Seq = std::pair<std::uint64_t, const std::string*>;
+  struct Header {
+    std::uint64_t hash;
+    std::uint64_t seq;
+    std::uint32_t size;
+  };
+  static constexpr std::size_t header = sizeof(std::uint64_t) * 2 + sizeof(std::uint32_t);
+  static constexpr std::size_t trailer = sizeof(std::uint32_t);
+  struct Slot {
+    std::uint64_t hash = 0;  // 0: empty (hashes are made odd)
+    std::uint64_t seq = 0;
+    std::uint64_t record = 0;  // where the record starts, counted from the first byte ever queued
+  };
+  static std::uint64_t hash_of(std::string_view id) noexcept { return TransparentHash{}(id) | 1; }
+  void append(const void* data, std::size_t size) noexcept {  // within the reserved capacity
+    const auto* bytes = static_cast<const char*>(data);
+    bytes_.insert(bytes_.end(), bytes, bytes + size);
+  }
+  std::size_t mask() const noexcept { return slots_.size() - 1; }
 
-  void forget(const Seq& entry, bool newest = false) noexcept {
-    const auto found = seq_by_id_.find(std::string_view(*entry.second));
-    if (found != seq_by_id_.end() && found->second == entry.first) seq_by_id_.erase(found);
-    if (newest) order_.pop_back(); else order_.pop_front();
+  Header header_at(std::uint64_t record) const noexcept {
+    Header head;
+    std::memcpy(&head, bytes_.data() + (record - base_), header);
+    return head;
+  }
+  std::string_view id_at(std::uint64_t record, std::uint32_t size) const noexcept {
+    return {bytes_.data() + (record - base_) + header, size};
+  }
+
+  const Slot* lookup(std::uint64_t hash, std::string_view id) const noexcept {
+    if (slots_.empty()) return nullptr;
+    for (std::size_t i = hash & mask();; i = (i + 1) & mask()) {
+      const Slot& slot = slots_[i];
+      if (slot.hash == 0) return nullptr;
+      if (slot.hash == hash && id_at(slot.record, header_at(slot.record).size) == id) return &slot;
+    }
+  }
+
+  void insert(const Slot& slot) noexcept {
+    std::size_t i = slot.hash & mask();
+    while (slots_[i].hash != 0) i = (i + 1) & mask();
+    slots_[i] = slot;
+    ++used_;
+  }
+
+  // Removes the slot of the record at `record` (which has `hash`), shifting its run back (no tombstones).
+  void erase(std::uint64_t hash, std::uint64_t record) noexcept {
+    std::size_t hole = hash & mask();
+    while (slots_[hole].record != record || slots_[hole].hash != hash) hole = (hole + 1) & mask();
+    for (std::size_t next = (hole + 1) & mask(); slots_[next].hash != 0; next = (next + 1) & mask()) {
+      const std::size_t home = slots_[next].hash & mask();
+      const bool stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next);
+      if (stays) continue;
+      slots_[hole] = slots_[next];
+      hole = next;
+    }
+    slots_[hole] = Slot{};
+    --used_;
+  }
+
+  void grow_table() {
+    std::vector<Slot> old(std::max<std::size_t>(8, slots_.size() * 2));
+    old.swap(slots_);
+    used_ = 0;
+    for (const Slot& slot : old) {
+      if (slot.hash != 0) insert(slot);
+    }
   }
 
   std::uint64_t first_seq_ = 0;  // sequence number of the log's oldest live entry
-  std::unordered_map<std::string, std::uint64_t, TransparentHash, std::equal_to<>> seq_by_id_;
-  std::deque<Seq> order_;  // ids in admission order
+  std::vector<char> bytes_;      // the records; bytes_[head_] is the oldest still indexed
+  std::size_t head_ = 0;
+  std::uint64_t base_ = 0;       // how many bytes were queued before bytes_[0]
+  std::vector<Slot> slots_;      // a power of two, or empty
+  std::size_t used_ = 0;
 };
 
 }  // namespace airl::detail

@@ -111,7 +111,7 @@ class ShardedStore {
 
   // The wait of a call refused for want of keys (StoreCall::short_of_keys()). Call with no lock held.
   template <std::size_t Extent>
-  std::chrono::milliseconds capacity_retry(const StoreCall<State, Extent>& call) const {
+  AIRL_DETAIL_COLD std::chrono::milliseconds capacity_retry(const StoreCall<State, Extent>& call) const {
     return detail::capacity_retry(shards_.get(), shard_count_, *budget_, call.missing(), call.short_of_keys(), call.now());
   }
 
@@ -284,10 +284,10 @@ class StoreCall {
     Held indices_;
   };
 
-  [[noreturn]] AIRL_DETAIL_NOINLINE static void refuse_moved_from(const char* owner) {
+  [[noreturn]] AIRL_DETAIL_COLD static void refuse_moved_from(const char* owner) {
     throw std::logic_error(std::string(owner) + ": used after being moved from");
   }
-  [[noreturn]] AIRL_DETAIL_NOINLINE static void refuse_repeated(const char* owner) {
+  [[noreturn]] AIRL_DETAIL_COLD static void refuse_repeated(const char* owner) {
     throw std::invalid_argument(std::string(owner) + ": two parts of one call name the same key");
   }
 
@@ -333,7 +333,7 @@ class StoreCall {
 
   // Takes back a failed admission: the `recorded` first records, then the entries this call created.
   template <class Undo>
-  void roll_back(std::size_t recorded, Undo& undo) noexcept {
+  AIRL_DETAIL_COLD void roll_back(std::size_t recorded, Undo& undo) noexcept {
     while (recorded > 0) {
       --recorded;
       undo(recorded, parts_[recorded].entry->state);
@@ -357,7 +357,7 @@ class StoreCall {
     if (missing_ == 0) [[likely]] return true;
     return reserve_missing_keys();
   }
-  AIRL_DETAIL_NOINLINE bool reserve_missing_keys() {
+  AIRL_DETAIL_COLD bool reserve_missing_keys() {
     KeyBudget& budget = *store_.budget_;
     if (budget.try_take(missing_)) return true;
     if (sweep_held(shards_, held(), now_, std::numeric_limits<std::size_t>::max(), budget) != 0) {

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +32,26 @@ namespace airl::detail {
 // One script call: the words after EVALSHA <sha>, i.e. <numkeys> <keys...> <args...>, viewing the caller's
 // buffers.
 using ScriptWords = std::span<const std::string_view>;
+
+// A script call being built, in buffers that keep their capacity between calls: keys, then the words
+// <numkeys> <keys...> <op> <extra...> <numbers...> viewing them.
+struct ScriptCall {
+  std::vector<std::string> keys;
+  std::vector<std::string> numbers;
+  std::string member;  // the member the call names, when it names one
+  std::string key_count;
+  std::vector<std::string_view> words;
+
+  // Builds `words`. Call last: the words view `keys` and `numbers`, which must not change after.
+  void finish(std::string_view op, std::initializer_list<std::string_view> extra) {
+    key_count = std::to_string(keys.size());
+    words.assign({key_count});
+    words.insert(words.end(), keys.begin(), keys.end());
+    words.push_back(op);
+    words.insert(words.end(), extra.begin(), extra.end());
+    words.insert(words.end(), numbers.begin(), numbers.end());
+  }
+};
 
 class ScriptClient {
  public:

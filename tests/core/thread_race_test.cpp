@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Thread safety: many threads deciding on shared buckets never over-admit, multi-tier admissions stay
-// all-or-nothing, replays are charged once, and every call is counted. Time stands still during the races
-// (long windows; the in-memory backend's ManualClock does not move unless told), so the counts are exact.
-// Catch2 v2 assertions are not thread-safe: threads only record outcomes, the test checks them after join.
+// Thread races of the rate limiters: many threads deciding on shared buckets never over-admit, multi-tier
+// admissions stay all-or-nothing, replays are charged once, and every call is counted. Time stands still
+// during the races (long windows; the in-memory backend's ManualClock does not move unless told), so the
+// counts are exact. Catch2 v2 assertions are not thread-safe: threads only record outcomes, the test checks
+// them after join. (The in-flight caps, ConcurrencyLimiter, are tested in
+// tests/ai_serving/concurrency_limiter_test.cpp.)
 
 #include <catch2/catch.hpp>
 
@@ -59,7 +61,7 @@ airl::MultiTierLimiter<typename Backend::Storage> make_multi(Backend& backend, s
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("exactly limit requests are admitted when 128 threads race on one key", "[concurrency]",
+TEMPLATE_TEST_CASE("exactly limit requests are admitted when 128 threads race on one key", "[thread_race]",
                    airl::test::InMemoryBackend) {
   TestType backend;
   auto limiter = make_limiter(backend, {1000, 1h});
@@ -83,7 +85,7 @@ TEMPLATE_TEST_CASE("exactly limit requests are admitted when 128 threads race on
   CHECK(metrics.total() == threads * attempts);
 }
 
-TEMPLATE_TEST_CASE("exactly limit cost units are admitted when threads race with weighted costs", "[concurrency]",
+TEMPLATE_TEST_CASE("exactly limit cost units are admitted when threads race with weighted costs", "[thread_race]",
                    airl::test::InMemoryBackend) {
   TestType backend;
 
@@ -128,7 +130,7 @@ TEMPLATE_TEST_CASE("exactly limit cost units are admitted when threads race with
 }
 
 TEMPLATE_TEST_CASE("a multi-tier limiter under 32 threads never over-admits a tier and stays all-or-nothing",
-                   "[concurrency][multi_tier]", airl::test::InMemoryBackend) {
+                   "[thread_race][multi_tier]", airl::test::InMemoryBackend) {
   TestType backend;
   // 4 users x 4 models. Pairs, users and models together could take 640: the global tier (500) must bind,
   // so it fills exactly (a thread is only ever refused by a tier that is full, and time stands still).
@@ -189,7 +191,7 @@ TEMPLATE_TEST_CASE("a multi-tier limiter under 32 threads never over-admits a ti
   CHECK(limiter.metrics().total() == 32 * 60);
 }
 
-TEMPLATE_TEST_CASE("replays of one request_id from 32 threads are charged exactly once", "[concurrency][request_id]",
+TEMPLATE_TEST_CASE("replays of one request_id from 32 threads are charged exactly once", "[thread_race][request_id]",
                    airl::test::InMemoryBackend) {
   TestType backend;
   constexpr std::size_t ids = 20;
@@ -218,7 +220,7 @@ TEMPLATE_TEST_CASE("replays of one request_id from 32 threads are charged exactl
   CHECK(limiter.metrics().allowed == threads * ids);
 }
 
-TEMPLATE_TEST_CASE("allow, reset, purge_expired, metrics and usage run together safely", "[concurrency]",
+TEMPLATE_TEST_CASE("allow, reset, purge_expired, metrics and usage run together safely", "[thread_race]",
                    airl::test::InMemoryBackend) {
   TestType backend;
   constexpr std::uint64_t limit = 20;
@@ -275,7 +277,7 @@ TEMPLATE_TEST_CASE("allow, reset, purge_expired, metrics and usage run together 
 }
 
 // max_keys and active_keys belong to the in-memory store.
-TEST_CASE("max_keys is never exceeded when threads race to create keys", "[concurrency][in_memory][max_keys]") {
+TEST_CASE("max_keys is never exceeded when threads race to create keys", "[thread_race][in_memory][max_keys]") {
   airl::test::InMemoryBackend backend;
   auto limiter = make_limiter(backend, {1'000'000, 1h}, airl::InMemoryOptions{.shards = 8, .max_keys = 64});
   REQUIRE(limiter.allow("cc-cap-shared", "m").allowed);  // one existing key, hit by every thread
@@ -304,7 +306,7 @@ TEST_CASE("max_keys is never exceeded when threads race to create keys", "[concu
 }
 
 TEST_CASE("the key count stays exact while threads create, sweep, purge and reset buckets",
-          "[concurrency][in_memory][memory]") {
+          "[thread_race][in_memory][memory]") {
   airl::test::InMemoryBackend backend;
   auto limiter = make_limiter(backend, {5, 100ms}, airl::InMemoryOptions{.shards = 4});
   constexpr std::size_t creators = 8;
@@ -331,7 +333,7 @@ TEST_CASE("the key count stays exact while threads create, sweep, purge and rese
   CHECK(limiter.purge_expired() == 0);
 }
 
-TEST_CASE("under a flood of new keys at capacity, no key_capacity denial says never", "[concurrency][in_memory][max_keys]") {
+TEST_CASE("under a flood of new keys at capacity, no key_capacity denial says never", "[thread_race][in_memory][max_keys]") {
   // Keys being created by other threads are briefly invisible to the expiry scan: that must read as "soon",
   // never as "never" (a client would give up for good on a temporary condition).
   airl::ManualClock clock;

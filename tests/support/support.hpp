@@ -1,24 +1,36 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Shared test helpers. Behavioural tests are TEMPLATE_TEST_CASEs over "backends": a backend makes a storage
+// Shared test helpers. Behavioural tests are TEMPLATE_LIST_TEST_CASEs over `Backends`: a backend makes a storage
 // and moves its time. The in-memory backend uses a ManualClock, so time moves only when a test says so and
 // every duration is exact; the Redis backend runs the same cases against a real redis-server on Redis's own
 // clock, so advance() sleeps and durations are exact only up to `slack` (the time the test itself takes).
+// The Redis backend exists only when the build defines AIRL_TEST_WITH_REDIS=1 (the target airl::redis was
+// built): without it `Backends` holds the in-memory backend alone, and nothing here needs hiredis.
 
 #include <catch2/catch.hpp>
 
 #include <airl/airl.hpp>
-#include <airl/redis.hpp>
-
-#include <atomic>
-#include <thread>
-
-#include "redis_server.hpp"
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <tuple>
+
+#ifndef AIRL_TEST_WITH_REDIS
+#define AIRL_TEST_WITH_REDIS 0
+#endif
+
+#if AIRL_TEST_WITH_REDIS
+#include <airl/redis.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include <unistd.h>
+
+#include "redis_server.hpp"
+#endif
 
 namespace airl::test {
 
@@ -37,6 +49,7 @@ struct InMemoryBackend {
   void advance(std::chrono::nanoseconds by) { clock.advance(by); }
 };
 
+#if AIRL_TEST_WITH_REDIS
 // A fresh key prefix per storage, so tests sharing one redis-server never see each other's keys.
 inline std::string unique_key_prefix() {
   static std::atomic<int> next{0};
@@ -74,6 +87,14 @@ inline RedisOptions options_for_closed_port(FailurePolicy policy) {
   options.command_timeout = std::chrono::milliseconds(50);
   return options;
 }
+#endif
+
+// The backends every behavioural case runs on: TEMPLATE_LIST_TEST_CASE(name, tags, airl::test::Backends).
+#if AIRL_TEST_WITH_REDIS
+using Backends = std::tuple<InMemoryBackend, RedisBackend>;
+#else
+using Backends = std::tuple<InMemoryBackend>;
+#endif
 
 // ---------------------------------------------------------------------------------------------------------------
 // Time in shared cases. One timeline serves both backends: on the in-memory backend (slack 0) every duration
@@ -137,6 +158,12 @@ inline Request costing(std::string_view user, std::string_view model, std::uint6
 // A request of cost 1 carrying `request_id`.
 inline Request with_id(std::string_view user, std::string_view model, std::string_view request_id) {
   return Request{user, model, 1, request_id};
+}
+
+// A reservation: a request of `estimate` units carrying `request_id`, to be settled with its real cost.
+inline Request reserve(std::string_view user, std::string_view model, std::uint64_t estimate,
+                       std::string_view request_id) {
+  return Request{user, model, estimate, request_id};
 }
 
 // A unique, readable id for test case `n` (keeps tests independent when they share a backend).

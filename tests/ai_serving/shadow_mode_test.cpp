@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Shadow mode (LimiterOptions::shadow): every request is admitted, decisions are computed and counted as
-// usual, and the ones the limits deny say so. On both backends.
+// usual, and the ones the limits deny say so. On every test backend (in memory, and Redis when it is built).
 
 #include <catch2/catch.hpp>
 
@@ -18,8 +18,7 @@ using airl::Tier;
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("a shadow limiter admits what its limits deny and says so", "[shadow]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a shadow limiter admits what its limits deny and says so", "[shadow]", airl::test::Backends) {
   TestType backend;
   const std::string prefix = std::string("shadow-") + TestType::name + "-";
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
@@ -60,8 +59,8 @@ TEMPLATE_TEST_CASE("a shadow limiter admits what its limits deny and says so", "
   CHECK(limiter.metrics().denied == 3);
 }
 
-TEMPLATE_TEST_CASE("a limiter not in shadow mode denies as usual and never marks shadow_denied", "[shadow]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a limiter not in shadow mode denies as usual and never marks shadow_denied",
+                        "[shadow]", airl::test::Backends) {
   TestType backend;
   const std::string prefix = std::string("shadow-off-") + TestType::name + "-";
   airl::SlidingWindowLimiter<typename TestType::Storage> limiter({1, 1000ms}, backend.make_storage());

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // allow_many(): a batch decided in order, each request all-or-nothing across tiers, exactly as allow() one
-// by one would (on Redis, one pipelined round trip). Templated over both backends.
+// by one would (on Redis, one pipelined round trip). Templated over the test backends; the Redis-only cases
+// (an unreachable server, SCRIPT FLUSH) are in tests/redis/redis_allow_many_test.cpp.
 #include <catch2/catch.hpp>
 
 #include <stdexcept>
@@ -11,8 +12,7 @@
 
 using namespace airl::test;
 
-TEMPLATE_TEST_CASE("a batch is decided in order, like allow() one by one", "[allow_many]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a batch is decided in order, like allow() one by one", "[allow_many]", airl::test::Backends) {
   TestType backend;
   airl::SlidingWindowLimiter<typename TestType::Storage> limiter({5, 10s}, backend.make_storage());
   const std::vector<airl::Request> batch(8, airl::Request{"am-alice", "m"});
@@ -33,8 +33,8 @@ TEMPLATE_TEST_CASE("a batch is decided in order, like allow() one by one", "[all
   CHECK(limiter.metrics().denied == 3);
 }
 
-TEMPLATE_TEST_CASE("each request of a batch is all-or-nothing across tiers", "[allow_many]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("each request of a batch is all-or-nothing across tiers",
+                        "[allow_many]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
       {{"am-user", airl::Scope::user, {3, 10s}}, {"am-global", airl::Scope::global, {100, 10s}, airl::Unit::requests}},
@@ -53,8 +53,8 @@ TEMPLATE_TEST_CASE("each request of a batch is all-or-nothing across tiers", "[a
   CHECK(limiter.usage("am-user", "am-tier-bob", "m") == 2);
 }
 
-TEMPLATE_TEST_CASE("a request id repeated within a batch is replayed, not charged twice", "[allow_many]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request id repeated within a batch is replayed, not charged twice",
+                        "[allow_many]", airl::test::Backends) {
   TestType backend;
   airl::SlidingWindowLimiter<typename TestType::Storage> limiter({10, 10s}, backend.make_storage());
   const std::vector<airl::Request> batch = {with_id("am-id-user", "m", "r1"), with_id("am-id-user", "m", "r1"),
@@ -68,8 +68,8 @@ TEMPLATE_TEST_CASE("a request id repeated within a batch is replayed, not charge
   CHECK(limiter.usage("am-id-user", "m") == 2);
 }
 
-TEMPLATE_TEST_CASE("a batch with one bad request is refused whole, before any decision", "[allow_many][validation]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a batch with one bad request is refused whole, before any decision",
+                        "[allow_many][validation]", airl::test::Backends) {
   TestType backend;
   airl::SlidingWindowLimiter<typename TestType::Storage> limiter({10, 10s}, backend.make_storage());
   const std::vector<airl::Request> batch = {{"am-bad-user", "m"}, {"am-bad-user", "m", 0}};
@@ -77,36 +77,4 @@ TEMPLATE_TEST_CASE("a batch with one bad request is refused whole, before any de
   CHECK(limiter.usage("am-bad-user", "m") == 0);
   CHECK(limiter.metrics().total() == 0);
   CHECK(limiter.allow_many(std::vector<airl::Request>{}).empty());
-}
-
-TEST_CASE("a batch against an unreachable Redis gets the failure policy's decision for every request",
-          "[allow_many][redis]") {
-  airl::RedisOptions options;
-  options.port = 1;  // nothing listens: refused at once
-  options.on_failure = airl::FailurePolicy::fail_closed;
-  airl::RedisRateLimiter limiter({10, 1s}, airl::RedisStorage(options));
-  const std::vector<airl::Request> batch(4, airl::Request{"am-down", "m"});
-  const std::vector<airl::Decision> decisions = limiter.allow_many(batch);
-  REQUIRE(decisions.size() == 4);
-  for (const airl::Decision& decision : decisions) {
-    CHECK_FALSE(decision.allowed);
-    CHECK(decision.degraded);
-    CHECK(decision.reason == "backend_unavailable");
-  }
-  CHECK(limiter.metrics().backend_errors == 4);
-}
-
-TEST_CASE("a batch after SCRIPT FLUSH reloads the script transparently", "[allow_many][redis]") {
-  RedisBackend backend;
-  airl::RedisRateLimiter limiter({10, 10s}, backend.make_storage());
-  const std::vector<airl::Request> batch(3, airl::Request{"am-flush", "m"});
-  REQUIRE(limiter.allow_many(batch).size() == 3);
-  const RawReply flushed = shared_redis().command({"SCRIPT", "FLUSH"});
-  REQUIRE(flushed);
-  const std::vector<airl::Decision> decisions = limiter.allow_many(batch);
-  for (const airl::Decision& decision : decisions) {
-    CHECK(decision.allowed);
-    CHECK_FALSE(decision.degraded);
-  }
-  CHECK(limiter.usage("am-flush", "m") == 6);
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // <airl/http.hpp>: the exact header and body strings a serving binary sends. The text forms are checked
 // directly (Structured Field strings, JSON strings, durations); the headers of real decisions are checked
-// exactly on the in-memory backend (time moves only when told), and on both backends for which tier a
-// decision binds (the Redis script reports it too).
+// exactly on the in-memory backend (time moves only when told), and on every test backend for which tier a
+// decision binds (the Redis script reports it too). A decision degraded by an unreachable Redis is checked in
+// tests/redis/redis_http_test.cpp.
 
 #include <catch2/catch.hpp>
 
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "http_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -22,6 +24,8 @@ using airl::Scope;
 using airl::Tier;
 using airl::Unit;
 using airl::http::Header;
+using airl::test::header;
+using airl::test::rpm_and_tpm;
 
 std::string sf_string(std::string_view text) {
   std::string out;
@@ -33,20 +37,6 @@ std::string json_string(std::string_view text) {
   std::string out;
   airl::detail::append_json_string(out, text);
   return out;
-}
-
-// The value of header `name`, or "(absent)".
-std::string header(const std::vector<Header>& headers, std::string_view name) {
-  for (const Header& h : headers) {
-    if (h.name == name) return h.value;
-  }
-  return "(absent)";
-}
-
-// 3 requests per 60 s and 1000 tokens per 90 s per user and model.
-std::vector<Tier> rpm_and_tpm(const std::string& prefix = "") {
-  return {{prefix + "rpm", Scope::user_model, {3, 60s}, Unit::requests},
-          {prefix + "tpm", Scope::user_model, {1000, 90s}, Unit::cost}};
 }
 
 constexpr std::string_view both_policies = R"("rpm";q=3;w=60;qu="requests", "tpm";q=1000;w=90;airl-unit="tokens")";
@@ -276,8 +266,8 @@ TEST_CASE("headers refuse tiers that cannot have made the decision", "[http][val
   CHECK_THROWS_AS(airl::http::policy_header_value(std::vector<Tier>{}), std::invalid_argument);
 }
 
-TEMPLATE_TEST_CASE("the decision names its binding tier on both backends, so the headers describe it",
-                   "[http]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("the decision names its binding tier on both backends, so the headers describe it",
+                        "[http]", airl::test::Backends) {
   TestType backend;
   const std::string prefix = std::string("http-") + TestType::name + "-";
   const std::vector<Tier> tiers = {{prefix + "rpm", Scope::user_model, {5, 60s}, Unit::requests},
@@ -315,8 +305,7 @@ TEMPLATE_TEST_CASE("the decision names its binding tier on both backends, so the
   CHECK(second.other_unit->tier == 0);
 }
 
-TEMPLATE_TEST_CASE("replayed and batched decisions carry the other unit too", "[http]", airl::test::InMemoryBackend,
-                   airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("replayed and batched decisions carry the other unit too", "[http]", airl::test::Backends) {
   TestType backend;
   const std::vector<Tier> tiers = {{"rpm", Scope::user_model, {5, 60s}, Unit::requests},
                                    {"tpm", Scope::user_model, {1000, 60s}, Unit::cost}};
@@ -337,14 +326,4 @@ TEMPLATE_TEST_CASE("replayed and batched decisions carry the other unit too", "[
   CHECK_FALSE(decisions[1]);
   REQUIRE(decisions[1].other_unit.has_value());
   CHECK(decisions[1].other_unit->remaining == 4);  // denied: rpm reports its room, uncharged
-}
-
-TEST_CASE("a degraded fail_open decision still carries both units' headers", "[http][redis][faults]") {
-  airl::MultiTierLimiter<airl::RedisStorage> limiter(
-      rpm_and_tpm(), airl::RedisStorage(airl::test::options_for_closed_port(airl::FailurePolicy::fail_open)));
-  const airl::Decision degraded = limiter.allow({.user = "u", .model = "m", .cost = 300});
-  REQUIRE(degraded.degraded);
-  const auto headers = airl::http::response_headers(degraded, limiter.tiers());
-  CHECK(header(headers, "x-ratelimit-remaining-requests") == "2");
-  CHECK(header(headers, "x-ratelimit-remaining-tokens") == "700");
 }

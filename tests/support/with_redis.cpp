@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// with_redis COMMAND [ARGS...]: starts a private redis-server on a free 127.0.0.1 port (tests/redis_server.hpp),
-// runs COMMAND with every "{redis}" argument replaced by 127.0.0.1:<port>, stops the server by its PID and
-// exits with COMMAND's exit code. Lets CTest run the Redis examples against a real server they do not manage.
+// with_redis COMMAND [ARGS...]: starts a private redis-server on a free 127.0.0.1 port (redis_server.hpp, beside
+// this file), runs COMMAND with every "{redis}" argument replaced by 127.0.0.1:<port>, stops the server by its
+// PID and exits with COMMAND's exit code. Lets CTest run the Redis examples against a real server they do not
+// manage.
 #include <cstdio>
 #include <string>
 #include <vector>

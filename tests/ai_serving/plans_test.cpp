@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Plans, overrides and runtime quota changes: users on plans with different limits, overrides for one user,
 // one model or one user+model, and changes while threads are deciding, losing nothing recorded.
-// Behavioural cases run on both test backends.
+// Behavioural cases run on every test backend (support.hpp: in memory, and Redis when it is built).
 #include <catch2/catch.hpp>
 
 #include "support.hpp"
@@ -36,8 +36,8 @@ int admitted_in_a_row(Limiter& limiter, airl::Request request, int most = 50) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("users on plans get their plan's limits and other tiers keep theirs", "[plans]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("users on plans get their plan's limits and other tiers keep theirs",
+                        "[plans]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   limiter.set_plan("free", {{"rpm", 1}});
@@ -57,8 +57,8 @@ TEMPLATE_TEST_CASE("users on plans get their plan's limits and other tiers keep 
   CHECK(pro_full.limit == 5);
 }
 
-TEMPLATE_TEST_CASE("a resolver maps users to plans and a plan named in the request wins", "[plans]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a resolver maps users to plans and a plan named in the request wins",
+                        "[plans]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   limiter.set_plan("enterprise", {{"rpm", 4}});
@@ -71,8 +71,8 @@ TEMPLATE_TEST_CASE("a resolver maps users to plans and a plan named in the reque
   CHECK(admitted_in_a_row(limiter, {.user = "corp-c", .model = "m"}) == 2);
 }
 
-TEMPLATE_TEST_CASE("overrides beat plans: user+model, then user, then model", "[plans][overrides]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("overrides beat plans: user+model, then user, then model",
+                        "[plans][overrides]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   limiter.set_plan("pro", {{"rpm", 5}});
@@ -97,8 +97,8 @@ TEMPLATE_TEST_CASE("overrides beat plans: user+model, then user, then model", "[
   CHECK(vip[2].quota.limit == 5'000);
 }
 
-TEMPLATE_TEST_CASE("a smaller limit applies to the next decision and keeps what was recorded", "[plans][runtime]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a smaller limit applies to the next decision and keeps what was recorded",
+                        "[plans][runtime]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter({{"rpm", airl::Scope::user_model, {10, 60s}}},
                                                              backend.make_storage());
@@ -114,8 +114,7 @@ TEMPLATE_TEST_CASE("a smaller limit applies to the next decision and keeps what 
   CHECK(limiter.tiers()[0].quota.limit == 10);  // tiers() stays as constructed
 }
 
-TEMPLATE_TEST_CASE("a shorter window applies to the next decision", "[plans][runtime]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a shorter window applies to the next decision", "[plans][runtime]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter({{"rpm", airl::Scope::user, {2, 60s}}},
                                                              backend.make_storage());
@@ -127,8 +126,8 @@ TEMPLATE_TEST_CASE("a shorter window applies to the next decision", "[plans][run
   CHECK(limiter.allow({.user = "w", .model = "m"}));
 }
 
-TEMPLATE_TEST_CASE("changing limits while 8 threads decide: exact caps before and after, nothing lost",
-                   "[plans][runtime][concurrency]", InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("changing limits while 8 threads decide: exact caps before and after, nothing lost",
+                        "[plans][runtime][concurrency]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
       {{"global", airl::Scope::global, {1'000'000, 60s}}, {"per-user", airl::Scope::user, {1'000, 60s}}},
@@ -236,8 +235,8 @@ TEST_CASE("plan and override refusals name the mistake and change nothing", "[pl
   CHECK(limiter.usage("tpm", "u3", "m") == 0);
 }
 
-TEMPLATE_TEST_CASE("allow_many and settle follow plans and changed quotas", "[plans][settle]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("allow_many and settle follow plans and changed quotas",
+                        "[plans][settle]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   limiter.set_plan("pro", {{"rpm", 3}});
@@ -252,8 +251,8 @@ TEMPLATE_TEST_CASE("allow_many and settle follow plans and changed quotas", "[pl
   CHECK(limiter.usage("tpm", "s", "m") == 100);
 }
 
-TEMPLATE_TEST_CASE("limits above 2^53 are refused when set, not on every later decision", "[plans][validation]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("limits above 2^53 are refused when set, not on every later decision",
+                        "[plans][validation]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   const std::uint64_t too_big = (std::uint64_t{1} << 53) + 1;
@@ -276,8 +275,8 @@ TEST_CASE("a request naming a plan is refused even before any rule was set", "[p
   CHECK(one.usage("rpm", "u", "m") == 0);
 }
 
-TEMPLATE_TEST_CASE("a resolver may itself decide on limiters, this one included", "[plans][resolver]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a resolver may itself decide on limiters, this one included",
+                        "[plans][resolver]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(serving_tiers(), backend.make_storage());
   airl::MultiTierLimiter<typename TestType::Storage> lookups({{"lookups", airl::Scope::user, {1'000, 60s}}},

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Tier units: a Unit::requests tier counts 1 per request whatever its cost, a Unit::cost tier counts the cost,
-// and one allow() enforces both kinds together, all-or-nothing. Behavioural cases run on both test backends.
+// and one allow() enforces both kinds together, all-or-nothing. Behavioural cases run on every test backend
+// (support.hpp: in memory, and Redis when it is built).
 #include <catch2/catch.hpp>
 
 #include "support.hpp"
@@ -16,8 +17,8 @@ std::vector<airl::Tier> rpm_and_tpm() {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("a requests tier counts one per request whatever the cost", "[tier_unit]", InMemoryBackend,
-                   RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a requests tier counts one per request whatever the cost",
+                        "[tier_unit]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(rpm_and_tpm(), backend.make_storage());
   REQUIRE(limiter.allow({.user = "u1", .model = "m", .cost = 2'500}));
@@ -26,8 +27,8 @@ TEMPLATE_TEST_CASE("a requests tier counts one per request whatever the cost", "
   CHECK(limiter.usage("tpm", "u1", "m") == 2'600);
 }
 
-TEMPLATE_TEST_CASE("requests and tokens are enforced together and the first denying tier is the reason",
-                   "[tier_unit]", InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("requests and tokens are enforced together and the first denying tier is the reason",
+                        "[tier_unit]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(rpm_and_tpm(), backend.make_storage());
   REQUIRE(limiter.allow({.user = "u2", .model = "m", .cost = 9'000}));
@@ -47,8 +48,8 @@ TEMPLATE_TEST_CASE("requests and tokens are enforced together and the first deny
   CHECK(limiter.usage("tpm", "u2", "m") == 9'002);
 }
 
-TEMPLATE_TEST_CASE("a request costing more than a requests tier's limit still counts as one", "[tier_unit]",
-                   InMemoryBackend, RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request costing more than a requests tier's limit still counts as one",
+                        "[tier_unit]", airl::test::Backends) {
   TestType backend;
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
       {{"rpm", airl::Scope::user, {2, 60s}, airl::Unit::requests}}, backend.make_storage());

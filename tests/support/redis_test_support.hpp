@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Helpers shared by the Redis-only tests (storage, faults, access): options pointing at a test server,
-// bounded waits, latency measurement and raw reads of what the storage wrote.
+// Helpers shared by the Redis-only tests (tests/redis: storage, faults, access, caps): options pointing at a
+// test server, bounded waits, latency measurement and raw reads of what the storage wrote.
 
 #include <airl/redis.hpp>
 
@@ -15,6 +15,10 @@
 
 #include "redis_server.hpp"
 #include "support.hpp"
+
+#if !AIRL_TEST_WITH_REDIS
+#error "redis_test_support.hpp is for the Redis tests: build them with AIRL_TEST_WITH_REDIS=1 (target airl::redis)"
+#endif
 
 namespace airl::test {
 

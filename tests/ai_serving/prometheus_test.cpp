@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // <airl/prometheus.hpp> and the counters behind it: the exact exposition text, label escaping, what a real
-// limiter counts (by tier, by store-made reason, degraded decisions, sampled latencies), and Prometheus's own
-// promtool accepting real output. promtool missing fails the test (Debian: apt-get install prometheus).
+// limiter counts (by tier, by store-made reason, sampled latencies), and Prometheus's own promtool accepting
+// real output. promtool missing fails the test (Debian: apt-get install prometheus). Decisions degraded by an
+// unreachable Redis are counted in tests/redis/redis_prometheus_test.cpp.
 
 #include <catch2/catch.hpp>
 
@@ -15,12 +16,14 @@
 #include <thread>
 #include <unistd.h>
 
+#include "prometheus_support.hpp"
 #include "support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using airl::Scope;
+using airl::test::sample;
 
 // Runs Debian's `promtool check metrics` on `text` and checks that it accepts it. A missing promtool fails
 // the test (Debian: apt-get install prometheus), never skips it.
@@ -41,17 +44,6 @@ void check_with_promtool(const std::string& text) {
   CHECK(status == 0);
   std::remove(path.c_str());
   std::remove((path + ".out").c_str());
-}
-
-// The sample line of `name` (with its labels), e.g. "airl_active_keys", or "(absent)".
-std::string sample(const std::string& text, const std::string& name) {
-  for (std::size_t at = 0; at < text.size();) {
-    const std::size_t end = text.find('\n', at);
-    const std::string line = text.substr(at, end - at);
-    if (line.rfind(name + " ", 0) == 0) return line.substr(name.size() + 1);
-    at = end == std::string::npos ? text.size() : end + 1;
-  }
-  return "(absent)";
 }
 
 }  // namespace
@@ -126,8 +118,8 @@ TEST_CASE("label values are escaped and kept valid UTF-8, and a bad prefix is re
   CHECK_NOTHROW(airl::prometheus::text(metrics, "_a:b_9"));
 }
 
-TEMPLATE_TEST_CASE("a limiter counts denials by tier and by store-made reason", "[prometheus][metrics]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a limiter counts denials by tier and by store-made reason",
+                        "[prometheus][metrics]", airl::test::Backends) {
   TestType backend;
   const std::string prefix = std::string("prom-") + TestType::name + "-";
   airl::MultiTierLimiter<typename TestType::Storage> limiter(
@@ -163,20 +155,6 @@ TEST_CASE("key_capacity denials are counted under their own reason", "[prometheu
   CHECK(metrics.denied == 1);
   CHECK(metrics.denied_key_capacity == 1);
   CHECK(metrics.denied_by_tier.at(0).denied == 0);
-}
-
-TEST_CASE("decisions a failure policy made are counted as degraded", "[prometheus][metrics]") {
-  airl::RedisOptions options;
-  options.port = airl::test::free_loopback_port();  // nothing listens there
-  options.on_failure = airl::FailurePolicy::fail_open;
-  options.connect_timeout = 200ms;
-  options.command_timeout = 200ms;
-  airl::RedisRateLimiter limiter({5, 1s}, airl::RedisStorage(options));
-  for (int i = 0; i < 3; ++i) CHECK(limiter.allow("u", "m").degraded);
-  const airl::Metrics metrics = limiter.metrics();
-  CHECK(metrics.degraded == 3);
-  CHECK(metrics.backend_errors >= 3);
-  CHECK(sample(airl::prometheus::text(metrics), "airl_degraded_decisions_total") == "3");
 }
 
 TEST_CASE("one allow() in 64 per thread is timed into the latency histogram", "[prometheus][metrics]") {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // MultiTierLimiter: several tiers decided all-or-nothing, how a tier's scope picks its bucket, which tier a
-// Decision describes, replays across tiers, and reset(). Templated over both test backends (support.hpp): on
-// Redis time is real, so durations are compared with within_slack and boundaries are crossed by waiting what
+// Decision describes, replays across tiers, and reset(). Templated over the test backends (support.hpp): on
+// Redis (when built) time is real, so durations are compared with within_slack and boundaries are crossed by waiting what
 // the limiter answered. Tier, user and model names are unique per case because model and global buckets are
 // shared by everyone.
 
@@ -40,8 +40,7 @@ airl::MultiTierLimiter<typename Backend::Storage> make_limiter(Backend& backend,
 // ---------------------------------------------------------------------------------------------------------------
 // All or nothing, and which tier a Decision describes.
 
-TEMPLATE_TEST_CASE("a request denied by any tier is charged in no tier", "[multi_tier]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request denied by any tier is charged in no tier", "[multi_tier]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-aon-user", Scope::user, {2, 1000ms}},
                                         Tier{"mt-aon-model", Scope::model, {100, 1000ms}},
@@ -85,8 +84,8 @@ TEMPLATE_TEST_CASE("a request denied by any tier is charged in no tier", "[multi
   CHECK(limiter.metrics().denied == 3);
 }
 
-TEMPLATE_TEST_CASE("a denial names the first denying tier in declared order and waits for the slowest",
-                   "[multi_tier]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a denial names the first denying tier in declared order and waits for the slowest",
+                        "[multi_tier]", airl::test::Backends) {
   TestType backend;
   std::string prefix;
   bool short_first = true;
@@ -140,8 +139,8 @@ TEMPLATE_TEST_CASE("a denial names the first denying tier in declared order and 
   CHECK(limiter.allow(costing(user, model, 2)).allowed);
 }
 
-TEMPLATE_TEST_CASE("an admission reports the tier with the least remaining", "[multi_tier]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("an admission reports the tier with the least remaining",
+                        "[multi_tier]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-least-big", Scope::global, {100, 1000ms}},
                                         Tier{"mt-least-small", Scope::user, {5, 2000ms}},
@@ -162,8 +161,8 @@ TEMPLATE_TEST_CASE("an admission reports the tier with the least remaining", "[m
   CHECK(later.reset_after == 1000ms);
 }
 
-TEMPLATE_TEST_CASE("an admission with tied remaining reports the first declared tier", "[multi_tier]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("an admission with tied remaining reports the first declared tier",
+                        "[multi_tier]", airl::test::Backends) {
   TestType backend;
   std::string prefix;
   bool user_first = true;
@@ -189,8 +188,7 @@ TEMPLATE_TEST_CASE("an admission with tied remaining reports the first declared 
   CHECK(tied.reset_after == (user_first ? 1000ms : 2000ms));
 }
 
-TEMPLATE_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[multi_tier]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[multi_tier]", airl::test::Backends) {
   // Up to eight tiers use a stack buffer; more take the heap path, which must follow the same rules.
   TestType backend;
   const Scope scopes[] = {Scope::user_model, Scope::user, Scope::model, Scope::global};
@@ -215,8 +213,8 @@ TEMPLATE_TEST_CASE("more than eight tiers are decided all-or-nothing too", "[mul
   }
 }
 
-TEMPLATE_TEST_CASE("a denial's reason is the denying tier's exact name at every length", "[multi_tier]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a denial's reason is the denying tier's exact name at every length",
+                        "[multi_tier]", airl::test::Backends) {
   // Names of up to 15 bytes are copied by a fixed-size path, longer ones by another (detail/reason_text.hpp):
   // both sides of that bound, a NUL byte and UTF-8 must come back byte for byte.
   TestType backend;
@@ -239,8 +237,8 @@ TEMPLATE_TEST_CASE("a denial's reason is the denying tier's exact name at every 
 // ---------------------------------------------------------------------------------------------------------------
 // Scopes: which requests share a bucket.
 
-TEMPLATE_TEST_CASE("a tier's scope decides which requests share its bucket", "[multi_tier][scope]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a tier's scope decides which requests share its bucket",
+                        "[multi_tier][scope]", airl::test::Backends) {
   TestType backend;
 
   SECTION("user_model: one bucket per user per model") {
@@ -292,8 +290,8 @@ TEMPLATE_TEST_CASE("a tier's scope decides which requests share its bucket", "[m
   }
 }
 
-TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent buckets", "[multi_tier][scope]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("two tiers with one scope and different names are independent buckets",
+                        "[multi_tier][scope]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-indep-burst", Scope::user, {2, 300ms}},
                                         Tier{"mt-indep-minute", Scope::user, {5, 1000ms}}});
@@ -326,8 +324,7 @@ TEMPLATE_TEST_CASE("two tiers with one scope and different names are independent
 // ---------------------------------------------------------------------------------------------------------------
 // Request ids across tiers.
 
-TEMPLATE_TEST_CASE("a replayed request is charged in no tier", "[multi_tier][request_id]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a replayed request is charged in no tier", "[multi_tier][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-replay-user", Scope::user, {5, 1000ms}},
                                         Tier{"mt-replay-global", Scope::global, {2, 1000ms}}});
@@ -350,8 +347,8 @@ TEMPLATE_TEST_CASE("a replayed request is charged in no tier", "[multi_tier][req
   CHECK(limiter.usage("mt-replay-user", "mt-replay-alice", model) == 1);
 }
 
-TEMPLATE_TEST_CASE("an id still held by a longer tier replays after a shorter tier forgot it",
-                   "[multi_tier][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("an id still held by a longer tier replays after a shorter tier forgot it",
+                        "[multi_tier][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-held-short", Scope::user_model, {5, 300ms}},
                                         Tier{"mt-held-long", Scope::user, {5, 1000ms}}});
@@ -397,8 +394,8 @@ std::vector<Tier> reset_tiers(const std::string& prefix) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("reset(user) clears that user's user and user_model buckets and keeps model and global ones",
-                   "[multi_tier][reset]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("reset(user) clears that user's user and user_model buckets and keeps model and global ones",
+                        "[multi_tier][reset]", airl::test::Backends) {
   TestType backend;
   const std::string p = "mt-reset-user-";
   auto limiter = make_limiter(backend, reset_tiers(p));
@@ -422,8 +419,8 @@ TEMPLATE_TEST_CASE("reset(user) clears that user's user and user_model buckets a
   CHECK(limiter.metrics().denied == before.denied);
 }
 
-TEMPLATE_TEST_CASE("reset(user, model) clears only that pair's user_model buckets", "[multi_tier][reset]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("reset(user, model) clears only that pair's user_model buckets",
+                        "[multi_tier][reset]", airl::test::Backends) {
   TestType backend;
   const std::string p = "mt-reset-pair-";
   auto limiter = make_limiter(backend, reset_tiers(p));
@@ -504,8 +501,8 @@ TEST_CASE("key_capacity waits until enough buckets expire for every new bucket t
   CHECK(limiter.allow("mt-need-bob", "m1"));
 }
 
-TEMPLATE_TEST_CASE("a request id replays only for the user and model it was admitted with",
-                   "[multi_tier][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request id replays only for the user and model it was admitted with",
+                        "[multi_tier][request_id]", airl::test::Backends) {
   TestType backend;
   // With shared model and global buckets, an id held there must not let another user or model ride on it.
   auto limiter = make_limiter(backend, {Tier{"mt-ride-user", Scope::user, {1, 1000ms}},

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // SlidingWindowLimiter: the one-bucket rules of docs/DESIGN.md, seen through the public API.
-// Behavioural cases are templated over both test backends (support.hpp): the in-memory store on a ManualClock,
-// where every duration and boundary is exact, and RedisStorage on a real redis-server, where time is real:
+// Behavioural cases are templated over the test backends (support.hpp): the in-memory store on a ManualClock,
+// where every duration and boundary is exact, and (when built) RedisStorage on a real redis-server, where time is real:
 // durations are compared with within_slack, boundaries are approached from boundary_margin and crossed by
 // waiting what the limiter answered. Windows stay <= 1 s so the Redis runs stay short; names are unique per
 // case. Cases that need nanosecond time or in-memory internals (max_keys, purging, active_keys) use the
@@ -42,8 +42,8 @@ airl::SlidingWindowLimiter<typename Backend::Storage> make_limiter(Backend& back
 // ---------------------------------------------------------------------------------------------------------------
 // Rule 1: the boundary.
 
-TEMPLATE_TEST_CASE("an admitted entry counts until exactly one window after its admission", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("an admitted entry counts until exactly one window after its admission",
+                        "[sliding_window]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
   const std::string user = "swl-boundary-user";
@@ -127,8 +127,8 @@ TEST_CASE("nanosecond time is honoured exactly on a ManualClock", "[sliding_wind
 // ---------------------------------------------------------------------------------------------------------------
 // Denials.
 
-TEMPLATE_TEST_CASE("denied requests are not recorded and a flood of them does not push retry_after later",
-                   "[sliding_window]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("denied requests are not recorded and a flood of them does not push retry_after later",
+                        "[sliding_window]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
   const std::string user = "swl-flood-user";
@@ -162,8 +162,8 @@ TEMPLATE_TEST_CASE("denied requests are not recorded and a flood of them does no
   CHECK(limiter.allow(user, model).allowed);
 }
 
-TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retry_after never", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retry_after never",
+                        "[sliding_window]", airl::test::Backends) {
   TestType backend;
 
   SECTION("limit 0 denies everything, forever") {
@@ -204,8 +204,8 @@ TEMPLATE_TEST_CASE("a cost above the limit, or a limit of 0, is denied with retr
 // ---------------------------------------------------------------------------------------------------------------
 // Weighted costs.
 
-TEMPLATE_TEST_CASE("usage is the sum of costs and a cost is admitted iff usage + cost <= limit", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("usage is the sum of costs and a cost is admitted iff usage + cost <= limit",
+                        "[sliding_window]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {10, 1000ms});
   const std::string user = "swl-weighted-user";
@@ -231,8 +231,8 @@ TEMPLATE_TEST_CASE("usage is the sum of costs and a cost is admitted iff usage +
   CHECK_FALSE(limiter.allow(user, model).allowed);
 }
 
-TEMPLATE_TEST_CASE("a cost of 100000 is decided exactly like a cost of 1", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a cost of 100000 is decided exactly like a cost of 1",
+                        "[sliding_window]", airl::test::Backends) {
   // The same timeline at two scales: every answer must scale with it, nothing else may change. Entries are
   // 100 ms apart, more than Redis's slack, so a retry_after one entry off fails on both backends.
   const std::uint64_t scale = GENERATE(as<std::uint64_t>{}, 1, 100'000);
@@ -265,8 +265,8 @@ TEMPLATE_TEST_CASE("a cost of 100000 is decided exactly like a cost of 1", "[sli
 // ---------------------------------------------------------------------------------------------------------------
 // Rule 5 to 7: retry_after, remaining, reset_after.
 
-TEMPLATE_TEST_CASE("retry_after is the exact moment enough of the oldest entries expire", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("retry_after is the exact moment enough of the oldest entries expire",
+                        "[sliding_window]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {10, 1000ms});
   const std::string user = "swl-retry-user";
@@ -301,8 +301,8 @@ TEMPLATE_TEST_CASE("retry_after is the exact moment enough of the oldest entries
   CHECK(limiter.usage(user, model) == 7);
 }
 
-TEMPLATE_TEST_CASE("a decision reports limit, remaining, reset_after, reason and converts to bool", "[sliding_window]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a decision reports limit, remaining, reset_after, reason and converts to bool",
+                        "[sliding_window]", airl::test::Backends) {
   static_assert(!std::is_convertible_v<airl::Decision, bool>, "the bool conversion must be explicit");
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
@@ -344,8 +344,8 @@ TEMPLATE_TEST_CASE("a decision reports limit, remaining, reset_after, reason and
 // ---------------------------------------------------------------------------------------------------------------
 // Rule 8: request ids.
 
-TEMPLATE_TEST_CASE("a request_id admitted in the window is replayed without charge even when the window is full",
-                   "[sliding_window][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request_id admitted in the window is replayed without charge even when the window is full",
+                        "[sliding_window][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {2, 1000ms});
   const std::string user = "swl-replay-user";
@@ -375,8 +375,8 @@ TEMPLATE_TEST_CASE("a request_id admitted in the window is replayed without char
   CHECK(limiter.metrics().denied == 2);
 }
 
-TEMPLATE_TEST_CASE("the request_id of a denied request is not remembered", "[sliding_window][request_id]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("the request_id of a denied request is not remembered",
+                        "[sliding_window][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
   const std::string user = "swl-denied-id-user";
@@ -402,8 +402,8 @@ TEMPLATE_TEST_CASE("the request_id of a denied request is not remembered", "[sli
   CHECK(limiter.usage(user, model) == 1);
 }
 
-TEMPLATE_TEST_CASE("a request_id is charged again once its entry expired", "[sliding_window][request_id]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("a request_id is charged again once its entry expired",
+                        "[sliding_window][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string user = "swl-id-expiry-user";
@@ -425,8 +425,8 @@ TEMPLATE_TEST_CASE("a request_id is charged again once its entry expired", "[sli
   CHECK(limiter.allow(with_id(user, model, "id-a")).replayed);
 }
 
-TEMPLATE_TEST_CASE("different request_ids, and one id in different buckets, are charged separately",
-                   "[sliding_window][request_id]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("different request_ids, and one id in different buckets, are charged separately",
+                        "[sliding_window][request_id]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
 
@@ -455,8 +455,8 @@ TEMPLATE_TEST_CASE("different request_ids, and one id in different buckets, are 
 // ---------------------------------------------------------------------------------------------------------------
 // reset() and metrics.
 
-TEMPLATE_TEST_CASE("reset(user) clears every model of that user and nothing of any other user",
-                   "[sliding_window][reset]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("reset(user) clears every model of that user and nothing of any other user",
+                        "[sliding_window][reset]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
   const std::string alice = "swl-reset-alice";
@@ -491,8 +491,7 @@ TEMPLATE_TEST_CASE("reset(user) clears every model of that user and nothing of a
   CHECK(fresh.remaining == 4);
 }
 
-TEMPLATE_TEST_CASE("reset(user, model) clears only that pair", "[sliding_window][reset]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("reset(user, model) clears only that pair", "[sliding_window][reset]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {5, 1000ms});
 
@@ -508,8 +507,8 @@ TEMPLATE_TEST_CASE("reset(user, model) clears only that pair", "[sliding_window]
   CHECK(limiter.metrics().allowed == 3);
 }
 
-TEMPLATE_TEST_CASE("metrics count every decision and deny_rate_percent is 0 without decisions",
-                   "[sliding_window][metrics]", airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("metrics count every decision and deny_rate_percent is 0 without decisions",
+                        "[sliding_window][metrics]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {3, 1000ms});
 
@@ -536,8 +535,8 @@ TEMPLATE_TEST_CASE("metrics count every decision and deny_rate_percent is 0 with
 // ---------------------------------------------------------------------------------------------------------------
 // Ids are binary-safe.
 
-TEMPLATE_TEST_CASE("user and model ids are binary-safe and never collide", "[sliding_window][ids]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("user and model ids are binary-safe and never collide",
+                        "[sliding_window][ids]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {1, 1000ms});
 
@@ -677,8 +676,8 @@ TEST_CASE("normal traffic sweeps expired buckets without purge_expired", "[slidi
   CHECK(limiter.purge_expired() == 0);
 }
 
-TEMPLATE_TEST_CASE("cost-1 entries followed by weighted ones are counted and expire exactly", "[sliding_window][weighted]",
-                   airl::test::InMemoryBackend, airl::test::RedisBackend) {
+TEMPLATE_LIST_TEST_CASE("cost-1 entries followed by weighted ones are counted and expire exactly",
+                        "[sliding_window][weighted]", airl::test::Backends) {
   // On Redis a bucket of cost-1 entries keeps no costs hash; the first weighted entry starts one from the
   // entries already logged. Both backends must agree on every number.
   TestType backend;

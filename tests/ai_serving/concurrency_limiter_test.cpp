@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: MIT
-// Concurrency caps (ConcurrencyLimiter, Permit, both concurrency storages). The behavioural cases run on both
-// backends: in memory on a ManualClock (exact, no sleeps) and on a real redis-server (Redis's clock, bounded
-// waits). Then the cases only one backend has: in-memory memory bounds, exact retry hints and clock limits;
-// Redis keys, the script's refusals, forked processes (one that dies holding a permit, workers forked from
-// one limiter), a paused server, and an unreachable server under each failure policy. Every wait is bounded:
-// forked children are reaped with a deadline and killed past it.
+// Concurrency caps (ConcurrencyLimiter, Permit, both concurrency storages). The behavioural cases run on every
+// backend of caps_support.hpp: in memory on a ManualClock (exact, no sleeps) and, when the Redis backend is
+// built, on a real redis-server (Redis's clock, bounded waits). Then the cases only the in-memory backend has:
+// memory bounds, exact retry hints and clock limits, id clashes, fork. The Redis-only cases (keys, the
+// script's refusals, forked processes, a paused or unreachable server) are in
+// tests/redis/redis_concurrency_caps_test.cpp. Every wait is bounded: forked children are reaped with a
+// deadline and killed past it.
 #include <catch2/catch.hpp>
 
-#include "redis_test_support.hpp"
+#include "caps_support.hpp"
+#include "child_process.hpp"
+#include "support.hpp"
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -26,8 +28,6 @@
 #include <utility>
 #include <vector>
 
-#include <poll.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -37,102 +37,6 @@ using airl::Permit;
 using airl::Scope;
 
 namespace {
-
-using ManualConcurrencyStorage = airl::InMemoryConcurrencyStorage<airl::ManualClock>;
-
-// In memory on a ManualClock: time moves only when a test says so, every duration is exact.
-struct InMemoryCaps {
-  using Storage = ManualConcurrencyStorage;
-  static constexpr const char* name = "in-memory";
-  static constexpr std::chrono::milliseconds slack{0};
-  static constexpr int thread_iterations = 200;
-  static constexpr std::chrono::milliseconds longest_hold{2};
-
-  airl::ManualClock clock;
-
-  Storage make_storage() const { return Storage({}, clock); }
-  void advance(std::chrono::milliseconds by) { clock.advance(by); }
-  // Moves time by `by`, then asks once: on exact time there is nothing to wait for.
-  template <class Done>
-  bool after(std::chrono::milliseconds by, Done&& done) {
-    advance(by);
-    return done();
-  }
-};
-
-// On the shared redis-server, each backend object with its own key prefix. Real time passes.
-struct RedisCaps {
-  using Storage = airl::RedisConcurrencyStorage;
-  static constexpr const char* name = "redis";
-  static constexpr std::chrono::milliseconds slack{60};
-  static constexpr int thread_iterations = 40;
-  static constexpr std::chrono::milliseconds longest_hold{20};  // a few round trips
-
-  std::string key_prefix = unique_key_prefix();
-
-  Storage make_storage() const {
-    airl::RedisOptions options;
-    options.port = shared_redis().port();
-    options.key_prefix = key_prefix;
-    options.on_failure = airl::FailurePolicy::fail_closed;  // a Redis fault must fail the test
-    options.command_timeout = 1000ms;
-    options.connect_timeout = 1000ms;
-    return Storage(options);
-  }
-  void advance(std::chrono::milliseconds by) { std::this_thread::sleep_for(by); }
-  // Sleeps most of `by`, then asks until `done()` or a bounded time after `by` has passed.
-  template <class Done>
-  bool after(std::chrono::milliseconds by, Done&& done) {
-    std::this_thread::sleep_for(by - std::min(by, slack));
-    return eventually(done, 2 * slack + 2s);
-  }
-};
-
-template <class Backend>
-using LimiterOn = airl::ConcurrencyLimiter<typename Backend::Storage>;
-
-// Reaps `child`, waiting at most `limit` (WNOHANG polls); past it kills the child and returns nothing.
-std::optional<int> reap_within(pid_t child, std::chrono::milliseconds limit = 20s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  while (true) {
-    const pid_t done = ::waitpid(child, &status, WNOHANG);
-    if (done == child) return status;
-    if (done < 0) return std::nullopt;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ::kill(child, SIGKILL);
-      ::waitpid(child, &status, 0);  // returns at once: the child is dead
-      return std::nullopt;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-}
-
-// Whether a reaped child exited normally with code 0.
-bool exited_cleanly(const std::optional<int>& status) {
-  return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
-}
-
-// Reads exactly `size` bytes from `fd`, waiting at most `limit` in all; returns whether it got them.
-bool read_within(int fd, char* out, std::size_t size, std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  std::size_t got = 0;
-  while (got < size) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd readable{fd, POLLIN, 0};
-    if (::poll(&readable, 1, static_cast<int>(left.count())) != 1) return false;
-    const ssize_t n = ::read(fd, out + got, size - got);
-    if (n <= 0) return false;
-    got += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-std::string hex_of(const airl::PermitId& id) {
-  const auto hex = id.hex();
-  return std::string(hex.data(), hex.size());
-}
 
 // What 32 threads saw while taking and releasing permits in a loop.
 struct Contention {
@@ -208,10 +112,10 @@ Contention run_32_threads(LimiterOn<Backend>& limiter, std::uint64_t per_user, s
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
-// Both backends
+// Every backend (caps_support.hpp)
 
-TEMPLATE_TEST_CASE("never more permits in flight than a cap, and every cap is reached, under 32 threads",
-                   "[concurrency]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("never more permits in flight than a cap, and every cap is reached, under 32 threads",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   SECTION("the global cap binds (8 slots for 4 users of 3)") {
     LimiterOn<TestType> limiter({{"user", Scope::user, 3, 60s}, {"global", Scope::global, 8, 60s}},
@@ -239,8 +143,8 @@ TEMPLATE_TEST_CASE("never more permits in flight than a cap, and every cap is re
   }
 }
 
-TEMPLATE_TEST_CASE("a permit is released when the code holding it throws", "[concurrency]", InMemoryCaps,
-                   RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a permit is released when the code holding it throws",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 60s}}, backend.make_storage());
   const auto failing_completion = [&] {
@@ -255,8 +159,8 @@ TEMPLATE_TEST_CASE("a permit is released when the code holding it throws", "[con
   CHECK(limiter.metrics().held == 0);
 }
 
-TEMPLATE_TEST_CASE("a holder that never releases stops counting when its lease runs out", "[concurrency]",
-                   InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a holder that never releases stops counting when its lease runs out",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 300ms}}, backend.make_storage());
   Permit crashed = limiter.try_acquire("alice", "m");
@@ -285,8 +189,8 @@ TEMPLATE_TEST_CASE("a holder that never releases stops counting when its lease r
   CHECK(limiter.in_flight("user", "alice", "m") == 1);  // only the new holder
 }
 
-TEMPLATE_TEST_CASE("caps are all or nothing: a permit denied by one cap holds nothing in the others",
-                   "[concurrency]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("caps are all or nothing: a permit denied by one cap holds nothing in the others",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 2, 60s}, {"global", Scope::global, 1, 60s}},
                               backend.make_storage());
@@ -317,8 +221,8 @@ TEMPLATE_TEST_CASE("caps are all or nothing: a permit denied by one cap holds no
   CHECK(both.metrics().denied == 1);
 }
 
-TEMPLATE_TEST_CASE("renew() extends a lease for a long stream, but a lease already run out cannot be renewed",
-                   "[concurrency]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("renew() extends a lease for a long stream, but a lease already run out cannot be renewed",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 400ms}, {"global", Scope::global, 10, 400ms}},
                               backend.make_storage());
@@ -346,8 +250,8 @@ TEMPLATE_TEST_CASE("renew() extends a lease for a long stream, but a lease alrea
   CHECK(limiter.try_acquire("alice", "m"));
 }
 
-TEMPLATE_TEST_CASE("a lease lost in one cap is dropped in all of them when renew() finds it", "[concurrency]",
-                   InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a lease lost in one cap is dropped in all of them when renew() finds it",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   // The user cap's lease is short, the global one long: once the short one runs out the permit is lost.
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 200ms}, {"global", Scope::global, 1, 60s}},
@@ -361,7 +265,8 @@ TEMPLATE_TEST_CASE("a lease lost in one cap is dropped in all of them when renew
   CHECK(limiter.try_acquire("bob", "m"));
 }
 
-TEMPLATE_TEST_CASE("permits move, and a moved-from permit releases nothing", "[concurrency]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("permits move, and a moved-from permit releases nothing",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"pair", Scope::user_model, 1, 60s}}, backend.make_storage());
   const auto in_flight = [&] { return limiter.in_flight("pair", "alice", "m"); };
@@ -404,8 +309,8 @@ TEMPLATE_TEST_CASE("permits move, and a moved-from permit releases nothing", "[c
   CHECK(metrics.release_errors == 0);
 }
 
-TEMPLATE_TEST_CASE("max_in_flight 0 denies everything, and waiting never helps", "[concurrency]", InMemoryCaps,
-                   RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("max_in_flight 0 denies everything, and waiting never helps",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 5, 60s}, {"closed", Scope::model, 0, 60s}},
                               backend.make_storage());
@@ -417,8 +322,8 @@ TEMPLATE_TEST_CASE("max_in_flight 0 denies everything, and waiting never helps",
   CHECK(limiter.metrics().denied == 1);
 }
 
-TEMPLATE_TEST_CASE("each scope counts its own permits: user, model, user+model, global", "[concurrency]",
-                   InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("each scope counts its own permits: user, model, user+model, global",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> pairs({{"pair", Scope::user_model, 1, 60s}, {"model", Scope::model, 2, 60s}},
                             backend.make_storage());
@@ -448,8 +353,8 @@ TEMPLATE_TEST_CASE("each scope counts its own permits: user, model, user+model, 
   CHECK(users.in_flight("user", "a:b}{", "zzz") == 1);
 }
 
-TEMPLATE_TEST_CASE("a permit still releases after its limiter was moved", "[concurrency]", InMemoryCaps,
-                   RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a permit still releases after its limiter was moved",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> first({{"user", Scope::user, 1, 60s}}, backend.make_storage());
   Permit permit = first.try_acquire("alice", "m");
@@ -462,8 +367,8 @@ TEMPLATE_TEST_CASE("a permit still releases after its limiter was moved", "[conc
   CHECK(second.metrics().held == 0);
 }
 
-TEMPLATE_TEST_CASE("a late release never frees the slot someone else took after the lease ran out",
-                   "[concurrency]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a late release never frees the slot someone else took after the lease ran out",
+                        "[concurrency]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 300ms}}, backend.make_storage());
   Permit late = limiter.try_acquire("alice", "m");
@@ -481,8 +386,8 @@ TEMPLATE_TEST_CASE("a late release never frees the slot someone else took after 
   CHECK(limiter.metrics().held == 1);
 }
 
-TEMPLATE_TEST_CASE("renew() on a heartbeat thread may race release() on the request thread", "[concurrency][threads]",
-                   InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("renew() on a heartbeat thread may race release() on the request thread",
+                        "[concurrency][threads]", airl::test::CapsBackends) {
   TestType backend;
   LimiterOn<TestType> limiter({{"user", Scope::user, 1, 60s}}, backend.make_storage());
   const int rounds = TestType::thread_iterations;
@@ -514,8 +419,8 @@ TEMPLATE_TEST_CASE("renew() on a heartbeat thread may race release() on the requ
   CHECK(limiter.try_acquire("alice", "m"));
 }
 
-TEMPLATE_TEST_CASE("a permit destroyed after its thread's thread_locals are gone still releases safely",
-                   "[concurrency][lifecycle]", InMemoryCaps, RedisCaps) {
+TEMPLATE_LIST_TEST_CASE("a permit destroyed after its thread's thread_locals are gone still releases safely",
+                        "[concurrency][lifecycle]", airl::test::CapsBackends) {
   // A permit kept in a static or thread_local object outlives the thread-local buffers a storage might use
   // (at exit, thread_locals die before statics). Here a thread_local permit declared before the first
   // acquisition is destroyed after anything try_acquire() put in thread-local storage: under ASan a release
@@ -544,9 +449,11 @@ TEMPLATE_TEST_CASE("a permit destroyed after its thread's thread_locals are gone
   }
   const std::optional<int> status = reap_within(child);
   CHECK(exited_cleanly(status));
+#if AIRL_TEST_WITH_REDIS
   if constexpr (std::is_same_v<TestType, RedisCaps>) {
     CHECK(limiter.in_flight("user", "alice", "m") == 0);  // the child's release reached the shared store
   }
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -590,6 +497,7 @@ TEST_CASE("invalid caps, ids and storage calls are refused with std::invalid_arg
   CHECK_THROWS_AS(storage.try_acquire(same, id), std::invalid_argument);  // one scope twice
   CHECK(storage.active_keys() == 0);
 
+#if AIRL_TEST_WITH_REDIS  // the Redis storage's refusals, where it is built
   airl::RedisOptions empty_prefix;
   empty_prefix.key_prefix = "";
   CHECK_THROWS_AS(airl::RedisConcurrencyStorage(empty_prefix), std::invalid_argument);
@@ -605,6 +513,7 @@ TEST_CASE("invalid caps, ids and storage calls are refused with std::invalid_arg
                   std::invalid_argument);
   CHECK_NOTHROW(airl::RedisConcurrencyLimiter({{"top", Scope::global, std::uint64_t{1} << 53, 1s}},
                                               airl::RedisConcurrencyStorage()));
+#endif
   // In memory any count is exact.
   CHECK_NOTHROW(make({{"unlimited", Scope::global, std::numeric_limits<std::uint64_t>::max(), 1s}}));
 }
@@ -805,449 +714,4 @@ TEST_CASE("the default storage and class template argument deduction", "[concurr
   CHECK(permit.reason().empty());
   CHECK(permit.retry_after() == 0ms);
   CHECK_FALSE(limiter.try_acquire("alice", "m"));
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Redis only
-
-namespace {
-
-airl::RedisOptions concurrency_options(int port, airl::FailurePolicy policy, std::string prefix = unique_key_prefix()) {
-  airl::RedisOptions options;
-  options.port = port;
-  options.key_prefix = std::move(prefix);
-  options.on_failure = policy;
-  options.connect_timeout = 50ms;
-  options.command_timeout = 50ms;
-  options.pool_size = 2;
-  return options;
-}
-
-}  // namespace
-
-TEST_CASE("redis: each scope is a sorted set of permit ids scored by lease deadline, gone with its last permit",
-          "[concurrency][redis]") {
-  const RedisServer& server = shared_redis();
-  const std::string prefix = unique_key_prefix();
-  airl::RedisOptions options = concurrency_options(server.port(), airl::FailurePolicy::fail_closed, prefix);
-  options.command_timeout = options.connect_timeout = 1000ms;
-  airl::RedisConcurrencyLimiter limiter({{"pair", Scope::user_model, 2, 5s},
-                                         {"user", Scope::user, 2, 5s},
-                                         {"model", Scope::model, 2, 5s},
-                                         {"all", Scope::global, 2, 5s}},
-                                        airl::RedisConcurrencyStorage(options));
-  Permit permit = limiter.try_acquire("a:b}", "llama 3");
-  REQUIRE(permit);
-  const std::set<std::string> expected = {prefix + ":{u=a%3Ab%7D}:cc:um:pair:llama%203",
-                                          prefix + ":{u=a%3Ab%7D}:cc:u:user", prefix + ":{m=llama%203}:cc:m:model",
-                                          prefix + ":{g}:cc:g:all"};
-  const std::vector<std::string> found = server.keys_with_prefix(prefix);
-  CHECK(std::set<std::string>(found.begin(), found.end()) == expected);
-
-  const auto hex = permit.id().hex();
-  const std::string member(hex.data(), hex.size());
-  const RawReply time = must(server, {"TIME"});
-  const double now_us = std::stod(text_of(*time->element[0])) * 1e6 + std::stod(text_of(*time->element[1]));
-  for (const std::string& key : expected) {
-    CHECK(text_of(*must(server, {"TYPE", key})) == "zset");
-    const RawReply score = must(server, {"ZSCORE", key, member});
-    REQUIRE(score->type == REDIS_REPLY_STRING);
-    const double deadline_us = std::stod(text_of(*score));
-    CHECK(deadline_us > now_us + 4e6);  // about 5 s ahead on Redis's clock
-    CHECK(deadline_us <= now_us + 5e6);
-    const long long ttl = pttl(server, key);
-    CHECK(ttl > 4000);
-    CHECK(ttl <= 5000);
-  }
-  permit.release();
-  CHECK(server.keys_with_prefix(prefix).empty());
-}
-
-TEST_CASE("redis: the script is reloaded transparently after SCRIPT FLUSH", "[concurrency][redis]") {
-  RedisCaps backend;
-  airl::RedisConcurrencyLimiter limiter({{"user", Scope::user, 1, 60s}}, backend.make_storage());
-  Permit before = limiter.try_acquire("alice", "m");
-  REQUIRE(before);
-  must(shared_redis(), {"SCRIPT", "FLUSH"});
-  CHECK(limiter.in_flight("user", "alice", "m") == 1);
-  before.release();
-  must(shared_redis(), {"SCRIPT", "FLUSH"});
-  CHECK(limiter.try_acquire("alice", "m"));
-  CHECK(limiter.metrics().backend_errors == 0);
-}
-
-TEST_CASE("redis: a process that dies holding a permit stops counting when its lease runs out",
-          "[concurrency][redis]") {
-  const int port = shared_redis().port();  // started before the fork: the child only talks to it
-  const std::string prefix = unique_key_prefix();
-  const std::vector<ConcurrencyCap> caps = {{"user", Scope::user, 1, 400ms}};
-  int ready[2];
-  REQUIRE(::pipe(ready) == 0);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {  // the replica that crashes: acquires, says so, and dies without releasing anything
-    ::close(ready[0]);
-    char acquired = '0';
-    try {
-      airl::RedisOptions options = concurrency_options(port, airl::FailurePolicy::fail_closed, prefix);
-      options.command_timeout = options.connect_timeout = 1000ms;
-      airl::RedisConcurrencyLimiter replica(caps, airl::RedisConcurrencyStorage(options));
-      const Permit permit = replica.try_acquire("alice", "m");
-      if (permit) acquired = '1';
-      [[maybe_unused]] const auto written = ::write(ready[1], &acquired, 1);
-      ::_exit(0);  // holding the permit: no destructor runs, nothing is released
-    } catch (...) {
-    }
-    [[maybe_unused]] const auto written = ::write(ready[1], &acquired, 1);
-    ::_exit(1);
-  }
-  ::close(ready[1]);
-  pollfd wait_for_child{ready[0], POLLIN, 0};
-  char acquired = '0';
-  if (::poll(&wait_for_child, 1, 10'000) == 1) {
-    [[maybe_unused]] const auto got = ::read(ready[0], &acquired, 1);
-  }
-  ::close(ready[0]);
-  CHECK(reap_within(child).has_value());  // bounded: a child stuck past 20 s is killed
-  REQUIRE(acquired == '1');
-
-  airl::RedisOptions options = concurrency_options(port, airl::FailurePolicy::fail_closed, prefix);
-  options.command_timeout = options.connect_timeout = 1000ms;
-  airl::RedisConcurrencyLimiter survivor(caps, airl::RedisConcurrencyStorage(options));
-  CHECK(survivor.in_flight("user", "alice", "m") == 1);
-  CHECK_FALSE(survivor.try_acquire("alice", "m"));
-  Permit taken;
-  CHECK(eventually(
-      [&] {
-        taken = survivor.try_acquire("alice", "m");
-        return taken.acquired();
-      },
-      3s));
-}
-
-TEST_CASE("redis: workers forked from one limiter never share permit ids", "[concurrency][redis][fork]") {
-  const int port = shared_redis().port();
-  airl::RedisOptions options = concurrency_options(port, airl::FailurePolicy::fail_closed);
-  options.command_timeout = options.connect_timeout = 1000ms;
-  // A pre-fork server: the limiter is built in the parent (not used yet: no connection to share), then each
-  // process takes a permit under a cap of 2.
-  airl::RedisConcurrencyLimiter limiter({{"user", Scope::user, 2, 60s}}, airl::RedisConcurrencyStorage(options));
-  int to_parent[2], to_child[2];
-  REQUIRE(::pipe(to_parent) == 0);
-  REQUIRE(::pipe(to_child) == 0);
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {  // acquires, reports its id, releases when told, reports that
-    ::close(to_parent[0]);
-    ::close(to_child[1]);
-    int code = 0;
-    try {
-      Permit permit = limiter.try_acquire("alice", "m");
-      std::array<char, 33> report{};
-      report[0] = permit ? '1' : '0';
-      const auto hex = permit.id().hex();
-      std::copy(hex.begin(), hex.end(), report.begin() + 1);
-      if (::write(to_parent[1], report.data(), report.size()) != static_cast<ssize_t>(report.size())) code = 2;
-      char go = 0;
-      if (!read_within(to_child[0], &go, 1)) code = 4;
-      permit.release();
-      const char released = 'r';
-      if (::write(to_parent[1], &released, 1) != 1) code = 2;
-    } catch (...) {
-      code = 3;
-    }
-    ::_exit(code);
-  }
-  ::close(to_parent[1]);
-  ::close(to_child[0]);
-  std::array<char, 33> report{};
-  const bool reported = read_within(to_parent[0], report.data(), report.size());
-  Permit mine;
-  if (reported) mine = limiter.try_acquire("alice", "m");
-  const std::uint64_t both = reported ? limiter.in_flight("user", "alice", "m") : 0;
-  const bool third_denied = reported && !limiter.try_acquire("alice", "m");
-  const char go = 'g';
-  [[maybe_unused]] const auto sent = ::write(to_child[1], &go, 1);
-  char released = 0;
-  const bool child_released = read_within(to_parent[0], &released, 1);
-  ::close(to_parent[0]);
-  ::close(to_child[1]);
-  CHECK(exited_cleanly(reap_within(child)));
-  REQUIRE(reported);
-  CHECK(report[0] == '1');
-  REQUIRE(mine);
-  CHECK(std::string(report.data() + 1, 32) != hex_of(mine.id()));
-  CHECK(both == 2);  // two leases: neither overwrote the other
-  CHECK(third_denied);
-  REQUIRE(child_released);
-  CHECK(limiter.in_flight("user", "alice", "m") == 1);  // the child's release left the parent's lease alone
-  CHECK(mine.renew());
-}
-
-TEST_CASE("redis: the script refuses a repeated key, a lease above 366 days and an id already held, before "
-          "any write",
-          "[concurrency][redis][validation]") {
-  const RedisServer& server = shared_redis();
-  const std::string prefix = unique_key_prefix();
-  const std::string script(airl::detail::concurrency_script);
-  const std::string a = prefix + ":{g}:cc:g:a", b = prefix + ":{g}:cc:g:b";
-  const std::string max_lease_us = "31622400000000";  // 366 days
-  const auto eval = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {"EVAL", script});
-    RawReply reply = server.command(args);
-    REQUIRE(reply);
-    return reply;
-  };
-  const auto refused = [](const RawReply& reply, std::string_view why) {
-    return reply->type == REDIS_REPLY_ERROR && text_of(*reply).find(why) != std::string::npos;
-  };
-  // The script's answer for an id already held: {-1}, and nothing written (the storage throws PermitIdInUse).
-  const auto id_in_use = [](const RawReply& reply) {
-    return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
-           reply->element[0]->integer == -1;
-  };
-
-  CHECK(refused(eval({"2", a, a, "acquire", "id-1", "5", "1000", "5", "1000"}), "passed twice"));
-  CHECK(refused(eval({"2", a, a, "release", "id-1"}), "passed twice"));
-  CHECK(refused(eval({"1", a, "acquire", "id-1", "5", "31622400000001"}), "lease"));
-  CHECK(server.keys_with_prefix(prefix).empty());
-  const RawReply longest = eval({"1", a, "acquire", "id-1", "5", max_lease_us});
-  REQUIRE(longest->type == REDIS_REPLY_ARRAY);
-  CHECK(longest->element[0]->integer == 1);
-  CHECK(refused(eval({"1", a, "renew", "id-1", "31622400000001"}), "lease"));
-  CHECK(eval({"1", a, "renew", "id-1", max_lease_us})->integer == 1);
-
-  // An id that is already a member of any key (even with its lease run out) is never overwritten.
-  must(server, {"ZADD", b, "1", "id-2"});  // a deadline long past: a lease that ran out, not yet dropped
-  const RawReply clash = eval({"2", a, b, "acquire", "id-2", "5", "1000", "5", "1000"});
-  CHECK(id_in_use(clash));
-  CHECK(text_of(*must(server, {"ZSCORE", b, "id-2"})) == "1");  // not expired, not overwritten
-  CHECK(must(server, {"ZCARD", a})->integer == 1);               // a only holds id-1
-  CHECK(id_in_use(eval({"1", a, "acquire", "id-1", "5", "1000"})));
-  CHECK(must(server, {"ZCARD", a})->integer == 1);
-  must(server, {"DEL", a, b});
-}
-
-TEST_CASE("redis: try_acquire() with an id already held throws PermitIdInUse and takes nothing",
-          "[concurrency][redis][validation]") {
-  RedisCaps backend;
-  airl::RedisConcurrencyStorage storage = backend.make_storage();
-  const airl::PermitId id{7, 7};
-  const airl::ConcurrencySlot slots[] = {{{Scope::user, "user", "alice", "m"}, 5, 60s},
-                                         {{Scope::global, "all", {}, {}}, 5, 60s}};
-  REQUIRE(storage.try_acquire(slots, id).acquired);
-  const airl::ConcurrencySlot other_user[] = {{{Scope::user, "user", "bob", "m"}, 5, 60s},
-                                              {{Scope::global, "all", {}, {}}, 5, 60s}};
-  CHECK_THROWS_AS(storage.try_acquire(other_user, id), airl::PermitIdInUse);  // held in the global scope
-  CHECK(storage.in_flight(other_user[0]) == 0);                               // bob's scope got nothing
-  CHECK(storage.in_flight(slots[1]) == 1);
-  storage.release(slots, id, airl::LeaseLocation::store);
-  CHECK(storage.in_flight(slots[1]) == 0);
-}
-
-TEST_CASE("redis: a rate limiter's reset(user) under the same key prefix leaves the user's permits counting",
-          "[concurrency][redis]") {
-  airl::RedisOptions options = concurrency_options(shared_redis().port(), airl::FailurePolicy::fail_closed);
-  options.command_timeout = options.connect_timeout = 1000ms;
-  airl::RedisConcurrencyLimiter caps({{"user", Scope::user, 1, 60s}, {"pair", Scope::user_model, 1, 60s}},
-                                     airl::RedisConcurrencyStorage(options));
-  airl::MultiTierLimiter<airl::RedisStorage> rates(
-      {airl::Tier{"rpm", Scope::user, airl::Quota{100, 60s}, airl::Unit::requests}}, airl::RedisStorage(options));
-  Permit permit = caps.try_acquire("alice", "m");
-  REQUIRE(permit);
-  REQUIRE(rates.allow("alice", "m"));
-  rates.reset("alice");
-  CHECK(rates.usage("rpm", "alice", "m") == 0);       // the reset did its job
-  CHECK(caps.in_flight("user", "alice", "m") == 1);  // and left the concurrency keys alone
-  CHECK(caps.in_flight("pair", "alice", "m") == 1);
-  CHECK_FALSE(caps.try_acquire("alice", "m"));
-  CHECK(permit.renew());
-}
-
-TEST_CASE("redis paused: an acquisition that timed out does not keep its slot when the server resumes",
-          "[concurrency][redis][faults]") {
-  // A command that timed out still runs when a stalled server resumes. Its lease must not lock the slot
-  // for the full 60 s lease: fail_closed and local release it before the storage's next call, a degraded
-  // fail_open permit releases it when it ends.
-  RedisServer server;
-  const std::vector<ConcurrencyCap> caps = {{"user", Scope::user, 1, 60s}};
-  const auto make = [&](airl::FailurePolicy policy) {
-    return airl::RedisConcurrencyLimiter(caps,
-                                         airl::RedisConcurrencyStorage(concurrency_options(server.port(), policy)));
-  };
-  const auto connected = [](airl::RedisConcurrencyLimiter& limiter) {  // a pooled connection is open
-    return eventually(
-        [&] {
-          try {
-            return limiter.in_flight("user", "alice", "m") == 0;
-          } catch (const airl::BackendError&) {  // 50 ms timeouts on a busy machine
-            return false;
-          }
-        },
-        5s);
-  };
-  const auto slot_frees = [](airl::RedisConcurrencyLimiter& limiter, Permit& taken) {
-    return eventually(
-        [&] {
-          try {
-            taken = limiter.try_acquire("alice", "m");
-          } catch (const airl::BackendError&) {  // the first call after the resume may still time out
-          }
-          return taken.acquired() && !taken.degraded();
-        },
-        5s);
-  };
-
-  SECTION("fail_closed") {
-    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_closed);
-    REQUIRE(connected(limiter));
-    server.pause();
-    const Permit refused = limiter.try_acquire("alice", "m");  // refused, not thrown (FailurePolicy::fail_closed)
-    CHECK_FALSE(refused);
-    CHECK(refused.status() == airl::Status::backend_unavailable);
-    CHECK(limiter.storage().pending_releases() == 1);
-    server.resume();
-    Permit taken;
-    CHECK(slot_frees(limiter, taken));
-    CHECK(limiter.storage().pending_releases() == 0);
-    CHECK(limiter.in_flight("user", "alice", "m") == 1);
-    CHECK(limiter.metrics().held == 1);
-  }
-  SECTION("local") {
-    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::local);
-    REQUIRE(connected(limiter));
-    server.pause();
-    {
-      const Permit fallback = limiter.try_acquire("alice", "m");
-      CHECK(fallback.degraded());
-    }
-    server.resume();
-    Permit taken;
-    CHECK(slot_frees(limiter, taken));
-    CHECK(limiter.in_flight("user", "alice", "m") == 1);
-  }
-  SECTION("fail_open, released after the resume") {
-    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_open);
-    REQUIRE(connected(limiter));
-    server.pause();
-    Permit degraded = limiter.try_acquire("alice", "m");
-    CHECK(degraded.degraded());
-    CHECK(degraded.renew());  // no confirmed lease: assumed, without asking the stalled server
-    server.resume();
-    degraded.release();  // its acquisition may have run after all: release it
-    Permit taken;
-    CHECK(slot_frees(limiter, taken));
-    CHECK(limiter.in_flight("user", "alice", "m") == 1);
-    const airl::ConcurrencyMetrics metrics = limiter.metrics();
-    CHECK(metrics.held == 1);
-    CHECK(metrics.renewed == 1);
-  }
-  SECTION("fail_open, released during the pause") {
-    airl::RedisConcurrencyLimiter limiter = make(airl::FailurePolicy::fail_open);
-    REQUIRE(connected(limiter));
-    server.pause();
-    {
-      const Permit degraded = limiter.try_acquire("alice", "m");
-      CHECK(degraded.degraded());
-    }  // its release fails too: it waits for the next call
-    CHECK(limiter.metrics().release_errors == 1);
-    CHECK(limiter.storage().pending_releases() == 1);
-    server.resume();
-    Permit taken;
-    CHECK(slot_frees(limiter, taken));
-    CHECK(limiter.storage().pending_releases() == 0);
-    CHECK(limiter.in_flight("user", "alice", "m") == 1);
-    CHECK(limiter.metrics().held == 1);
-  }
-}
-
-TEST_CASE("redis unreachable: fail_closed refuses with backend_unavailable (no exception), fail_open grants a "
-          "degraded permit, local caps in process",
-          "[concurrency][redis][faults]") {
-  const int closed_port = free_loopback_port();  // nothing listens there
-  const std::vector<ConcurrencyCap> caps = {{"user", Scope::user, 1, 60s}};
-
-  // fail_closed means what it means for a rate decision: a refusal whose status is backend_unavailable.
-  airl::RedisConcurrencyLimiter closed(
-      caps, airl::RedisConcurrencyStorage(concurrency_options(closed_port, airl::FailurePolicy::fail_closed)));
-  const Permit unavailable = closed.try_acquire("alice", "m");
-  CHECK_FALSE(unavailable);
-  CHECK(unavailable.status() == airl::Status::backend_unavailable);
-  CHECK(unavailable.reason() == airl::backend_unavailable_reason);
-  CHECK(unavailable.degraded());
-  CHECK(unavailable.retry_after() > 0ms);
-  CHECK_THROWS_AS(closed.in_flight("user", "alice", "m"), airl::BackendError);  // not a decision: thrown
-  CHECK(closed.metrics().backend_errors == 2);
-  CHECK(closed.metrics().degraded == 1);
-  CHECK(closed.metrics().denied == 1);
-  CHECK(closed.metrics().denied_backend_unavailable == 1);
-  CHECK(closed.metrics().acquired == 0);
-  CHECK(closed.metrics().held == 0);
-
-  airl::RedisConcurrencyLimiter open(
-      caps, airl::RedisConcurrencyStorage(concurrency_options(closed_port, airl::FailurePolicy::fail_open)));
-  Permit first = open.try_acquire("alice", "m");
-  Permit second = open.try_acquire("alice", "m");  // nothing is known: availability first
-  CHECK(first);
-  CHECK(second);
-  CHECK(first.degraded());
-  CHECK(first.renew());  // it holds no lease to lose
-  first.release();
-  CHECK_FALSE(first);
-  airl::ConcurrencyMetrics metrics = open.metrics();
-  CHECK(metrics.acquired == 2);
-  CHECK(metrics.degraded == 2);
-  CHECK(metrics.backend_errors == 2);
-  CHECK(metrics.release_errors == 0);  // nothing was sent to release: the acquisitions never left
-  CHECK(metrics.held == 1);            // second; first was released
-  CHECK(metrics.renewed == 1);         // first's renew counts, though it needed no store
-  second.release();
-  for (int i = 0; i < 5; ++i) {
-    Permit passing = open.try_acquire("alice", "m");
-    CHECK(passing.renew());
-  }
-  metrics = open.metrics();
-  CHECK(metrics.held == 0);  // degraded permits stop counting as held when they end
-  CHECK(metrics.renewed == 6);
-  CHECK(metrics.acquired == 7);
-  CHECK(open.storage().pending_releases() == 0);  // nothing was sent, so nothing is left to release
-
-  airl::RedisConcurrencyLimiter local(
-      caps, airl::RedisConcurrencyStorage(concurrency_options(closed_port, airl::FailurePolicy::local)));
-  Permit mine = local.try_acquire("alice", "m");
-  CHECK(mine);
-  CHECK(mine.degraded());
-  const Permit refused = local.try_acquire("alice", "m");
-  CHECK_FALSE(refused);
-  CHECK(refused.reason() == "user");
-  CHECK(local.storage().active_keys() == 1);
-  CHECK(mine.renew());
-  mine.release();
-  CHECK(local.storage().active_keys() == 0);
-  CHECK(local.try_acquire("alice", "m"));
-}
-
-TEST_CASE("redis: a release that fails is swallowed and counted, and the lease runs out on its own",
-          "[concurrency][redis][faults]") {
-  RedisServer server;
-  airl::RedisConcurrencyLimiter limiter(
-      {{"user", Scope::user, 1, 60s}},
-      airl::RedisConcurrencyStorage(concurrency_options(server.port(), airl::FailurePolicy::fail_closed)));
-  Permit permit = limiter.try_acquire("alice", "m");
-  REQUIRE(permit);
-  server.kill();
-  CHECK_NOTHROW(permit.release());
-  CHECK_FALSE(permit);
-  const airl::ConcurrencyMetrics metrics = limiter.metrics();
-  CHECK(metrics.release_errors == 1);
-  CHECK(metrics.backend_errors == 1);
-  CHECK(metrics.held == 0);
-  Permit streaming = [&] {
-    server.start();  // an empty server again (no persistence)
-    return limiter.try_acquire("alice", "m");
-  }();
-  REQUIRE(streaming);
-  server.kill();
-  CHECK_THROWS_AS(streaming.renew(), airl::BackendError);  // fail_closed: the fault is the caller's
-  CHECK(streaming.acquired());                             // state unknown: still tries to release
 }

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT
+// Reserve, then settle, on Redis only: costs above 2^53 refused through SlidingWindowLimiter, a settle on a
+// server that is down, and settles under FailurePolicy::local during an outage. The cases both backends
+// share are in tests/ai_serving/settle_test.cpp.
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+
+#include <cstdint>
+#include <stdexcept>
+
+using namespace airl::test;
+
+TEST_CASE("settle on Redis refuses costs above 2^53 and works through SlidingWindowLimiter", "[settle][redis]") {
+  RedisBackend backend;
+  airl::SlidingWindowLimiter<airl::RedisStorage> limiter({1'000, 60s}, backend.make_storage());
+  REQUIRE(limiter.allow(reserve("lee", "m", 300, "r")));
+  CHECK_THROWS_AS(limiter.settle("lee", "m", "r", (std::uint64_t{1} << 53) + 1), std::invalid_argument);
+  CHECK(limiter.usage("lee", "m") == 300);
+  CHECK(limiter.settle("lee", "m", "r", 20));
+  CHECK(limiter.usage("lee", "m") == 20);
+}
+
+TEST_CASE("settle on a Redis that is down throws BackendError and counts it", "[settle][redis][faults]") {
+  for (const airl::FailurePolicy policy : {airl::FailurePolicy::fail_open, airl::FailurePolicy::fail_closed}) {
+    airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {100, 60s}}},
+                                                       airl::RedisStorage(options_for_closed_port(policy)));
+    CHECK_THROWS_AS(limiter.settle("u", "m", "r", 1), airl::BackendError);
+    CHECK(limiter.metrics().backend_errors == 1);
+  }
+}
+
+TEST_CASE("with FailurePolicy::local, requests admitted during an outage are settled in the local store",
+          "[settle][redis][faults]") {
+  // Nothing listens on the port: every request is decided locally.
+  airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {1'000, 60s}}},
+                                                     airl::RedisStorage(options_for_closed_port(airl::FailurePolicy::local)));
+  for (int i = 0; i < 2; ++i) REQUIRE(limiter.allow(reserve("oli", "m", 400, id("r", i))).degraded);
+  CHECK_FALSE(limiter.allow(reserve("oli", "m", 400, "r-2")));  // 800 reserved locally: no room for 400
+  CHECK(limiter.settle("oli", "m", "r-0", 10));                   // refunded in the local store
+  CHECK(limiter.settle("oli", "m", "r-1", 10));
+  CHECK(limiter.allow(reserve("oli", "m", 400, "r-2")));
+  CHECK_FALSE(limiter.settle("oli", "m", "never", 10));
+}
