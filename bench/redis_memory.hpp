@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Redis memory per bucket and per entry: INFO memory used_memory before and after creating buckets
-// through the limiter, for unit and weighted costs (docs/REDIS.md, "Memory per bucket and per entry").
+// through the limiter, for unit and weighted costs (docs/PERFORMANCE.md, "Redis").
 
 #include "redis_raw.hpp"
 

@@ -33,8 +33,8 @@ struct ConcurrencyCap {
   std::chrono::milliseconds lease;
 };
 
-// The identity of one permit: 128 bits, unique across processes. A limiter draws a base (96 bits from
-// std::random_device and the process id) and adds a counter; a forked child draws its own base before its
+// The identity of one permit: 128 bits, unique across processes. A limiter draws a base (96 random bits from
+// the operating system, and the process id) and adds a counter; a forked child draws its own base before its
 // first permit, so workers forked from one limiter never share ids. A storage that can see another process's
 // leases (Redis) also refuses an id it already holds (PermitIdInUse) instead of overwriting that lease.
 struct PermitId {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // The Redis backend: the only public header that needs hiredis (CMake target airl::redis). Many serving
-// replicas share one quota through one Redis server, a Sentinel-watched master or a Redis Cluster.
+// replicas share one quota through one Redis server.
 
 #include "airl.hpp"
 #include "redis/errors.hpp"

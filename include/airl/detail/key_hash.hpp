@@ -2,7 +2,7 @@
 #pragma once
 // airl's string hash: seeded, inline, one multiply per 16 bytes (wyhash's mixing step). The in-memory store
 // places keys with it (memory/bucket_key.hpp hashes a bucket's parts directly, no key string built), and the
-// limiters' string maps use it (limiter/transparent_hash.hpp). Written here rather than std::hash because it is
+// limiters' string maps use it (transparent_hash.hpp). Written here rather than std::hash because it is
 // inline (libstdc++'s string hash is an out-of-line call) and takes a seed: each store draws its own, so keys
 // crafted to collide in one process do not collide in another. It is fast, not cryptographic.
 

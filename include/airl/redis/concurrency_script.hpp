@@ -2,7 +2,7 @@
 #pragma once
 // The one Lua script behind the Redis concurrency storage: leases on in-flight permits, taken, released and
 // renewed atomically inside Redis on Redis's own clock (TIME), so replicas with skewed clocks agree on when a
-// lease runs out. docs/AI-SERVING.md, section "Concurrency caps", subsection "On Redis", explains it.
+// lease runs out. docs/REDIS.md, section "The concurrency script", explains it.
 
 #include <string_view>
 

@@ -101,47 +101,33 @@ AIRL_DETAIL_HOT_INLINE void sweep_next_shard(Shard<State>* shards, std::size_t s
   sweep_if_free(shards[index], now, incremental_sweep, budget);
 }
 
-// The earliest expiry of the store. Each shard's hint is a lower bound (an admission to its oldest entry does
-// not raise it), so the shard with the lowest hint is refreshed under its lock until the lowest value is an
-// exact one: usually one or two shards are locked, not all of them. Call with no shard lock held.
-template <class State>
-AIRL_DETAIL_COLD std::int64_t earliest_expiry(Shard<State>* shards, std::size_t shard_count) {
-  struct Candidate {
-    std::int64_t expiry;
-    bool exact;
-  };
-  std::vector<Candidate> candidates(shard_count);
-  for (std::size_t i = 0; i < shard_count; ++i) {
-    candidates[i] = Candidate{shards[i].expiry_hint.load(std::memory_order_relaxed), false};
-  }
-  for (;;) {
-    const auto lowest = std::min_element(candidates.begin(), candidates.end(),
-                                         [](const Candidate& a, const Candidate& b) { return a.expiry < b.expiry; });
-    if (lowest->exact || lowest->expiry == never_ticks) return lowest->expiry;
-    Shard<State>& shard = shards[static_cast<std::size_t>(lowest - candidates.begin())];
-    Lock lock(shard.mutex);
-    shard.refresh_hint();
-    *lowest = Candidate{shard.expiry_hint.load(std::memory_order_relaxed), true};
-  }
-}
-
-// When the `n`-th entry to expire (counting from 1) expires: expired_ticks ("soon") when fewer than n
-// expiries are seen (entries another thread is creating right now are not visible yet). Call with no shard
-// lock held.
+// When the `n`-th entry to expire (counting from 1) expires: expired_ticks ("soon") when fewer than n expiries
+// are seen (entries another thread is creating right now are not visible yet). For n = 1 it reads the shards'
+// hints and refreshes, under its lock, only a shard whose hint (a lower bound) is below the best exact expiry
+// found so far: usually one or two shards are locked, not all of them, however full the store is. Call with no
+// shard lock held.
 template <class State>
 AIRL_DETAIL_COLD std::int64_t nth_earliest_expiry(Shard<State>* shards, std::size_t shard_count, std::size_t n) {
   if (n == 1) {
-    const std::int64_t earliest = earliest_expiry(shards, shard_count);
+    std::int64_t earliest = never_ticks;
+    for (std::size_t i = 0; i < shard_count; ++i) {
+      if (shards[i].expiry_hint.load(std::memory_order_relaxed) >= earliest) continue;
+      Lock lock(shards[i].mutex);
+      shards[i].refresh_hint();
+      earliest = std::min(earliest, shards[i].expiry_hint.load(std::memory_order_relaxed));
+    }
     return earliest == never_ticks ? expired_ticks : earliest;
   }
-  std::vector<std::int64_t> expiries;
+  std::vector<std::int64_t> earliest;  // the n earliest seen so far, ascending
   for (std::size_t i = 0; i < shard_count; ++i) {
     Lock lock(shards[i].mutex);
-    shards[i].earliest_expiries(n, expiries);
+    shards[i].earliest_expiries(n, [&](std::int64_t expiry) {
+      if (earliest.size() == n && expiry >= earliest.back()) return;
+      if (earliest.size() == n) earliest.pop_back();
+      earliest.insert(std::upper_bound(earliest.begin(), earliest.end(), expiry), expiry);
+    });
   }
-  if (expiries.size() < n) return expired_ticks;
-  std::nth_element(expiries.begin(), expiries.begin() + static_cast<std::ptrdiff_t>(n - 1), expiries.end());
-  return expiries[n - 1];
+  return earliest.size() < n ? expired_ticks : earliest.back();
 }
 
 // The wait of a request refused because `short_of_keys` of its `missing` new keys do not fit: until that many

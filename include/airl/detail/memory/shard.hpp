@@ -131,12 +131,13 @@ class alignas(64) Shard {
     return dropped;
   }
 
-  // Appends the expiry times of (up to) the `count` entries that expire first in each list of this shard.
-  void earliest_expiries(std::size_t count, std::vector<std::int64_t>& out) const AIRL_REQUIRES(mutex) {
+  // Calls seen(expiry) for (up to) the `count` entries that expire first in each list of this shard.
+  template <class Seen>
+  void earliest_expiries(std::size_t count, Seen&& seen) const AIRL_REQUIRES(mutex) {
     for (const ExpiryList& list : lists_) {
       std::size_t taken = 0;
       for (const Item* entry = list.oldest; entry != nullptr && taken < count; entry = entry->newer, ++taken) {
-        out.push_back(entry->state.expiry(list.window));
+        seen(entry->state.expiry(list.window));
       }
     }
   }
