@@ -10,7 +10,7 @@ TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk ya
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
 
 .PHONY: demo gateway bench-gateway test test-asan test-tsan test-clang test-core bench bench-redis bench-compile \
-  bench-instructions clean
+  bench-instructions sdk-packages clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
 demo:
@@ -29,8 +29,14 @@ gateway:
 	cmake --build build/gateway -j$(JOBS) --target airl_gateway
 	./build/gateway/examples/gateway/airl_gateway --config examples/gateway/gateway.conf $(GATEWAY_FLAGS)
 
+# The official OpenAI Node SDK for tests/gateway/gateway_sdk_test.cpp, at the version its lock file pins
+# (node and npm from Debian when missing; the package from the npm registry).
+sdk-packages:
+	@command -v npm >/dev/null 2>&1 || .ci/ensure-packages nodejs npm
+	npm ci --prefix tests/gateway/sdk --no-audit --no-fund --loglevel=error
+
 # Installs missing packages (as root), builds everything, runs every test.
-test:
+test: sdk-packages
 	@.ci/ensure-packages $(TEST_PACKAGES)
 	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_BUILD_TESTS=ON -DAIRL_BUILD_EXAMPLES=ON
 	cmake --build build/test -j$(JOBS)
@@ -38,13 +44,13 @@ test:
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer
 # (benchmarks are built by `make test` already; the sanitizer builds skip them).
-test-asan:
+test-asan: sdk-packages
 	@.ci/ensure-packages $(TEST_PACKAGES)
 	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAIRL_SANITIZER=address,undefined -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/asan -j$(JOBS)
 	ctest --test-dir build/asan --output-on-failure -j$(JOBS)
 
-test-tsan:
+test-tsan: sdk-packages
 	@.ci/ensure-packages $(TEST_PACKAGES)
 	cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_SANITIZER=thread -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/tsan -j$(JOBS)
@@ -52,7 +58,7 @@ test-tsan:
 
 # The whole suite built with clang, warnings as errors: clang also checks the locking rules the headers state
 # (-Wthread-safety, detail/thread_annotations.hpp). Runs it too.
-test-clang:
+test-clang: sdk-packages
 	@.ci/ensure-packages $(TEST_PACKAGES) clang
 	CXX=clang++ cmake -S . -B build/clang -DCMAKE_BUILD_TYPE=Debug -DAIRL_WARNINGS_AS_ERRORS=ON -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/clang -j$(JOBS)

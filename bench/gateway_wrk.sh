@@ -2,7 +2,7 @@
 # The gateway under wrk, next to its own baseline: the same binary with --unlimited (no limiter at all), so
 # the difference is what airl costs a real HTTP server. Three runs of $SECONDS_PER_RUN s each, on 127.0.0.1:
 #   unlimited   no limiter (auth, JSON, the simulated GPU with 0 us per token, the reply)
-#   admitted    every request admitted: concurrency caps + 4 rate tiers + settle, limits never reached
+#   admitted    every request admitted: concurrency caps + 6 rate tiers + settle, limits never reached
 #   refused     limits far below the load: mostly 429s (the denial path)
 # Usage: bench/gateway_wrk.sh BUILD_DIR   (make bench-gateway builds Release and runs it)
 set -euo pipefail
@@ -14,8 +14,9 @@ trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 keys=""
 for u in 0 1 2 3; do keys+="key sk-load-$u load-user-$u"$'\n'; done
-printf 'limit user_model_rpm 1000000000\nlimit user_model_tpm 1000000000000\nlimit model_rpm 1000000000\nlimit model_tpm 1000000000000\nin_flight user 64\n%s' "$keys" > "$work/admitted.conf"
-printf 'limit user_model_rpm 250\nin_flight user 64\n%s' "$keys" > "$work/refused.conf"
+high='limit user_model_rpm 1000000000\nlimit user_model_tpm 1000000000000\nlimit user_rpm 1000000000\nlimit user_tpm 1000000000000\nlimit model_rpm 1000000000\nlimit model_tpm 1000000000000\n'
+printf "model llama\n$high"'in_flight user 64\n%s' "$keys" > "$work/admitted.conf"
+printf "model llama\n$high"'limit user_model_rpm 250\nin_flight user 64\n%s' "$keys" > "$work/refused.conf"
 cat > "$work/rotate.lua" <<'LUA'
 local n = 0
 wrk.method = "POST"
@@ -31,11 +32,12 @@ LUA
 port=18931
 run() {
   local name=$1 config=$2; shift 2
-  "$binary" --config "$config" --port $port --us-per-token 0 --reply-tokens 8 "$@" > "$work/$name.log" 2>&1 &
+  "$binary" --config "$config" --port $port --admin-port $((port + 100)) --us-per-token 0 --reply-tokens 8 "$@" \
+    > "$work/$name.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/livez" > /dev/null && break; sleep 0.05; done
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + 100))/livez" > /dev/null && break; sleep 0.05; done
   wrk -t2 -c16 -d"${seconds}s" -s "$work/rotate.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$work/$name.wrk"
-  curl -s "http://127.0.0.1:$port/metrics" > "$work/$name.metrics"
+  curl -s "http://127.0.0.1:$((port + 100))/metrics" > "$work/$name.metrics"
   kill $pid; wait $pid || true
   local rps latency limiter_sum limiter_count
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.wrk")

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Headers a client understands: requests per minute and tokens per minute for each user and model, and the
 // HTTP response a serving binary builds from each decision with <airl/http.hpp>: status, RateLimit-Policy,
-// RateLimit, OpenAI's x-ratelimit-* headers, Retry-After and a problem+json body on 429.
+// RateLimit, OpenAI's x-ratelimit-* headers, Retry-After and retry-after-ms, and on 429 the body OpenAI's SDKs
+// read ({"error":{...}}; a client asking for application/problem+json would get http::problem_json instead).
 // Exits 0 only when the responses are what this file says (it runs as a CTest test).
 
 #include <airl/airl.hpp>
@@ -21,8 +22,8 @@ void respond(const airl::Decision& decision, const std::vector<airl::Tier>& tier
     std::printf("%s: %s\n", header.name.c_str(), header.value.c_str());
   }
   if (!decision.allowed) {
-    std::printf("Content-Type: %s\n\n%s\n", std::string(airl::http::problem_content_type).c_str(),
-                airl::http::problem_json(decision).c_str());
+    std::printf("Content-Type: %s\n\n%s\n", std::string(airl::http::openai_content_type).c_str(),
+                airl::http::openai_error_json(decision, tiers).c_str());
   }
   std::puts("");
 }

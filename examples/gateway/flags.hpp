@@ -16,7 +16,8 @@ namespace gateway {
 inline constexpr const char* usage_text =
     "usage: airl_gateway --config FILE [options]\n"
     "  --listen ADDR            address to bind (default 127.0.0.1)\n"
-    "  --port N                 port (default 8080)\n"
+    "  --port N                 API port (default 8080)\n"
+    "  --admin-port N           port of /livez, /healthz and /metrics, on its own threads (default 8081)\n"
     "  --redis HOST:PORT        share the limits through Redis (default: in memory, this process only)\n"
     "  --redis-prefix P         Redis key prefix (default airl-gateway)\n"
     "  --failure-policy P       when Redis fails: fail_open (default), fail_closed or local\n"
@@ -24,8 +25,14 @@ inline constexpr const char* usage_text =
     "  --queue N                completions waiting for a GPU before 503 (default 64)\n"
     "  --us-per-token N         simulated time per output token, microseconds (default 2000)\n"
     "  --reply-tokens N         tokens a reply has, at most max_tokens (default 16)\n"
-    "  --max-body-bytes N       larger request bodies get 400 (default 65536)\n"
-    "  --http-threads N         connections served at once (default 64)\n"
+    "  --max-body-bytes N       larger request bodies get 413, refused while reading (default 65536)\n"
+    "  --http-threads N         requests handled at once (default 64)\n"
+    "  --max-connections N      open API connections in all; more get 503 (default 4096)\n"
+    "  --max-connections-per-address N   from one client address; more get 429 (default 32; behind a\n"
+    "                           proxy every connection comes from its address: raise it)\n"
+    "  --request-timeout-ms N   a request's first byte to its last, head and body; then 408 (default 10000)\n"
+    "  --idle-timeout-ms N      a kept-alive connection with no request closes after this (default 5000)\n"
+    "  --slot-retry-after-ms N  the retry hint when an in-flight cap is full (default 1000)\n"
     "  --shutdown-grace-ms N    on SIGTERM, how long in-flight requests may take (default 10000)\n"
     "  --unlimited              no limits: the model server behind a sidecar\n";
 
@@ -33,6 +40,7 @@ struct Flags {
   std::string config_path;
   std::string listen = "127.0.0.1";
   int port = 8080;
+  int admin_port = 8081;
   std::optional<std::string> redis;
   std::string redis_prefix = "airl-gateway";
   airl::FailurePolicy failure_policy = airl::FailurePolicy::fail_open;
@@ -42,6 +50,11 @@ struct Flags {
   std::uint64_t reply_tokens = 16;
   std::uint64_t max_body_bytes = 65536;
   std::uint64_t http_threads = 64;
+  std::uint64_t max_connections = 4096;
+  std::uint64_t max_connections_per_address = 32;
+  std::uint64_t request_timeout_ms = 10000;
+  std::uint64_t idle_timeout_ms = 5000;
+  std::uint64_t slot_retry_after_ms = 1000;
   std::uint64_t shutdown_grace_ms = 10000;
   bool unlimited = false;
 };
@@ -77,6 +90,7 @@ inline Flags parse_flags(int argc, char** argv) {
     if (flag == "--config") flags.config_path = value;
     else if (flag == "--listen") flags.listen = value;
     else if (flag == "--port") flags.port = static_cast<int>(parse_count(flag, value, 1, 65535));
+    else if (flag == "--admin-port") flags.admin_port = static_cast<int>(parse_count(flag, value, 1, 65535));
     else if (flag == "--redis") flags.redis = std::string(value);
     else if (flag == "--redis-prefix") flags.redis_prefix = value;
     else if (flag == "--failure-policy") flags.failure_policy = parse_failure_policy(value);
@@ -86,10 +100,16 @@ inline Flags parse_flags(int argc, char** argv) {
     else if (flag == "--reply-tokens") flags.reply_tokens = parse_count(flag, value, 1, 1'000'000);
     else if (flag == "--max-body-bytes") flags.max_body_bytes = parse_count(flag, value, 64, 64 << 20);
     else if (flag == "--http-threads") flags.http_threads = parse_count(flag, value, 1, 4096);
+    else if (flag == "--max-connections") flags.max_connections = parse_count(flag, value, 1, 1'000'000);
+    else if (flag == "--max-connections-per-address") flags.max_connections_per_address = parse_count(flag, value, 1, 1'000'000);
+    else if (flag == "--request-timeout-ms") flags.request_timeout_ms = parse_count(flag, value, 100, 3'600'000);
+    else if (flag == "--idle-timeout-ms") flags.idle_timeout_ms = parse_count(flag, value, 100, 3'600'000);
+    else if (flag == "--slot-retry-after-ms") flags.slot_retry_after_ms = parse_count(flag, value, 1, 3'600'000);
     else if (flag == "--shutdown-grace-ms") flags.shutdown_grace_ms = parse_count(flag, value, 0, 3'600'000);
     else throw std::invalid_argument("unknown flag " + std::string(flag));
   }
   if (flags.config_path.empty()) throw std::invalid_argument("--config FILE is required");
+  if (flags.admin_port == flags.port) throw std::invalid_argument("--admin-port must differ from --port");
   return flags;
 }
 

@@ -3,16 +3,20 @@
 // The gateway's config file: the tiers' limits, the concurrency caps, the plans and the API keys.
 //
 // One directive per line, '#' starts a comment:
+//   model llama-3-8b                         a model the gateway serves (at least one; others get 404)
 //   window_ms 60000                          every rate tier's sliding window
 //   limit user_model_rpm 60                  a tier's default limit (tiers: gateway_tier_names)
 //   in_flight user 4                         a concurrency cap per user, per model, or per user_model
 //   lease_ms 600000                          how long a crashed request may hold its concurrency slot
-//   plan pro user_model_rpm=600 user_model_tpm=400000
+//   max_tokens 8192                          the largest max_completion_tokens (or max_tokens) a request may ask
+//   default_max_tokens 256                   what a request naming none reserves (and may produce)
+//   plan pro user_model_rpm=600 user_tpm=400000   a plan's limits for the per-user tiers
 //   key sk-alice-123 alice [plan]            an API key, the user it belongs to, and the user's plan
 // Errors name the file and line; nothing is half-applied because the file is parsed before anything starts.
 
 #include <airl/airl.hpp>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
@@ -25,12 +29,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "chat_request.hpp"
+
 namespace gateway {
 
-// The rate tiers the gateway enforces, all-or-nothing: requests and tokens per user+model (a plan may raise
-// or lower them), and per model across all users (protects one model's GPUs from everyone together).
-inline constexpr std::array<std::string_view, 4> gateway_tier_names = {"user_model_rpm", "user_model_tpm",
-                                                                       "model_rpm", "model_tpm"};
+// The rate tiers the gateway enforces, all-or-nothing: requests and tokens per user+model and per user across
+// all models (a plan may raise or lower these), and per model across all users (protects one model's GPUs
+// from everyone together).
+inline constexpr std::array<std::string_view, 6> gateway_tier_names = {"user_model_rpm", "user_model_tpm", "user_rpm",
+                                                                       "user_tpm",       "model_rpm",      "model_tpm"};
+inline constexpr std::size_t per_user_tiers = 4;  // the first four: what plans may set
 
 struct ApiKey {
   std::string user;
@@ -38,22 +46,28 @@ struct ApiKey {
 };
 
 struct Config {
+  std::vector<std::string> models;  // served models, in the order listed
   std::chrono::milliseconds window{60'000};
-  std::array<std::uint64_t, 4> limits = {60, 40'000, 6'000, 4'000'000};  // by gateway_tier_names
+  std::array<std::uint64_t, 6> limits = {60, 40'000, 120, 80'000, 6'000, 4'000'000};  // by gateway_tier_names
+  ChatLimits chat;
   std::vector<airl::ConcurrencyCap> in_flight;                           // empty: no concurrency caps
   std::chrono::milliseconds lease{600'000};
   std::unordered_map<std::string, std::vector<airl::PlanLimit>> plans;
   std::unordered_map<std::string, ApiKey> keys;
 
-  // The limiter's tiers: requests and tokens per user+model, then per model.
+  // The limiter's tiers: requests and tokens per user+model, per user, then per model.
   std::vector<airl::Tier> tiers() const {
     using airl::Scope;
     using airl::Unit;
     return {{"user_model_rpm", Scope::user_model, {limits[0], window}, Unit::requests},
             {"user_model_tpm", Scope::user_model, {limits[1], window}, Unit::cost},
-            {"model_rpm", Scope::model, {limits[2], window}, Unit::requests},
-            {"model_tpm", Scope::model, {limits[3], window}, Unit::cost}};
+            {"user_rpm", Scope::user, {limits[2], window}, Unit::requests},
+            {"user_tpm", Scope::user, {limits[3], window}, Unit::cost},
+            {"model_rpm", Scope::model, {limits[4], window}, Unit::requests},
+            {"model_tpm", Scope::model, {limits[5], window}, Unit::cost}};
   }
+
+  bool serves(std::string_view model) const { return std::find(models.begin(), models.end(), model) != models.end(); }
 };
 
 namespace detail {
@@ -71,8 +85,9 @@ inline std::size_t tier_index(std::string_view name) {
   for (std::size_t i = 0; i < gateway_tier_names.size(); ++i) {
     if (gateway_tier_names[i] == name) return i;
   }
-  throw std::invalid_argument("unknown tier '" + std::string(name) +
-                              "' (tiers: user_model_rpm user_model_tpm model_rpm model_tpm)");
+  std::string known;
+  for (const std::string_view tier : gateway_tier_names) known += " " + std::string(tier);
+  throw std::invalid_argument("unknown tier '" + std::string(name) + "' (tiers:" + known + ")");
 }
 
 inline airl::Scope in_flight_scope(std::string_view name) {
@@ -90,7 +105,20 @@ inline void apply_line(Config& config, const std::vector<std::string>& words) {
                                   (low == high ? "" : " to " + std::to_string(high - 1)) + " arguments");
     }
   };
-  if (directive == "window_ms") {
+  if (directive == "model") {
+    need(2, 2);
+    if (words[1].size() > config.chat.max_model_length) throw std::invalid_argument("model names are at most 256 bytes");
+    if (config.serves(words[1])) throw std::invalid_argument("model '" + words[1] + "' is listed twice");
+    config.models.push_back(words[1]);
+  } else if (directive == "max_tokens") {
+    need(2, 2);
+    config.chat.max_tokens_cap = parse_number(words[1], "max_tokens");
+    if (config.chat.max_tokens_cap == 0) throw std::invalid_argument("max_tokens must be at least 1");
+  } else if (directive == "default_max_tokens") {
+    need(2, 2);
+    config.chat.default_max_tokens = parse_number(words[1], "default_max_tokens");
+    if (config.chat.default_max_tokens == 0) throw std::invalid_argument("default_max_tokens must be at least 1");
+  } else if (directive == "window_ms") {
     need(2, 2);
     config.window = std::chrono::milliseconds(parse_number(words[1], "window_ms"));
   } else if (directive == "lease_ms") {
@@ -111,7 +139,9 @@ inline void apply_line(Config& config, const std::vector<std::string>& words) {
       if (equals == std::string::npos) throw std::invalid_argument("plan limits are tier=limit, not '" + words[i] + "'");
       const std::string tier = words[i].substr(0, equals);
       const std::size_t index = tier_index(tier);
-      if (index >= 2) throw std::invalid_argument("plans set per-user tiers only, not the shared '" + tier + "'");
+      if (index >= per_user_tiers) {
+        throw std::invalid_argument("plans set per-user tiers only, not the shared '" + tier + "'");
+      }
       limits.push_back({tier, parse_number(std::string_view(words[i]).substr(equals + 1), tier)});
     }
     if (!config.plans.emplace(words[1], std::move(limits)).second) {
@@ -150,6 +180,12 @@ inline Config parse_config(std::string_view text, std::string_view source = "con
   }
   for (airl::ConcurrencyCap& cap : config.in_flight) cap.lease = config.lease;  // lease_ms may come after
   if (config.keys.empty()) throw std::invalid_argument(std::string(source) + ": no 'key' lines: nobody could call");
+  if (config.models.empty()) {
+    throw std::invalid_argument(std::string(source) + ": no 'model' lines: the gateway would serve any name made up");
+  }
+  if (config.chat.default_max_tokens > config.chat.max_tokens_cap) {
+    throw std::invalid_argument(std::string(source) + ": default_max_tokens is above max_tokens");
+  }
   return config;
 }
 

@@ -48,11 +48,17 @@ class Limits {
   virtual bool settle(std::string_view user, std::string_view model, std::string_view request_id,
                       std::uint64_t actual_cost) = 0;
 
+  // Refunds a request admitted with `request_id` that never ran (see airl's MultiTierLimiter::refund).
+  // Thread-safe. False when nothing held it.
+  virtual bool refund(std::string_view user, std::string_view model, std::string_view request_id) = 0;
+
   // The tiers in force for this user, model and plan (for the RateLimit-Policy headers).
   virtual std::vector<airl::Tier> tiers_for(std::string_view user, std::string_view model,
                                             std::string_view plan) const = 0;
 
-  // The limiters' Prometheus text.
+  // The limiters' Prometheus text: airl_* counts every admission the caps and tiers decided, and
+  // airl_denials_total every refusal by its reason (tier, cap, key_capacity, backend_unavailable);
+  // airl_concurrency_* is the caps' own view.
   virtual std::string metrics_text() const = 0;
 
   // Asks the backend now (one round trip on Redis). Thread-safe. Throws nothing.
@@ -88,15 +94,25 @@ class BackendLimits final : public Limits {
     return rates_.settle(user, model, request_id, actual_cost);
   }
 
+  bool refund(std::string_view user, std::string_view model, std::string_view request_id) override {
+    return rates_.refund(user, model, request_id);
+  }
+
   std::vector<airl::Tier> tiers_for(std::string_view user, std::string_view model,
                                     std::string_view plan) const override {
     return rates_.tiers_for(user, model, plan);
   }
 
   std::string metrics_text() const override {
-    std::string text = airl::prometheus::text(rates_.metrics());
-    if (slots_) text += airl::prometheus::text(slots_->metrics(), "airl_concurrency");
-    return text;
+    airl::Metrics admissions = rates_.metrics();
+    if (!slots_) return airl::prometheus::text(admissions);
+    // A request the caps refused never reached the rate tiers: it is one more denied decision, by its cap.
+    const airl::ConcurrencyMetrics caps = slots_->metrics();
+    admissions.denied += caps.denied;
+    admissions.denied_key_capacity += caps.denied_key_capacity;
+    admissions.denied_backend_unavailable += caps.denied_backend_unavailable;
+    for (const airl::CapDenials& cap : caps.denied_by_cap) admissions.denied_by_tier.push_back({cap.cap, cap.denied});
+    return airl::prometheus::text(admissions) + airl::prometheus::text(caps, "airl_concurrency");
   }
 
   Health health() override {

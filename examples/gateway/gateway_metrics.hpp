@@ -1,19 +1,27 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The gateway's own metrics, beside the limiters': responses by status, the time requests take and the
-// share of it spent in the limiters, the GPU queue. Relaxed atomics: each counter is read on its own.
+// The gateway's own metrics, beside the limiters': responses by status, the refusals the gateway makes itself
+// by reason (airl's own refusals are in airl_denials_total), the time requests take and the share of it spent
+// in the limiters, the GPU queue. Relaxed atomics: each counter is read on its own.
 
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace gateway {
 
+// Why the gateway refused a request or a connection itself, before or after airl decided it.
+inline constexpr std::array<std::string_view, 12> refusal_reasons = {
+    "unauthenticated",   "invalid_request",      "model_not_found",  "body_too_large",
+    "request_timeout",   "headers_too_large",    "request_id_reused", "too_many_connections",
+    "too_many_connections_from_address",         "queue_full",       "draining", "not_found"};
+
 class GatewayMetrics {
  public:
-  static constexpr std::array<int, 8> codes = {200, 204, 400, 401, 403, 404, 429, 503};
+  static constexpr std::array<int, 12> codes = {200, 204, 400, 401, 403, 404, 408, 409, 413, 429, 431, 503};
 
   // `status` as a handler leaves it: -1 means httplib will send 200.
   void count_response(int status) {
@@ -34,7 +42,15 @@ class GatewayMetrics {
     limiter_ns_.fetch_add(static_cast<std::uint64_t>(elapsed.count()), std::memory_order_relaxed);
     limiter_calls_.fetch_add(1, std::memory_order_relaxed);
   }
-  void count_queue_full() { queue_full_.fetch_add(1, std::memory_order_relaxed); }
+  // A refusal the gateway made itself; `reason` is one of refusal_reasons (others are not counted: a bug).
+  void count_refusal(std::string_view reason) {
+    for (std::size_t i = 0; i < refusal_reasons.size(); ++i) {
+      if (refusal_reasons[i] == reason) {
+        refusals_[i].fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
   void count_tokens(std::uint64_t prompt, std::uint64_t completion) {
     prompt_tokens_.fetch_add(prompt, std::memory_order_relaxed);
     completion_tokens_.fetch_add(completion, std::memory_order_relaxed);
@@ -58,6 +74,11 @@ class GatewayMetrics {
       sample("airl_gateway_responses_total{code=\"" + std::to_string(codes[i]) + "\"}", load(responses_[i]));
     }
     sample("airl_gateway_responses_total{code=\"other\"}", load(other_responses_));
+    family("airl_gateway_refusals_total", "counter",
+           "Requests and connections the gateway refused itself, by reason (airl's refusals: airl_denials_total).");
+    for (std::size_t i = 0; i < refusal_reasons.size(); ++i) {
+      sample("airl_gateway_refusals_total{reason=\"" + std::string(refusal_reasons[i]) + "\"}", load(refusals_[i]));
+    }
     family("airl_gateway_request_seconds", "summary",
            "Time from a completion request's arrival to its reply (streams: to the last chunk).");
     seconds("airl_gateway_request_seconds_sum", request_ns_);
@@ -67,8 +88,6 @@ class GatewayMetrics {
     sample("airl_gateway_limiter_seconds_count", load(limiter_calls_));
     family("airl_gateway_queue_depth", "gauge", "Completions waiting for a simulated GPU worker.");
     sample("airl_gateway_queue_depth", queued);
-    family("airl_gateway_queue_full_total", "counter", "Admitted requests refused because the GPU queue was full.");
-    sample("airl_gateway_queue_full_total", load(queue_full_));
     family("airl_gateway_tokens_total", "counter", "Tokens served (prompt as estimated, completion as produced).");
     sample("airl_gateway_tokens_total{kind=\"prompt\"}", load(prompt_tokens_));
     sample("airl_gateway_tokens_total{kind=\"completion\"}", load(completion_tokens_));
@@ -86,7 +105,7 @@ class GatewayMetrics {
   std::atomic<std::uint64_t> other_responses_{0};
   std::atomic<std::uint64_t> request_ns_{0}, requests_{0};
   std::atomic<std::uint64_t> limiter_ns_{0}, limiter_calls_{0};
-  std::atomic<std::uint64_t> queue_full_{0};
+  std::array<std::atomic<std::uint64_t>, refusal_reasons.size()> refusals_{};
   std::atomic<std::uint64_t> prompt_tokens_{0}, completion_tokens_{0};
 };
 

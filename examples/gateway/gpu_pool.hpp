@@ -2,7 +2,8 @@
 #pragma once
 // Simulated GPU workers: a fixed number of threads take completions from a bounded queue and produce their
 // tokens one at a time, `latency_per_token` apart. The handler that submitted a completion reads its tokens
-// as they come (streamed) or waits for all of them (plain). A full queue refuses at once: the gateway answers
+// as they come (streamed) or waits for all of them (plain). A completion waits in the queue only when every
+// worker is busy; a full queue refuses at once (queue capacity 0: no waiting at all), and the gateway answers
 // 503 instead of letting requests pile up in memory.
 
 #include <chrono>
@@ -46,6 +47,12 @@ class Completion {
     cancelled_ = true;
   }
 
+  // Whether a worker began it: a completion cancelled while queued never ran (its charge is refunded).
+  bool started() const {
+    std::lock_guard lock(mutex_);
+    return started_;
+  }
+
   // Tokens produced so far (all of them once finished): what the request is settled at.
   std::uint64_t produced() const {
     std::lock_guard lock(mutex_);
@@ -61,6 +68,12 @@ class Completion {
  private:
   friend class GpuPool;
 
+  // Called by the worker as it takes the completion: false when it was cancelled while queued.
+  bool start() {
+    std::lock_guard lock(mutex_);
+    started_ = !cancelled_;
+    return started_;
+  }
   // Called by the worker: false when cancelled.
   bool push(std::string token) {
     std::lock_guard lock(mutex_);
@@ -85,11 +98,12 @@ class Completion {
   std::uint64_t produced_ = 0;
   bool finished_ = false;
   bool cancelled_ = false;
+  bool started_ = false;
 };
 
 struct GpuPoolOptions {
   std::size_t workers = 4;                               // completions produced at once
-  std::size_t queue_capacity = 64;                       // completions waiting for a worker; more are refused
+  std::size_t queue_capacity = 64;                       // completions waiting for a busy worker; more are refused
   std::chrono::microseconds latency_per_token{2000};     // time to produce one output token
 };
 
@@ -107,7 +121,9 @@ class GpuPool {
     auto completion = std::make_shared<Completion>(tokens);
     {
       std::lock_guard lock(mutex_);
-      if (stopping_ || queue_.size() >= options_.queue_capacity) return nullptr;
+      // Queued completions take the idle workers first; only the rest wait, up to the capacity.
+      const std::size_t idle = options_.workers - busy_;
+      if (stopping_ || queue_.size() >= options_.queue_capacity + idle) return nullptr;
       queue_.push_back(completion);
     }
     wake_.notify_one();
@@ -142,14 +158,18 @@ class GpuPool {
         if (queue_.empty()) return;  // stopping, and nothing left to finish
         completion = std::move(queue_.front());
         queue_.pop_front();
+        ++busy_;
       }
       produce(*completion);
+      std::lock_guard lock(mutex_);
+      --busy_;
     }
   }
 
   void produce(Completion& completion) const {
     static constexpr const char* filler[] = {"the", "model", "says", "hello", "to", "you", "and", "counts"};
-    for (std::uint64_t i = 0; i < completion.target_; ++i) {
+    const bool runs = completion.start();
+    for (std::uint64_t i = 0; runs && i < completion.target_; ++i) {
       if (options_.latency_per_token.count() > 0) std::this_thread::sleep_for(options_.latency_per_token);
       std::string token = i == 0 ? "echo:" : filler[i % 8];
       token += ' ';
@@ -162,6 +182,7 @@ class GpuPool {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Completion>> queue_;
+  std::size_t busy_ = 0;  // workers producing a completion now
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

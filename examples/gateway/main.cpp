@@ -7,14 +7,11 @@
 // SIGTERM or SIGINT: stop accepting, let in-flight requests finish (at most --shutdown-grace-ms), exit 0.
 // Exit codes: 0 stopped cleanly, 2 bad flags or config or the port is taken, 3 the grace period ran out.
 
-#include <httplib.h>
-
 #include <airl/airl.hpp>
 #include <airl/redis.hpp>
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -23,6 +20,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 #include "flags.hpp"
@@ -31,6 +29,7 @@
 #include "gateway_metrics.hpp"
 #include "gateway_server.hpp"
 #include "gpu_pool.hpp"
+#include "http_listener.hpp"
 
 namespace {
 
@@ -92,27 +91,35 @@ int main(int argc, char** argv) {
   options.max_body_bytes = flags.max_body_bytes;
   options.reply_tokens = flags.reply_tokens;
   options.fail_closed = flags.redis && flags.failure_policy == airl::FailurePolicy::fail_closed;
+  options.slot_retry_after = std::chrono::milliseconds(flags.slot_retry_after_ms);
   gateway::GatewayServer gateway_server(config, limits.get(), pool, metrics, options);
 
-  httplib::Server server;
-  const std::size_t threads = flags.http_threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server.set_keep_alive_timeout(2);  // an idle keep-alive connection delays shutdown by at most this
-  server.set_keep_alive_max_count(100000);  // load balancers and load generators keep connections open
-  server.set_tcp_nodelay(true);  // small replies: without it, Nagle + delayed ACKs add 40 ms to each
-  server.set_read_timeout(10, 0);
-  server.set_write_timeout(10, 0);
-  gateway_server.install(server);
-  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a second gateway start on a
-  // port already taken and silently share its traffic.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  if (!server.bind_to_port(flags.listen, flags.port)) {
-    std::fprintf(stderr, "airl_gateway: cannot listen on %s:%d\n", flags.listen.c_str(), flags.port);
+  gateway::ListenerOptions api_options;
+  api_options.threads = flags.http_threads;
+  api_options.max_connections = flags.max_connections;
+  api_options.max_per_address = flags.max_connections_per_address;
+  api_options.request_timeout = std::chrono::milliseconds(flags.request_timeout_ms);
+  api_options.idle_timeout = std::chrono::milliseconds(flags.idle_timeout_ms);
+  const auto count_refusal = [&metrics](int status, std::string_view reason) {
+    metrics.count_refusal(reason);
+    metrics.count_response(status);
+  };
+  gateway::Router api_router;
+  gateway_server.install_api(api_router);
+  gateway::HttpListener server(api_router, api_options, count_refusal);
+  // The admin port: a few threads of its own, so a flood of API connections cannot starve the probes.
+  gateway::ListenerOptions admin_options = api_options;
+  admin_options.threads = 4;
+  admin_options.max_connections = 256;
+  gateway::Router admin_router;
+  gateway_server.install_admin(admin_router);
+  gateway::HttpListener admin(admin_router, admin_options);
+  if (!server.bind(flags.listen, flags.port) || !admin.bind(flags.listen, flags.admin_port)) {
+    std::fprintf(stderr, "airl_gateway: cannot listen on %s:%d and :%d\n", flags.listen.c_str(), flags.port,
+                 flags.admin_port);
     return 2;
   }
+  std::thread admin_thread([&admin] { admin.run(); });
 
   std::mutex mutex;
   std::condition_variable finished_changed;
@@ -130,10 +137,6 @@ int main(int argc, char** argv) {
     while (gateway_server.in_flight() > 0 && std::chrono::steady_clock::now() < grace_ends) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    // A signal right after start may come before listen_after_bind runs, when stop() would do nothing.
-    while (!server.is_running() && std::chrono::steady_clock::now() < grace_ends) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
     server.stop();
     std::unique_lock lock(mutex);
     if (!finished_changed.wait_until(lock, grace_ends, [&] { return finished; })) {
@@ -142,18 +145,21 @@ int main(int argc, char** argv) {
     }
   });
 
-  std::printf("airl_gateway listening on http://%s:%d (limits: %s%s%s)\n", flags.listen.c_str(), flags.port,
+  std::printf("airl_gateway listening on http://%s:%d, admin on :%d (limits: %s%s%s)\n", flags.listen.c_str(),
+              flags.port, flags.admin_port,
               flags.unlimited ? "none" : flags.redis ? "redis " : "in memory",
               flags.redis ? flags.redis->c_str() : "", flags.redis ? (std::string(", ") + policy_name(flags.failure_policy)).c_str() : "");
   std::fflush(stdout);
-  server.listen_after_bind();  // returns after stop(), once every connection's handler has returned
+  server.run();  // returns after stop(), once every connection's handler has returned
+  admin.stop();
+  admin_thread.join();
   pool.stop();
   {
     std::lock_guard lock(mutex);
     finished = true;
   }
   finished_changed.notify_all();
-  // listen_after_bind also returns on an accept failure, with the waiter still in sigwait: wake it (after a
+  // run() also returns on a poll failure, with the waiter still in sigwait: wake it (after a
   // signal it is waiting on `finished` instead, and the SIGUSR2 stays pending, blocked, harmless).
   pthread_kill(signal_waiter.native_handle(), SIGUSR2);
   signal_waiter.join();

@@ -59,6 +59,8 @@ struct Decision {
   bool allowed = false;                      // send the request on (shadow_denied admissions included)
   std::uint64_t limit = 0;                   // limit of the binding quota
   std::uint64_t remaining = 0;               // cost units still admissible in the binding quota after this decision
+  std::uint64_t requested = 0;               // what the request asked of the binding quota: its cost there (1
+                                             // in a tier counting requests)
   std::chrono::milliseconds retry_after{0};  // 0 when allowed (unless shadow_denied); else the smallest wait (rounded up to ms) after which
                                              // the same request passes absent other traffic; `never` when it never can
   std::chrono::milliseconds reset_after{0};  // until the binding window holds nothing

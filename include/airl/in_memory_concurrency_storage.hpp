@@ -20,6 +20,8 @@
 #include "decision.hpp"
 #include "detail/memory/lease_set.hpp"
 #include "detail/memory/sharded_store.hpp"
+#include "detail/ticks.hpp"
+#include "detail/validate.hpp"
 
 namespace airl {
 
@@ -97,6 +99,7 @@ class InMemoryConcurrencyStorage {
       for (std::size_t i = 0; i < slots.size() && all_live; ++i) {
         all_live = locked.state(i) != nullptr && locked.state(i)->holds(id, now);
       }
+      if (all_live) locked.prepare_lists();  // may throw: before anything changed
       for (std::size_t i = 0; i < slots.size(); ++i) {
         detail::LeaseSet* leases = locked.state(i);
         if (leases == nullptr) continue;
@@ -141,18 +144,14 @@ class InMemoryConcurrencyStorage {
     return [this] { return clock_.now().count(); };
   }
 
-  static std::int64_t lease_ns(const ConcurrencySlot& slot) noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(slot.lease).count();
-  }
-
   static auto key_of(std::span<const ConcurrencySlot> slots) noexcept {
-    return [slots](std::size_t i) { return detail::StoreKey{&slots[i].bucket, lease_ns(slots[i])}; };
+    return [slots](std::size_t i) { return detail::StoreKey{&slots[i].bucket, detail::to_ticks(slots[i].lease)}; };
   }
 
   // now + the slot's lease, saturated at the largest time (a lease > 0 never overflows into the past).
   static std::int64_t deadline_after(std::int64_t now, const ConcurrencySlot& slot) noexcept {
     constexpr std::int64_t latest = std::numeric_limits<std::int64_t>::max();
-    const std::int64_t lease = lease_ns(slot);
+    const std::int64_t lease = detail::to_ticks(slot.lease);
     return now > latest - lease ? latest : now + lease;
   }
 

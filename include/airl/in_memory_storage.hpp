@@ -21,6 +21,7 @@
 #include "detail/memory/sharded_store.hpp"
 #include "detail/part_array.hpp"
 #include "detail/memory/window_log.hpp"
+#include "detail/ticks.hpp"
 #include "detail/verdict.hpp"
 #include "storage_policy.hpp"
 
@@ -35,10 +36,6 @@ namespace detail {
 
 // What a missing bucket decides like: an empty log.
 inline const WindowLog empty_window_log{};
-
-inline std::int64_t window_ticks(const Quota& quota) noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(quota.window).count();
-}
 
 }  // namespace detail
 
@@ -83,31 +80,13 @@ class InMemoryStorage {
   // (0, max_window], a part longer than 65535 bytes or a repeated bucket; std::bad_alloc, and then nothing
   // changed; std::logic_error on a moved-from storage.
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
-    detail::validate_settle_charges(charges, name);
-    Call call(store_, charges.size(), key_of(charges), name);
-    if (charges.empty() || request_id.empty()) return 0;
-    detail::PartArray<std::optional<std::uint64_t>> before(charges.size());
-    return call.run(read_clock(), [&](Call& locked) {
-      // The old costs first, so a failed change (a unit-cost log that cannot grow its totals) can be undone.
-      std::size_t held = 0;
-      for (std::size_t i = 0; i < charges.size(); ++i) {
-        before.set(i, locked.state(i) != nullptr ? locked.state(i)->cost_of(request_id) : std::nullopt);
-        if (before[i]) ++held;
-      }
-      std::size_t settled = 0;
-      try {
-        for (; settled < charges.size(); ++settled) {
-          if (before[settled]) locked.state(settled)->replace_cost(request_id, charges[settled].cost);
-        }
-      } catch (...) {  // logs already changed are weighted now: restoring their costs allocates nothing
-        while (settled > 0) {
-          --settled;
-          if (before[settled]) locked.state(settled)->replace_cost(request_id, *before[settled]);
-        }
-        throw;
-      }
-      return held;
-    });
+    return change_costs(charges, request_id, /*forget_id=*/false);
+  }
+
+  // settle(), then every bucket that held `request_id` forgets it (see RefundingStoragePolicy): the same id is
+  // decided afresh. Thread safety and throws: as settle().
+  std::size_t refund(std::span<const Charge> charges, std::string_view request_id) {
+    return change_costs(charges, request_id, /*forget_id=*/true);
   }
 
   // Cost units counting in `bucket` now under `quota`'s window. Thread safety: safe from any thread.
@@ -163,6 +142,39 @@ class InMemoryStorage {
   const Clock& clock() const noexcept { return clock_; }
 
  private:
+  std::size_t change_costs(std::span<const Charge> charges, std::string_view request_id, bool forget_id) {
+    detail::validate_settle_charges(charges, name);
+    Call call(store_, charges.size(), key_of(charges), name);
+    if (charges.empty() || request_id.empty()) return 0;
+    detail::PartArray<std::optional<std::uint64_t>> before(charges.size());
+    return call.run(read_clock(), [&](Call& locked) {
+      // The old costs first, so a failed change (a unit-cost log that cannot grow its totals) can be undone.
+      std::size_t held = 0;
+      for (std::size_t i = 0; i < charges.size(); ++i) {
+        before.set(i, locked.state(i) != nullptr ? locked.state(i)->cost_of(request_id) : std::nullopt);
+        if (before[i]) ++held;
+      }
+      std::size_t settled = 0;
+      try {
+        for (; settled < charges.size(); ++settled) {
+          if (before[settled]) locked.state(settled)->replace_cost(request_id, charges[settled].cost);
+        }
+      } catch (...) {  // logs already changed are weighted now: restoring their costs allocates nothing
+        while (settled > 0) {
+          --settled;
+          if (before[settled]) locked.state(settled)->replace_cost(request_id, *before[settled]);
+        }
+        throw;
+      }
+      if (forget_id) {  // after every cost changed: forgetting cannot fail, nor be undone
+        for (std::size_t i = 0; i < charges.size(); ++i) {
+          if (before[i]) locked.state(i)->forget_id(request_id);
+        }
+      }
+      return held;
+    });
+  }
+
   void require_usable() const {
     if (!store_.usable()) throw std::logic_error("airl::InMemoryStorage: used after being moved from");
   }
@@ -174,12 +186,12 @@ class InMemoryStorage {
   template <std::size_t Extent>
   static auto key_of(std::span<const Charge, Extent> charges) noexcept {
     return [charges](std::size_t i) {
-      return detail::StoreKey{&charges[i].bucket, detail::window_ticks(charges[i].quota)};
+      return detail::StoreKey{&charges[i].bucket, detail::to_ticks(charges[i].quota.window)};
     };
   }
 
   static auto one_key(const BucketRef& bucket, std::chrono::milliseconds window) noexcept {
-    return [&bucket, window](std::size_t) { return detail::StoreKey{&bucket, detail::window_ticks({0, window})}; };
+    return [&bucket, window](std::size_t) { return detail::StoreKey{&bucket, detail::to_ticks(window)}; };
   }
 
   // acquire() for a known number of charges.
@@ -212,14 +224,14 @@ class InMemoryStorage {
     }
     for (std::size_t i = 0; i < charges.size(); ++i) {
       const Charge& charge = charges[i];
-      const std::int64_t window = detail::window_ticks(charge.quota);
+      const std::int64_t window = detail::to_ticks(charge.quota.window);
       verdicts.set(i, replayed ? log(i).peek(now, window, charge.quota.limit)
                                : log(i).check(now, window, charge.quota.limit, charge.cost));
     }
     AcquireResult result = detail::combine_verdicts(verdicts.span(), replayed);
     if (result.status == Status::denied) {  // nothing charged: tiers that had room report it as is
       for (std::size_t i = 0; i < charges.size(); ++i) {
-        if (verdicts[i].fits) verdicts.set(i, log(i).peek(now, detail::window_ticks(charges[i].quota), charges[i].quota.limit));
+        if (verdicts[i].fits) verdicts.set(i, log(i).peek(now, detail::to_ticks(charges[i].quota.window), charges[i].quota.limit));
       }
     }
     detail::note_other_group(result, verdicts.span(), charges);
@@ -241,6 +253,6 @@ class InMemoryStorage {
 
 static_assert(StoragePolicy<InMemoryStorage<SteadyClock>>);
 static_assert(StoragePolicy<InMemoryStorage<ManualClock>>);
-static_assert(SettlingStoragePolicy<InMemoryStorage<SteadyClock>>);
+static_assert(RefundingStoragePolicy<InMemoryStorage<SteadyClock>>);
 
 }  // namespace airl

@@ -109,21 +109,22 @@ class MultiTierLimiter {
   bool settle(std::string_view user, std::string_view model, std::string_view request_id, std::uint64_t actual_cost)
     requires SettlingStoragePolicy<Storage>
   {
-    detail::validate_request(user, model, 1, request_id);
-    detail::validate_id(request_id, "request_id");
     if (actual_cost > max_exact_count) detail::refuse("actual_cost must be at most 2^53");
-    require_usable();
-    thread_local std::string id;
-    detail::encode_request_id(id, user, model, request_id);
-    thread_local std::vector<Charge> charges;
-    charges.clear();
-    const bool counts_cost = std::any_of(tiers_.begin(), tiers_.end(), [](const Tier& t) { return t.unit == Unit::cost; });
-    for (std::size_t i = 0; i < tiers_.size(); ++i) {
-      const Tier& tier = tiers_[i];
-      if (counts_cost && tier.unit == Unit::requests) continue;  // nothing to settle there
-      charges.push_back(Charge{bucket_of(tier, user, model), current(i), counts_cost ? actual_cost : 1});
-    }
+    const auto& [charges, id] = settle_charges(user, model, request_id, actual_cost, /*every_tier=*/false);
     return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
+  }
+
+  // Refunds a request that never ran (the queue was full, the upstream failed before starting): everything
+  // admitting it with `request_id` charged comes back, in every tier (requests tiers too), and the id is
+  // forgotten, so a retry with the same id is decided afresh, as a new request. Its entries stay at their
+  // times costing nothing. Returns false when no tier holds it. Thread safety: safe, as settle().
+  // Throws std::invalid_argument on an empty or over-long user, model or request_id; airl::BackendError when
+  // the store fails (the charge then stands until it expires).
+  bool refund(std::string_view user, std::string_view model, std::string_view request_id)
+    requires RefundingStoragePolicy<Storage>
+  {
+    const auto& [charges, id] = settle_charges(user, model, request_id, 0, /*every_tier=*/true);
+    return counting_backend_errors([&] { return storage_.refund(charges, id); }) != 0;
   }
 
   // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
@@ -290,6 +291,30 @@ class MultiTierLimiter {
     return to_decision(counting_backend_errors([&] { return storage_.acquire(charges, request_id); }), charges);
   }
 
+  struct SettleCall {
+    const std::vector<Charge>& charges;
+    const std::string& id;
+  };
+  // The charges that settle (user, model, request_id) at `cost`: in every tier, or only where a settle changes
+  // anything (the cost tiers, or every tier of a limiter counting requests only, at cost 1). Per thread.
+  SettleCall settle_charges(std::string_view user, std::string_view model, std::string_view request_id,
+                            std::uint64_t cost, bool every_tier) {
+    detail::validate_request(user, model, 1, request_id);
+    detail::validate_id(request_id, "request_id");
+    require_usable();
+    thread_local std::string id;
+    detail::encode_request_id(id, user, model, request_id);
+    thread_local std::vector<Charge> charges;
+    charges.clear();
+    const bool counts_cost = std::any_of(tiers_.begin(), tiers_.end(), [](const Tier& t) { return t.unit == Unit::cost; });
+    for (std::size_t i = 0; i < tiers_.size(); ++i) {
+      const Tier& tier = tiers_[i];
+      if (!every_tier && counts_cost && tier.unit == Unit::requests) continue;  // nothing to settle there
+      charges.push_back(Charge{bucket_of(tier, user, model), current(i), every_tier || counts_cost ? cost : 1});
+    }
+    return {charges, id};
+  }
+
   // Runs a storage call; a BackendError it throws is counted in the metrics, then passed on.
   template <class Call>
   decltype(auto) counting_backend_errors(Call&& call) {
@@ -378,6 +403,7 @@ class MultiTierLimiter {
     if (!decision.allowed) decision.retry_after = result.retry_after;
     if (result.binding < tiers_.size() && result.binding < charges.size()) {
       decision.limit = charges[result.binding].quota.limit;
+      decision.requested = charges[result.binding].cost;
       decision.binding_tier = result.binding;
     }
     if (result.other_group.present && result.other_group.index < charges.size()) {

@@ -40,6 +40,14 @@ class SlidingWindowLimiter {
   {
     return tiers_.settle(user, model, request_id, actual_cost);
   }
+  // Refunds a request that never ran: its charge comes back and its id is forgotten (see
+  // MultiTierLimiter::refund). Returns false when it is unknown or expired. Thread safety: safe.
+  // Throws std::invalid_argument on bad ids, BackendError on faults.
+  bool refund(std::string_view user, std::string_view model, std::string_view request_id)
+    requires RefundingStoragePolicy<Storage>
+  {
+    return tiers_.refund(user, model, request_id);
+  }
   // Cost units counting now for (user, model). Thread safety: safe. Throws std::invalid_argument on bad ids.
   std::uint64_t usage(std::string_view user, std::string_view model) { return tiers_.usage(tier_name, user, model); }
   // Clears every model of `user`. Thread safety: safe. Throws std::invalid_argument on a bad id.

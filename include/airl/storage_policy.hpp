@@ -100,6 +100,17 @@ concept SettlingStoragePolicy = requires(S& storage, std::span<const Charge> cha
   { storage.settle(charges, id) } -> std::same_as<std::size_t>;
 };
 
+// Optional: a storage that can refund a request that never ran (MultiTierLimiter::refund needs it; both shipped
+// ones have it)
+//   std::size_t refund(std::span<const Charge> charges, std::string_view request_id)
+// settles as above (the limiter passes cost 0), then every bucket that held request_id forgets the id, so the
+// same id is decided afresh; the entries stay at their times, costing what they were settled to.
+template <class S>
+concept RefundingStoragePolicy = SettlingStoragePolicy<S> && requires(S& storage, std::span<const Charge> charges,
+                                                                       std::string_view id) {
+  { storage.refund(charges, id) } -> std::same_as<std::size_t>;
+};
+
 template <class S>
 concept StoragePolicy = std::movable<S> && requires(S& storage, const S& const_storage, std::span<const Charge> charges,
                                                      std::string_view id, const BucketRef& bucket, Quota quota,

@@ -559,6 +559,24 @@ TEST_CASE("in memory: a scope is erased with its last lease, and purge_expired()
   CHECK(keys() == 1);                                   // the global scope waits for its next touch
 }
 
+TEST_CASE("in memory: renewing with a lease no entry of the shard has used yet is safe", "[concurrency][in_memory]") {
+  // One shard, so both scopes share its expiry lists: the renew's 20 s lease has no list there yet.
+  airl::ManualClock clock;
+  ManualConcurrencyStorage storage({.shards = 1}, clock);
+  const airl::BucketRef scope{Scope::user, "user", "alice", "m"};
+  const airl::ConcurrencySlot ten[] = {{scope, 2, 10s}};
+  const airl::ConcurrencySlot twenty[] = {{scope, 2, 20s}};
+  const airl::PermitId id{1, 2};
+  REQUIRE(storage.try_acquire(ten, id).acquired);
+  CHECK(storage.renew(twenty, id) == airl::RenewStatus::renewed);
+  clock.advance(15s);  // beyond the first lease, within the renewed one
+  CHECK(storage.in_flight(ten[0]) == 1);
+  CHECK(storage.purge_expired() == 0);
+  clock.advance(5s);
+  CHECK(storage.purge_expired() == 1);
+  CHECK(storage.active_keys() == 0);
+}
+
 TEST_CASE("in memory: retry_after is when the earliest live lease of the full scope runs out",
           "[concurrency][in_memory]") {
   airl::ManualClock clock;

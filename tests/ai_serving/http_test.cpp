@@ -7,7 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <airl/concurrency_limiter.hpp>
 #include <airl/http.hpp>
+#include <airl/in_memory_concurrency_storage.hpp>
 
 #include <chrono>
 #include <string>
@@ -39,7 +41,7 @@ std::string json_string(std::string_view text) {
   return out;
 }
 
-constexpr std::string_view both_policies = R"("rpm";q=3;w=60;qu="requests", "tpm";q=1000;w=90;airl-unit="tokens")";
+constexpr std::string_view both_policies = R"("rpm";q=3;w=60;qu="requests", "tpm";q=1000;w=90;qu="airl-tokens")";
 
 std::string repeated(std::string_view text, int times) {
   std::string out;
@@ -160,8 +162,11 @@ TEST_CASE("a denial gets Retry-After rounded up, the denying tier's counters and
   CHECK(airl::http::status_code(denied) == 429);
   const std::vector<Header> expected = {
       {"Retry-After", "60"},  // the 900 expire in 59.75 s
+      {"retry-after-ms", "59750"},
       {"RateLimit-Policy", std::string(both_policies)},
-      {"RateLimit", R"("tpm";r=100;t=60, "rpm";r=2;t=30)"},
+      // Nothing more is usable before Retry-After: every item's t says that moment (rpm's window would empty
+      // in 30 s, but a client pacing by it would only be refused again).
+      {"RateLimit", R"("tpm";r=100;t=60, "rpm";r=2;t=60)"},
       {"x-ratelimit-limit-tokens", "1000"},
       {"x-ratelimit-remaining-tokens", "100"},
       {"x-ratelimit-reset-tokens", "59.75s"},
@@ -172,6 +177,23 @@ TEST_CASE("a denial gets Retry-After rounded up, the denying tier's counters and
   };
   CHECK(airl::http::response_headers(denied, limiter.tiers()) == expected);
   CHECK(airl::http::problem_json(denied) == quota_exceeded_body(60, "tpm"));
+  CHECK(airl::http::openai_error_json(denied, limiter.tiers()) ==
+        R"({"error":{"message":"Rate limit reached on tpm (tokens per 1m30s): Limit 1000, Used 900, Requested 200.)"
+        R"( Please try again in 59.75s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}})");
+}
+
+TEST_CASE("a requests tier's denial is typed requests in OpenAI's shape", "[http]") {
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  for (int i = 0; i < 3; ++i) REQUIRE(limiter.allow("u", "m"));
+  backend.advance(1500ms);
+  const airl::Decision denied = limiter.allow("u", "m");
+  REQUIRE(denied.reason == "rpm");
+  CHECK(denied.requested == 1);
+  CHECK(airl::http::openai_error_json(denied, limiter.tiers()) ==
+        R"({"error":{"message":"Rate limit reached on rpm (requests per 1m0s): Limit 3, Used 3, Requested 1.)"
+        R"( Please try again in 58.5s.","type":"requests","param":null,"code":"rate_limit_exceeded"}})");
+  CHECK_THROWS_AS(airl::http::openai_error_json(limiter.allow("v", "m"), limiter.tiers()), std::invalid_argument);
 }
 
 TEST_CASE("tier names that need escaping come out escaped in every header and in the body", "[http]") {
@@ -183,18 +205,20 @@ TEST_CASE("tier names that need escaping come out escaped in every header and in
   REQUIRE_FALSE(denied.allowed);
   const auto headers = airl::http::response_headers(denied, limiter.tiers());
   // A 500 ms window is advertised as w=1: whole seconds, never shorter than the real window.
-  CHECK(header(headers, "RateLimit-Policy") == R"("tok\"ens\\ caf%c3%a9 100%25";q=1;w=1;airl-unit="tokens")");
+  CHECK(header(headers, "RateLimit-Policy") == R"("tok\"ens\\ caf%c3%a9 100%25";q=1;w=1;qu="airl-tokens")");
   CHECK(header(headers, "RateLimit") == R"("tok\"ens\\ caf%c3%a9 100%25";r=0;t=1)");
   CHECK(header(headers, "Retry-After") == "1");  // 500 ms, rounded up
   CHECK(header(headers, "x-ratelimit-reset-tokens") == "500ms");
   // The body names the policy as the headers advertise it, so a client can match the two.
   CHECK(airl::http::problem_json(denied).find(R"("violated-policies":["tok\"ens\\ caf%c3%a9 100%25"])") !=
         std::string::npos);
+  CHECK(airl::http::openai_error_json(denied, limiter.tiers()).find(R"(on tok\"ens\\ caf%c3%a9 100%25 (tokens)") !=
+        std::string::npos);
 }
 
-TEST_CASE("a denial's RateLimit t is its retry time, never later than Retry-After", "[http]") {
+TEST_CASE("on a denial every RateLimit t is the Retry-After time, neither earlier nor later", "[http]") {
   // Entries spread over the window: the oldest frees a request long before the window empties, and t must
-  // say so (draft 11: Retry-After should not point earlier than the end of the effective window).
+  // say so; the other tier's own reset (its window empties later) must not point past Retry-After either.
   airl::test::InMemoryBackend backend;
   airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
   REQUIRE(limiter.allow("u", "m"));
@@ -207,9 +231,10 @@ TEST_CASE("a denial's RateLimit t is its retry time, never later than Retry-Afte
   REQUIRE_FALSE(denied.allowed);
   const auto headers = airl::http::response_headers(denied, limiter.tiers());
   CHECK(header(headers, "Retry-After") == "28");
-  // tpm's t is when its window empties (its own reset): only the denying tier's t is the retry time.
-  CHECK(header(headers, "RateLimit") == R"("rpm";r=0;t=28, "tpm";r=997;t=89)");
-  CHECK(header(headers, "x-ratelimit-reset-requests") == "59s");  // the window empties at 91 s
+  CHECK(header(headers, "retry-after-ms") == "28000");
+  CHECK(header(headers, "RateLimit") == R"("rpm";r=0;t=28, "tpm";r=997;t=28)");
+  CHECK(header(headers, "x-ratelimit-reset-requests") == "59s");  // the window empties at 91 s (OpenAI's reset)
+  CHECK(header(headers, "x-ratelimit-reset-tokens") == "1m29s");
 }
 
 TEST_CASE("a request no wait can admit gets no Retry-After", "[http]") {
@@ -220,8 +245,15 @@ TEST_CASE("a request no wait can admit gets no Retry-After", "[http]") {
   REQUIRE(too_big.retry_after == airl::Decision::never);
   const auto headers = airl::http::response_headers(too_big, limiter.tiers());
   CHECK(header(headers, "Retry-After") == "(absent)");
+  CHECK(header(headers, "retry-after-ms") == "(absent)");
+  CHECK(header(headers, "x-should-retry") == "false");  // OpenAI's SDKs stop retrying on it
   CHECK(header(headers, "RateLimit") == R"("tpm";r=1000;t=0, "rpm";r=3;t=0)");
   CHECK(airl::http::problem_json(too_big).find("retry-after") == std::string::npos);
+  CHECK(too_big.requested == 1001);
+  CHECK(airl::http::openai_error_json(too_big, limiter.tiers()) ==
+        R"({"error":{"message":"Request too large for tpm (tokens per 1m30s): Limit 1000, Requested 1001.)"
+        R"( The request must be made smaller: it cannot fit however long it waits.","type":"tokens","param":null,)"
+        R"("code":"rate_limit_exceeded"}})");
 }
 
 TEST_CASE("a key_capacity denial carries Retry-After and the policies but no tier's counters", "[http]") {
@@ -233,13 +265,17 @@ TEST_CASE("a key_capacity denial carries Retry-After and the policies but no tie
   CHECK(airl::http::status_code(full) == 429);
   const std::vector<Header> expected = {
       {"Retry-After", "90"},  // bob needs both of alice's buckets gone: the tpm one empties in 90 s
+      {"retry-after-ms", "90000"},
       {"RateLimit-Policy", std::string(both_policies)},
   };
   CHECK(airl::http::response_headers(full, limiter.tiers()) == expected);
   CHECK(airl::http::problem_json(full) == quota_exceeded_body(90, "key_capacity"));
+  CHECK(airl::http::openai_error_json(full, limiter.tiers()) ==
+        R"({"error":{"message":"The rate limiter tracks too many keys to admit a new one. Please try again in 1m30s.",)"
+        R"("type":"requests","param":null,"code":"rate_limit_exceeded"}})");
 }
 
-TEST_CASE("a backend_unavailable denial is a 503 with a plain problem body", "[http]") {
+TEST_CASE("a backend_unavailable denial is a 503 that says the store is unavailable, and where it is not", "[http]") {
   airl::Decision unavailable;  // as a Redis storage under fail_closed reports one: the status decides
   unavailable.status = airl::Status::backend_unavailable;
   unavailable.reason = std::string(airl::backend_unavailable_reason);
@@ -249,11 +285,15 @@ TEST_CASE("a backend_unavailable denial is a 503 with a plain problem body", "[h
   const std::vector<Tier> tiers = rpm_and_tpm();
   const std::vector<Header> expected = {
       {"Retry-After", "2"},
+      {"retry-after-ms", "1500"},
       {"RateLimit-Policy", std::string(both_policies)},
   };
   CHECK(airl::http::response_headers(unavailable, tiers) == expected);
-  CHECK(airl::http::problem_json(unavailable) ==
-        R"({"type":"about:blank","title":"Service Unavailable","status":503,"retry-after":2})");
+  CHECK(airl::http::problem_json(unavailable) == R"({"type":"about:blank","title":"Service Unavailable","status":503,)"
+                                                 R"("detail":"rate limit store unavailable","retry-after":2})");
+  CHECK(airl::http::openai_error_json(unavailable, tiers) ==
+        R"({"error":{"message":"rate limit store unavailable","type":"server_error","param":null,)"
+        R"("code":"rate_limit_store_unavailable"}})");
 }
 
 TEST_CASE("headers refuse tiers that cannot have made the decision", "[http][validation]") {
@@ -326,4 +366,39 @@ TEMPLATE_LIST_TEST_CASE("replayed and batched decisions carry the other unit too
   CHECK_FALSE(decisions[1]);
   REQUIRE(decisions[1].other_unit.has_value());
   CHECK(decisions[1].other_unit->remaining == 4);  // denied: rpm reports its room, uncharged
+}
+
+TEST_CASE("a refused permit is answered with a short hint in ms and seconds, in OpenAI's shape or as a problem",
+          "[http]") {
+  using Caps = airl::ConcurrencyLimiter<airl::InMemoryConcurrencyStorage<>>;
+  Caps caps({{"user_in_flight", Scope::user, 1, 600s}});
+  airl::Permit held = caps.try_acquire("u", "open");
+  REQUIRE(held.acquired());
+  CHECK(airl::http::status_code(held) == 200);
+  CHECK(airl::http::response_headers(held).empty());
+  CHECK_THROWS_AS(airl::http::openai_error_json(held), std::invalid_argument);
+  CHECK_THROWS_AS(airl::http::problem_json(held), std::invalid_argument);
+
+  const airl::Permit refused = caps.try_acquire("u", "open");
+  REQUIRE_FALSE(refused.acquired());
+  CHECK(airl::http::status_code(refused) == 429);
+  // The lease (600 s) is not the hint: a slot frees when a request ends.
+  CHECK(airl::http::response_headers(refused, 250ms) ==
+        std::vector<Header>{{"Retry-After", "1"}, {"retry-after-ms", "250"}});
+  CHECK(airl::http::response_headers(refused) ==
+        std::vector<Header>{{"Retry-After", "1"}, {"retry-after-ms", "1000"}});
+  CHECK(airl::http::openai_error_json(refused, 2500ms) ==
+        R"({"error":{"message":"Too many requests in flight: user_in_flight is full. Please try again in 2.5s.",)"
+        R"("type":"requests","param":null,"code":"rate_limit_exceeded"}})");
+  CHECK(airl::http::problem_json(refused, 2500ms) ==
+        R"({"type":"about:blank","title":"Too Many Requests","status":429,)"
+        R"("detail":"too many requests in flight: user_in_flight is full","retry-after":3})");
+
+  // A cap of 0 admits nothing, ever: no wait helps, and the SDK is told not to retry.
+  Caps closed({{"closed", Scope::model, 0, 600s}});
+  const airl::Permit never = closed.try_acquire("v", "m");
+  REQUIRE_FALSE(never.acquired());
+  CHECK(airl::http::response_headers(never) == std::vector<Header>{{"x-should-retry", "false"}});
+  CHECK(airl::http::openai_error_json(never).find("closed is full: no request can run.") != std::string::npos);
+  CHECK(airl::http::problem_json(never).find("retry-after") == std::string::npos);
 }

@@ -251,3 +251,73 @@ TEST_CASE("settle refuses an actual cost above 2^53 on every backend", "[settle]
   CHECK(limiter.settle("ned", "m", "a", std::uint64_t{1} << 53));  // 2^53 itself is accepted
   CHECK_FALSE(limiter.allow(costing("ned", "m", 1)));
 }
+
+// --- refund: a request that never ran ---
+
+TEMPLATE_LIST_TEST_CASE("a refund gives back every tier's charge, requests tiers too, and frees the id",
+                        "[settle][refund]", airl::test::Backends) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(rpm_tpm_and_model_tpm(), backend.make_storage());
+  REQUIRE(limiter.allow(reserve("ola", "m", 300, "kept")));
+  REQUIRE(limiter.allow(reserve("ola", "m", 8'000, "queued")));
+  CHECK(limiter.usage("rpm", "ola", "m") == 2);
+
+  CHECK(limiter.refund("ola", "m", "queued"));
+  CHECK(limiter.usage("rpm", "ola", "m") == 1);  // the request never ran: it does not count as one
+  CHECK(limiter.usage("tpm", "ola", "m") == 300);
+  CHECK(limiter.usage("model-tpm", "ola", "m") == 300);
+  CHECK_FALSE(limiter.refund("ola", "m", "queued"));  // already refunded: the id is not held any more
+  CHECK_FALSE(limiter.refund("ola", "m", "never-seen"));
+
+  // The client retries with the same id: a new request, charged again, not a replay of the refunded one.
+  const airl::Decision retry = limiter.allow(reserve("ola", "m", 8'000, "queued"));
+  CHECK(retry);
+  CHECK_FALSE(retry.replayed);
+  CHECK(limiter.usage("tpm", "ola", "m") == 8'300);
+  CHECK(limiter.usage("rpm", "ola", "m") == 2);
+  // From then on that id replays as usual, and settles the new entry.
+  CHECK(limiter.allow(reserve("ola", "m", 8'000, "queued")).replayed);
+  CHECK(limiter.settle("ola", "m", "queued", 100));
+  CHECK(limiter.usage("tpm", "ola", "m") == 400);
+  // The other request was never touched.
+  CHECK(limiter.allow(reserve("ola", "m", 300, "kept")).replayed);
+}
+
+TEMPLATE_LIST_TEST_CASE("a refunded entry keeps its time, and the id admitted again outlives it",
+                        "[settle][refund]", airl::test::Backends) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(
+      {{"rps", airl::Scope::user, {2, 1s}, airl::Unit::requests}}, backend.make_storage());
+  REQUIRE(limiter.allow(reserve("pia", "m", 1, "x")));
+  REQUIRE(limiter.refund("pia", "m", "x"));
+  backend.advance(400ms);
+  REQUIRE(limiter.allow(reserve("pia", "m", 1, "x")));  // the same id, admitted anew at 400 ms
+  // The refunded entry (at 0 ms) leaves the window before the new one: the new id must still be known after.
+  backend.advance(600ms + boundary_margin<TestType>());
+  CHECK(limiter.usage("rps", "pia", "m") == 1);
+  CHECK(limiter.allow(reserve("pia", "m", 1, "x")).replayed);
+  CHECK(limiter.refund("pia", "m", "x"));
+  CHECK(limiter.usage("rps", "pia", "m") == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("refund refuses bad arguments before changing anything", "[settle][refund][validation]",
+                        airl::test::Backends) {
+  TestType backend;
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(rpm_tpm_and_model_tpm(), backend.make_storage());
+  REQUIRE(limiter.allow(reserve("quinn", "m", 100, "r")));
+  CHECK_THROWS_AS(limiter.refund("quinn", "m", ""), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.refund("", "m", "r"), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.refund("quinn", "", "r"), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.refund("quinn", "m", std::string(airl::max_id_length + 1, 'x')), std::invalid_argument);
+  CHECK(limiter.usage("tpm", "quinn", "m") == 100);
+  CHECK(limiter.usage("rpm", "quinn", "m") == 1);
+}
+
+TEST_CASE("refund works through SlidingWindowLimiter in memory", "[settle][refund]") {
+  InMemoryBackend backend;
+  airl::SlidingWindowLimiter<ManualStorage> limiter({1, 60s}, backend.make_storage());
+  REQUIRE(limiter.allow(reserve("ray", "m", 1, "r")));
+  CHECK_FALSE(limiter.allow(reserve("ray", "m", 1, "s")));
+  CHECK(limiter.refund("ray", "m", "r"));
+  CHECK(limiter.allow(reserve("ray", "m", 1, "s")));
+}

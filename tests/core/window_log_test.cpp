@@ -329,6 +329,52 @@ TEST_CASE("request ids are held while their entry counts and forgotten when it e
   CHECK(log.empty());
 }
 
+TEST_CASE("a forgotten id is free to be recorded again, and its old entry leaving does not drop the new one",
+          "[window_log][refund]") {
+  WindowLog log;
+  const std::int64_t window = 100;
+  log.record(0, 7, "x");
+  log.record(10, 1, "y");
+  REQUIRE(log.replace_cost("x", 0));
+  log.forget_id("x");
+  CHECK_FALSE(log.holds_id("x"));
+  CHECK(log.usage() == 1);
+  log.record(20, 2, "x");  // admitted again: a new entry answers to the id
+  CHECK(log.cost_of("x") == 2);
+  log.expire(110, window);  // the forgotten entry (0) and "y" (10) leave; the index must keep the new one
+  CHECK(log.holds_id("x"));
+  CHECK_FALSE(log.holds_id("y"));
+  CHECK(log.usage() == 2);
+  log.forget_id("x");
+  log.undo_record();  // the newest entry's id was forgotten: undo must not unindex anything else
+  CHECK(log.empty());
+  log.forget_id("never");  // unknown: nothing happens
+}
+
+TEST_CASE("the id index gives memory back after a burst, and keeps it under steady traffic", "[window_log][memory]") {
+  airl::detail::RequestIdIndex index;
+  std::size_t live = 0;
+  for (; live < 100'000; ++live) index.remember("burst-" + std::to_string(live), live);
+  const std::size_t at_peak = index.memory_bytes();
+  index.drop_oldest(live - 100);  // 100 ids remain
+  const std::size_t after = index.memory_bytes();
+  CHECK(after * 50 < at_peak);
+  CHECK(index.find("burst-99999", 100) == std::size_t{99});
+  CHECK_FALSE(index.find("burst-0", 100));
+  // Steady traffic: one in, one out, for a long time: the room stays the same (no shrink-grow cycle).
+  std::size_t first = live - 100;
+  for (int i = 0; i < 10'000; ++i, ++live, ++first) {
+    index.remember("steady-" + std::to_string(live), 100);
+    index.drop_oldest(1);
+  }
+  const std::size_t steady = index.memory_bytes();
+  for (int i = 0; i < 10'000; ++i, ++live) {
+    index.remember("steady-" + std::to_string(live), 100);
+    index.drop_oldest(1);
+    CHECK(index.memory_bytes() <= steady);
+  }
+}
+
 TEST_CASE("100000 entries and costs of 1e15 are decided exactly, even when running totals wrap", "[window_log]") {
   constexpr std::uint64_t huge = 1'000'000'000'000'000;  // 1e15 units, a whole bucket of tokens at once
   SECTION("100000 live unit entries and one huge entry") {

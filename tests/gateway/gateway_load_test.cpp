@@ -51,7 +51,8 @@ TEST_CASE("wrk for 3 s far above the limits: only 2xx and 429, and the 2xx are w
           "[gateway][load]") {
   TempDir dir;
   std::string config = "window_ms 60000\nlimit user_model_rpm " + std::to_string(limit_per_user) +
-                       "\nlimit user_model_tpm 100000000\nlimit model_rpm 100000000\nlimit model_tpm 100000000\n"
+                       "\nlimit user_model_tpm 100000000\nlimit user_rpm 100000000\nlimit user_tpm 100000000\n"
+                       "limit model_rpm 100000000\nlimit model_tpm 100000000\n"
                        "in_flight user 64\n";
   for (int u = 0; u < users; ++u) config += "key sk-load-" + std::to_string(u) + " load-user-" + std::to_string(u) + "\n";
   GatewayProcess gateway(dir, config, {"--us-per-token", "0", "--reply-tokens", "8", "--gpu-workers", "4"});

@@ -70,7 +70,7 @@ TEST_CASE("nginx auth_request to the sidecar: admitted requests reach the model 
           "[gateway][nginx]") {
   TempDir dir;
   GatewayProcess sidecar(dir, "key sk-alice alice\nlimit user_model_rpm 2\nlimit user_model_tpm 1000\n");
-  GatewayProcess model_server(dir, "key unused nobody\n", {"--unlimited"});
+  GatewayProcess model_server(dir, "key unused nobody\n", {"--unlimited"});  // behind nginx: no limits
   NginxProcess nginx(dir, sidecar.port(), model_server.port());
   INFO(nginx.log());
 
@@ -86,9 +86,11 @@ TEST_CASE("nginx auth_request to the sidecar: admitted requests reach the model 
   auto refused = nginx.chat("sk-alice", "llama", "300");
   REQUIRE(refused);
   CHECK(refused->status == 429);
-  CHECK(refused->get_header_value("Content-Type") == "application/problem+json");
-  CHECK(refused->body.find("\"violated-policies\":[\"user_model_rpm\"]") != std::string::npos);
+  CHECK(refused->get_header_value("Content-Type") == "application/json");
+  CHECK(refused->body.find(R"("code":"rate_limit_exceeded")") != std::string::npos);
+  CHECK(refused->body.find("Rate limit reached on user_model_rpm") != std::string::npos);
   CHECK(refused->get_header_value("Retry-After") == "60");
+  CHECK(std::stoull(refused->get_header_value("retry-after-ms")) > 59'000);
   CHECK(refused->get_header_value("RateLimit").find("\"user_model_rpm\";r=0;t=") == 0);
   CHECK(refused->get_header_value("RateLimit-Policy").find("\"user_model_rpm\";q=2;w=60") == 0);
   CHECK(refused->get_header_value("x-ratelimit-limit-requests") == "2");
@@ -98,5 +100,9 @@ TEST_CASE("nginx auth_request to the sidecar: admitted requests reach the model 
   auto unknown = nginx.chat("sk-nobody", "llama");
   REQUIRE(unknown);
   CHECK(unknown->status == 401);
+  auto made_up = nginx.chat("sk-alice", "llama-made-up");  // a model the sidecar does not serve
+  REQUIRE(made_up);
+  CHECK(made_up->status == 404);
+  CHECK(made_up->body.find(R"("code":"model_not_found")") != std::string::npos);
   CHECK(airl_test::metric_value(model_server.metrics(), "airl_gateway_responses_total{code=\"200\"}") == Approx(2));
 }

@@ -28,7 +28,7 @@ std::vector<std::string> redis_flags(const airl_test::RedisServer& redis, const 
 int wait_for_health(const GatewayProcess& gateway, const std::string& status) {
   const auto deadline = std::chrono::steady_clock::now() + 15s;
   for (;;) {
-    auto res = gateway.get("/healthz");
+    auto res = gateway.admin_get("/healthz");
     if (res && res->body.find("\"status\":\"" + status + "\"") != std::string::npos) return res->status;
     if (std::chrono::steady_clock::now() >= deadline) FAIL("/healthz never said " << status);
     std::this_thread::sleep_for(50ms);
@@ -109,13 +109,27 @@ TEST_CASE("Redis killed: fail_closed answers 503 and reports not ready, then rec
   auto during = gateway.chat("sk-alice", chat_body("llama", 5));
   REQUIRE(during);
   // The concurrency cap is checked first: under fail_closed it refuses (Status::backend_unavailable, no
-  // exception), and the library's answer for a refused permit is a 503 with a short Retry-After.
+  // exception), and the library's answer for a refused permit is a 503 with a short Retry-After that says
+  // the store is unavailable, not where it is.
   CHECK(during->status == 503);
-  CHECK(during->get_header_value("Content-Type") == "application/problem+json");
+  CHECK(during->get_header_value("Content-Type") == "application/json");
   CHECK(during->get_header_value("Retry-After") == "1");
+  CHECK(during->get_header_value("retry-after-ms") == "1000");
   CHECK(during->get_header_value("X-Airl-Degraded") == "1");
-  CHECK(during->body.find("concurrency caps is unavailable") != std::string::npos);
-  CHECK(metric_value(gateway.get("/metrics")->body, "airl_concurrency_denials_total{reason=\"backend_unavailable\"}") == 1);
+  CHECK(during->body.find("rate limit store unavailable") != std::string::npos);
+  CHECK(during->body.find("127.0.0.1") == std::string::npos);
+  CHECK(during->body.find(std::to_string(redis.port())) == std::string::npos);
+  // The sidecar check has no caps: the rate tiers refuse, 503 the same way.
+  auto checked = gateway.client().Get("/v1/ratelimit/check", {{"Authorization", "Bearer sk-alice"}, {"X-Airl-Model", "llama"}});
+  REQUIRE(checked);
+  CHECK(checked->get_header_value("X-Airl-Status") == "503");
+  CHECK(checked->get_header_value("Retry-After") != "");
+  CHECK(checked->body.find("rate limit store unavailable") != std::string::npos);
+  // Every refusal counts under backend_unavailable in airl_denials_total (the alert DEPLOYMENT.md gives),
+  // the cap's as well as the tiers'.
+  const std::string metrics = gateway.metrics();
+  CHECK(metric_value(metrics, "airl_denials_total{reason=\"backend_unavailable\"}") == 2);
+  CHECK(metric_value(metrics, "airl_concurrency_denials_total{reason=\"backend_unavailable\"}") == 1);
   CHECK(wait_for_health(gateway, "degraded") == 503);
   redis.start();
   CHECK(wait_for_health(gateway, "ok") == 200);

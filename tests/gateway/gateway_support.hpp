@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Starts airl_gateway (the binary built from examples/gateway) on a free 127.0.0.1 port with a config
-// written for the test, waits until it answers, and talks to it over HTTP. Stopped by its own PID.
+// Starts airl_gateway (the binary built from examples/gateway) on free 127.0.0.1 ports (API and admin) with a
+// config written for the test, waits until it answers, and talks to it over HTTP. Stopped by its own PID.
 
 #include <httplib.h>
 
@@ -27,10 +27,18 @@ namespace airl_test {
 using airl::test::free_loopback_port;
 using airl::test::RedisServer;
 
+// The model every test config serves (with_models adds it), and a second one.
+inline const std::string test_model = "llama";
+inline const std::string other_model = "mistral";
+
+// A gateway config: the models line the gateway requires, then `rest`.
+inline std::string with_models(const std::string& rest) { return "model " + test_model + "\nmodel " + other_model + "\n" + rest; }
+
 inline std::string chat_body(const std::string& model, std::uint64_t max_tokens, bool stream = false,
                              const std::string& content = "hello") {
   return R"({"model":")" + model + R"(","messages":[{"role":"user","content":")" + content +
-         R"("}],"max_tokens":)" + std::to_string(max_tokens) + (stream ? R"(,"stream":true})" : "}");
+         R"("}],"max_tokens":)" + std::to_string(max_tokens) +
+         (stream ? R"(,"stream":true,"stream_options":{"include_usage":true}})" : "}");
 }
 
 // The estimated prompt tokens of chat_body's single message (chat_request.hpp: bytes / 4 + 1, plus 3).
@@ -38,25 +46,29 @@ inline std::uint64_t prompt_tokens_of(const std::string& content) { return conte
 
 class GatewayProcess {
  public:
+  // `config` gets the test models first (with_models).
   GatewayProcess(const TempDir& dir, const std::string& config, std::vector<std::string> flags = {}, int port = 0)
-      : port_(port != 0 ? port : free_loopback_port()) {
+      : port_(port != 0 ? port : free_loopback_port()), admin_port_(free_loopback_port()) {
+    while (admin_port_ == port_) admin_port_ = free_loopback_port();
     const std::string name = "gateway-" + std::to_string(port_);
-    std::vector<std::string> args = {AIRL_GATEWAY_BINARY, "--config", dir.write(name + ".conf", config), "--port",
-                                     std::to_string(port_)};
+    std::vector<std::string> args = {AIRL_GATEWAY_BINARY, "--config", dir.write(name + ".conf", with_models(config)),
+                                     "--port", std::to_string(port_), "--admin-port", std::to_string(admin_port_)};
     args.insert(args.end(), flags.begin(), flags.end());
     process_ = std::make_unique<ChildProcess>(args, dir.file(name + ".log"));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);  // sanitizer builds start slowly
     while (std::chrono::steady_clock::now() < deadline) {
       if (!process_->running()) throw std::runtime_error("airl_gateway exited at start:\n" + process_->log());
-      httplib::Client probe("127.0.0.1", port_);
+      // Both ports are bound before either listener runs: the API's connections wait in its backlog.
+      httplib::Client probe("127.0.0.1", admin_port_);
       probe.set_connection_timeout(0, 200'000);
-      if (auto res = probe.Get("/livez"); res && res->status == 200) return;
+      if (auto livez = probe.Get("/livez"); livez && livez->status == 200) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     throw std::runtime_error("airl_gateway did not answer within 20 s:\n" + process_->log());
   }
 
   int port() const noexcept { return port_; }
+  int admin_port() const noexcept { return admin_port_; }
   ChildProcess& process() { return *process_; }
 
   httplib::Client client() const {
@@ -74,14 +86,23 @@ class GatewayProcess {
 
   httplib::Result get(const std::string& path) const { return client().Get(path.c_str()); }
 
+  // GET on the admin port (/livez, /healthz, /metrics).
+  httplib::Result admin_get(const std::string& path) const {
+    httplib::Client client("127.0.0.1", admin_port_);
+    client.set_connection_timeout(2, 0);
+    client.set_read_timeout(20, 0);
+    return client.Get(path.c_str());
+  }
+
   std::string metrics() const {
-    auto res = get("/metrics");
+    auto res = admin_get("/metrics");
     if (!res || res->status != 200) throw std::runtime_error("GET /metrics failed");
     return res->body;
   }
 
  private:
   int port_;
+  int admin_port_;
   std::unique_ptr<ChildProcess> process_;
 };
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The gateway as a client sees it: a real airl_gateway process on 127.0.0.1, in memory, over HTTP.
+// The gateway as a client sees it: a real airl_gateway process on 127.0.0.1, in memory, over HTTP. Hostile
+// clients are in gateway_hostile_test.cpp, the official OpenAI SDK in gateway_sdk_test.cpp.
 
 #include <catch2/catch.hpp>
 
@@ -40,13 +41,27 @@ TEST_CASE("admitted, then 429 with Retry-After and RateLimit headers, then admit
   auto denied = gateway.chat("sk-alice", chat_body("llama", 10));
   REQUIRE(denied);
   REQUIRE(denied->status == 429);
-  CHECK(denied->get_header_value("Content-Type") == "application/problem+json");
-  CHECK(denied->body.find("\"violated-policies\":[\"user_model_rpm\"]") != std::string::npos);
+  // OpenAI's error shape, which its SDKs read; problem+json for a client that asks for it.
+  CHECK(denied->get_header_value("Content-Type") == "application/json");
+  CHECK(denied->body.find(R"("code":"rate_limit_exceeded")") != std::string::npos);
+  CHECK(denied->body.find(R"("type":"requests")") != std::string::npos);
+  CHECK(denied->body.find("Rate limit reached on user_model_rpm (requests per 2s): Limit 3, Used 3, Requested 1.") !=
+        std::string::npos);
   CHECK(denied->get_header_value("RateLimit").find("\"user_model_rpm\";r=0;t=") == 0);
   CHECK(denied->get_header_value("RateLimit-Policy").find("\"user_model_rpm\";q=3;w=2;qu=\"requests\"") == 0);
+  CHECK(denied->get_header_value("RateLimit-Policy").find("\"user_model_tpm\";q=40000;w=2;qu=\"airl-tokens\"") !=
+        std::string::npos);
   const std::uint64_t retry_after = header_number(denied, "Retry-After");
   CHECK(retry_after >= 1);
   CHECK(retry_after <= 2);  // the window is 2 s: the first entry expires within it
+  const std::uint64_t retry_after_ms = header_number(denied, "retry-after-ms");
+  CHECK(retry_after_ms <= 2000);
+  CHECK((retry_after_ms + 999) / 1000 == retry_after);
+  auto as_problem = gateway.chat("sk-alice", chat_body("llama", 10), {{"Accept", "application/problem+json"}});
+  REQUIRE(as_problem);
+  CHECK(as_problem->status == 429);
+  CHECK(as_problem->get_header_value("Content-Type") == "application/problem+json");
+  CHECK(as_problem->body.find("\"violated-policies\":[\"user_model_rpm\"]") != std::string::npos);
 
   // bob's plan raises his limit: the same model, another user, still admitted.
   CHECK(gateway.chat("sk-bob", chat_body("llama", 10))->status == 200);
@@ -68,63 +83,95 @@ TEST_CASE("the settle after a reply refunds the reserved tokens it did not use",
   REQUIRE(first->status == 200);
   CHECK(header_number(first, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 200));  // the reservation
   CHECK(first->body.find("\"usage\":{\"completion_tokens\":5,\"prompt_tokens\":" + std::to_string(prompt)) != std::string::npos);
+  CHECK(first->body.find("\"finish_reason\":\"stop\"") != std::string::npos);  // 5 of 200: the model ended it
 
   auto second = gateway.chat("sk-alice", chat_body("llama", 1));
   REQUIRE(second);
   REQUIRE(second->status == 200);
   // The first request was settled at prompt + 5: 195 tokens came back before the second was decided.
   CHECK(header_number(second, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 5) - (prompt + 1));
+  CHECK(second->body.find("\"finish_reason\":\"length\"") != std::string::npos);  // cut at max_tokens 1
 
-  // Streamed: 5 chunks of one token, a last chunk with the usage, [DONE]; settled the same way.
+  // Streamed: a chunk with the role, 5 chunks of one token, one with the finish reason, one with the usage
+  // (stream_options.include_usage), [DONE]; settled the same way.
   auto streamed = gateway.chat("sk-alice", chat_body("llama", 50, /*stream=*/true));
   REQUIRE(streamed);
   REQUIRE(streamed->status == 200);
   CHECK(streamed->get_header_value("Content-Type") == "text/event-stream");
-  std::size_t chunks = 0;
-  for (std::size_t at = 0; (at = streamed->body.find("\"delta\":{\"content\"", at)) != std::string::npos; ++at) ++chunks;
-  CHECK(chunks == 5);
+  const auto count = [&](const std::string& text) {
+    std::size_t found = 0;
+    for (std::size_t at = 0; (at = streamed->body.find(text, at)) != std::string::npos; ++at) ++found;
+    return found;
+  };
+  CHECK(count("\"delta\":{\"content\":") == 6);
+  CHECK(count("\"delta\":{\"content\":\"\",\"role\":\"assistant\"}") == 1);
+  CHECK(count("\"created\":") == 8);
+  CHECK(count("\"finish_reason\":\"stop\"") == 1);  // 5 tokens of the 50 allowed: the model stopped
+  CHECK(count("\"choices\":[],") == 1);
   CHECK(streamed->body.find("\"completion_tokens\":5") != std::string::npos);
   CHECK(streamed->body.ends_with("data: [DONE]\n\n"));
   auto after = gateway.chat("sk-alice", chat_body("llama", 1));
   CHECK(header_number(after, "x-ratelimit-remaining-tokens") == 1000 - (prompt + 5) - (prompt + 1) * 2 - (prompt + 5));
 }
 
-TEST_CASE("bad keys get 401 and bad bodies 400, nothing is charged, and the gateway goes on", "[gateway]") {
+TEST_CASE("bad keys get 401, bad bodies 400, unknown models 404, in OpenAI's shape, and nothing is charged", "[gateway]") {
   TempDir dir;
   GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\n", {"--max-body-bytes", "4096"});
   auto no_key = gateway.chat("", chat_body("llama", 10));
   REQUIRE(no_key);
   CHECK(no_key->status == 401);
   CHECK(no_key->get_header_value("WWW-Authenticate") == "Bearer");
+  CHECK(no_key->body.find(R"("code":"invalid_api_key")") != std::string::npos);
   CHECK(gateway.chat("sk-nobody", chat_body("llama", 10))->status == 401);
   httplib::Headers basic = {{"Authorization", "Basic c2stYWxpY2U6"}};
   CHECK(gateway.client().Post("/v1/chat/completions", basic, chat_body("llama", 10), "application/json")->status == 401);
 
   const std::string bad_bodies[] = {
-      "", "not json", "[1,2]", "{\"model\":3,\"messages\":[{\"content\":\"x\"}]}",
-      "{\"messages\":[{\"content\":\"x\"}]}", "{\"model\":\"llama\"}", "{\"model\":\"llama\",\"messages\":[]}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":7}]}", "{\"model\":\"llama\",\"messages\":[\"x\"]}",
-      "{\"model\":\"\",\"messages\":[{\"content\":\"x\"}]}", chat_body(std::string(300, 'm'), 10),
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":0}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":-5}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":100000000}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"max_tokens\":\"9\"}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"x\"}],\"stream\":\"yes\"}",
-      "{\"model\":\"llama\",\"messages\":[{\"content\":\"\xff\xfe\"}]}",
-      std::string(3000, '[') + std::string(3000, ']'),
-      chat_body("llama", 10, false, std::string(5000, 'a')),  // above --max-body-bytes
+      "", "not json", "[1,2]", R"({"model":3,"messages":[{"role":"user","content":"x"}]})",
+      R"({"messages":[{"role":"user","content":"x"}]})", R"({"model":"llama"})", R"({"model":"llama","messages":[]})",
+      R"({"model":"llama","messages":[{"role":"user","content":7}]})", R"({"model":"llama","messages":["x"]})",
+      R"({"model":"llama","messages":[{"content":"no role"}]})",
+      R"({"model":"llama","messages":[{"role":"user","content":null}]})",  // null only for an assistant
+      R"({"model":"llama","messages":[{"role":"user","content":[{"text":"no type"}]}]})",
+      R"({"model":"llama","messages":[{"role":"user","content":[{"type":"text","text":5}]}]})",
+      R"({"model":"","messages":[{"role":"user","content":"x"}]})", chat_body(std::string(300, 'm'), 10),
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_tokens":0})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_tokens":-5})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_tokens":100000000})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_completion_tokens":8193})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"max_tokens":"9"})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"stream":"yes"})",
+      R"({"model":"llama","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":1}})",
+      "{\"model\":\"llama\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}",
+      std::string(1500, '[') + std::string(1500, ']'),  // deeper than 32 levels
   };
   for (const std::string& body : bad_bodies) {
     INFO(body.substr(0, 80));
     auto res = gateway.chat("sk-alice", body);
     REQUIRE(res);
     CHECK(res->status == 400);
-    CHECK(res->get_header_value("Content-Type") == "application/problem+json");
-    CHECK(res->body.find("\"status\":400") != std::string::npos);
+    CHECK(res->get_header_value("Content-Type") == "application/json");
+    CHECK(res->body.find(R"("type":"invalid_request_error")") != std::string::npos);
   }
+  auto as_problem = gateway.chat("sk-alice", "not json", {{"Accept", "application/problem+json"}});
+  REQUIRE(as_problem);
+  CHECK(as_problem->get_header_value("Content-Type") == "application/problem+json");
+  CHECK(as_problem->body.find("\"status\":400") != std::string::npos);
+  auto too_large = gateway.chat("sk-alice", chat_body("llama", 10, false, std::string(5000, 'a')));  // above 4096
+  REQUIRE(too_large);
+  CHECK(too_large->status == 413);
+  CHECK(too_large->body.find(R"("code":"request_too_large")") != std::string::npos);
   httplib::Headers bad_id = {{"X-Request-Id", std::string(200, 'x')}};
   CHECK(gateway.chat("sk-alice", chat_body("llama", 10), bad_id)->status == 400);
   CHECK(gateway.get("/no/such/route")->status == 404);
+
+  // A model the gateway does not serve: 404 model_not_found, as OpenAI answers, and no bucket made for it.
+  for (int i = 0; i < 5; ++i) {
+    auto made_up = gateway.chat("sk-alice", chat_body("llama-3-8b-" + std::to_string(i), 10));
+    REQUIRE(made_up);
+    CHECK(made_up->status == 404);
+    CHECK(made_up->body.find(R"("code":"model_not_found")") != std::string::npos);
+  }
 
   // None of that was charged: the first good request still sees 4 of 5 left.
   auto good = gateway.chat("sk-alice", chat_body("llama", 10));
@@ -132,9 +179,68 @@ TEST_CASE("bad keys get 401 and bad bodies 400, nothing is charged, and the gate
   CHECK(good->status == 200);
   CHECK(header_number(good, "x-ratelimit-remaining-requests") == 4);
   const std::string metrics = gateway.metrics();
-  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"400\"}") == Approx(std::size(bad_bodies) + 1));
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"400\"}") == Approx(std::size(bad_bodies) + 2));
   CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"401\"}") == Approx(3));
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"404\"}") == Approx(6));
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"413\"}") == Approx(1));
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"other\"}") == Approx(0));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"unauthenticated\"}") == Approx(3));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"invalid_request\"}") == Approx(std::size(bad_bodies) + 2));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"model_not_found\"}") == Approx(5));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"body_too_large\"}") == Approx(1));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"not_found\"}") == Approx(1));
   CHECK(metric_value(metrics, "airl_decisions_total{result=\"allowed\"}") == Approx(1));
+  CHECK(metric_value(metrics, "airl_active_keys") == Approx(6));  // one request's buckets: no made-up model's
+}
+
+TEST_CASE("OpenAI's request forms (content parts, tool calls, max_completion_tokens) and GET /v1/models", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "max_tokens 64\ndefault_max_tokens 20\n", {"--reply-tokens", "40"});
+  const std::string body = R"({"model":"llama","max_completion_tokens":7,"messages":[)"
+                           R"({"role":"system","content":"be brief"},)"
+                           R"({"role":"user","content":[{"type":"text","text":"what is this?"},)"
+                           R"({"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},)"
+                           R"({"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",)"
+                           R"("function":{"name":"look","arguments":"{}"}}]},)"
+                           R"({"role":"tool","tool_call_id":"c1","content":"a cat"}]})";
+  auto res = gateway.chat("sk-alice", body);
+  REQUIRE(res);
+  INFO(res->body);
+  CHECK(res->status == 200);
+  CHECK(res->body.find(R"("completion_tokens":7)") != std::string::npos);  // max_completion_tokens counted
+  CHECK(res->body.find(R"("finish_reason":"length")") != std::string::npos);
+  // The prompt estimate counts the text: "be brief" 3, "what is this?" 4, "look" 2 + "{}" 1, "a cat" 2,
+  // and 3 per message of framing.
+  CHECK(res->body.find(R"("prompt_tokens":24)") != std::string::npos);
+  // No max tokens named: the configured default is reserved and produced at most.
+  auto defaulted = gateway.chat("sk-alice", R"({"model":"llama","messages":[{"role":"user","content":"hi"}]})");
+  REQUIRE(defaulted);
+  CHECK(defaulted->body.find(R"("completion_tokens":20)") != std::string::npos);
+  // The configured largest max_tokens: 64 passes, 65 is refused.
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 64))->status == 200);
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 65))->status == 400);
+
+  auto models = gateway.client().Get("/v1/models", {{"Authorization", "Bearer sk-alice"}});
+  REQUIRE(models);
+  CHECK(models->status == 200);
+  CHECK(models->body == R"({"data":[{"created":0,"id":"llama","object":"model","owned_by":"airl-gateway"},)"
+                        R"({"created":0,"id":"mistral","object":"model","owned_by":"airl-gateway"}],"object":"list"})");
+  CHECK(gateway.client().Get("/v1/models")->status == 401);
+  CHECK(gateway.client().Get("/v1/models/mistral", {{"Authorization", "Bearer sk-alice"}})->status == 200);
+  CHECK(gateway.client().Get("/v1/models/gpt-9", {{"Authorization", "Bearer sk-alice"}})->status == 404);
+}
+
+TEST_CASE("the per-user tier counts across models: naming another model does not escape it", "[gateway]") {
+  TempDir dir;
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\nlimit user_rpm 6\n");
+  for (int i = 0; i < 6; ++i) {
+    CHECK(gateway.chat("sk-alice", chat_body(i % 2 == 0 ? "llama" : "mistral", 1))->status == 200);
+  }
+  auto denied = gateway.chat("sk-alice", chat_body("mistral", 1));
+  REQUIRE(denied);
+  CHECK(denied->status == 429);
+  CHECK(denied->body.find("user_rpm") != std::string::npos);
+  CHECK(gateway.chat("sk-bob", chat_body("mistral", 1))->status == 200);  // another user
 }
 
 TEST_CASE("a reused X-Request-Id is refused with 409, not served again for free", "[gateway]") {
@@ -150,13 +256,18 @@ TEST_CASE("a reused X-Request-Id is refused with 409, not served again for free"
     auto reused = gateway.chat("sk-alice", chat_body("llama", 10), id);
     REQUIRE(reused);
     CHECK(reused->status == 409);
+    CHECK(reused->get_header_value("x-should-retry") == "false");  // OpenAI's SDKs would retry a 409 otherwise
+    CHECK(reused->body.find(R"("code":"request_id_reused")") != std::string::npos);
   }
   // Nothing was charged by the reuses, and their slot came back: a new id is admitted with 3 left.
   auto next = gateway.chat("sk-alice", chat_body("llama", 10));
   REQUIRE(next);
   CHECK(next->status == 200);
   CHECK(header_number(next, "x-ratelimit-remaining-requests") == 3);
-  CHECK(metric_value(gateway.metrics(), "airl_gateway_tokens_total{kind=\"completion\"}") == Approx(20));  // 2 replies of max_tokens 10
+  const std::string metrics = gateway.metrics();
+  CHECK(metric_value(metrics, "airl_gateway_tokens_total{kind=\"completion\"}") == Approx(20));  // 2 replies of max_tokens 10
+  CHECK(metric_value(metrics, "airl_gateway_responses_total{code=\"409\"}") == Approx(8));
+  CHECK(metric_value(metrics, "airl_gateway_refusals_total{reason=\"request_id_reused\"}") == Approx(8));
 }
 
 TEST_CASE("a full concurrency cap refuses with 429 and charges no rate tier", "[gateway]") {
@@ -174,8 +285,10 @@ TEST_CASE("a full concurrency cap refuses with 429 and charges no rate tier", "[
   auto refused = gateway.chat("sk-alice", chat_body("llama", 10));
   REQUIRE(refused);
   CHECK(refused->status == 429);
-  CHECK(refused->body.find("user_in_flight is full") != std::string::npos);
-  CHECK(header_number(refused, "Retry-After") >= 1);
+  CHECK(refused->body.find("Too many requests in flight: user_in_flight is full") != std::string::npos);
+  // A slot frees when a request ends: a short hint (the default 1 s), not the 600 s lease.
+  CHECK(header_number(refused, "Retry-After") == 1);
+  CHECK(header_number(refused, "retry-after-ms") == 1000);
   CHECK(gateway.chat("sk-bob", chat_body("llama", 1))->status == 200);  // another user's slot is free
 
   REQUIRE(slow.wait_for(30s) == std::future_status::ready);
@@ -186,22 +299,46 @@ TEST_CASE("a full concurrency cap refuses with 429 and charges no rate tier", "[
   REQUIRE(next);
   CHECK(next->status == 200);
   CHECK(header_number(next, "x-ratelimit-remaining-requests") == 3);  // 5 - the slow one - this one
+  // The cap's refusal counts under its reason with airl's other refusals.
+  CHECK(metric_value(gateway.metrics(), "airl_denials_total{reason=\"user_in_flight\"}") == Approx(1));
 }
 
-TEST_CASE("a full GPU queue answers 503 and refunds the reservation", "[gateway]") {
+TEST_CASE("a full GPU queue answers 503 and refunds all the request was charged, and --queue 0 means no queue",
+          "[gateway]") {
   TempDir dir;
-  GatewayProcess gateway(dir, base_config + "limit user_model_tpm 1000\n", {"--queue", "0"});
-  auto res = gateway.chat("sk-alice", chat_body("llama", 300));
-  REQUIRE(res);
-  CHECK(res->status == 503);
-  CHECK(res->get_header_value("Retry-After") == "1");
-  // The sidecar decision (cost 1) shows the tokens: only the prompt stayed charged.
+  // One simulated GPU and no waiting room: a second completion while the first runs finds no worker.
+  GatewayProcess gateway(dir, base_config + "limit user_model_rpm 5\nlimit user_model_tpm 1000\n",
+                         {"--gpu-workers", "1", "--queue", "0", "--us-per-token", "100000", "--reply-tokens", "10"});
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 1))->status == 200);  // an idle worker takes it: no queue needed
+  auto busy = std::async(std::launch::async, [&] { return gateway.chat("sk-bob", chat_body("llama", 10)); });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (metric_value(gateway.metrics(), "airl_decisions_total{result=\"allowed\"}").value_or(0) < 2) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(100ms);  // admitted, then handed to the worker at once: it runs for 1 s
+  httplib::Headers id = {{"X-Request-Id", "queue-full-1"}};
+  for (int i = 0; i < 3; ++i) {  // the same id each time: a refunded request is a new one when retried
+    auto res = gateway.chat("sk-alice", chat_body("llama", 300), id);
+    REQUIRE(res);
+    CHECK(res->status == 503);
+    CHECK(res->get_header_value("Retry-After") == "1");
+    CHECK(res->get_header_value("retry-after-ms") == "1000");
+    CHECK(res->body.find(R"("type":"server_error")") != std::string::npos);
+  }
+  // The sidecar decision (cost 1) shows what stayed charged: only the first, finished request.
   httplib::Headers check = {{"Authorization", "Bearer sk-alice"}, {"X-Airl-Model", "llama"}};
   auto decided = gateway.client().Get("/v1/ratelimit/check", check);
   REQUIRE(decided);
   CHECK(decided->status == 204);
-  CHECK(header_number(decided, "x-ratelimit-remaining-tokens") == 1000 - airl_test::prompt_tokens_of("hello") - 1);
-  CHECK(metric_value(gateway.metrics(), "airl_gateway_queue_full_total") == Approx(1));
+  const std::uint64_t first = airl_test::prompt_tokens_of("hello") + 1;
+  CHECK(header_number(decided, "x-ratelimit-remaining-requests") == 5 - 1 - 1);
+  CHECK(header_number(decided, "x-ratelimit-remaining-tokens") == 1000 - first - 1);
+  CHECK(metric_value(gateway.metrics(), "airl_gateway_refusals_total{reason=\"queue_full\"}") == Approx(3));
+  REQUIRE(busy.wait_for(30s) == std::future_status::ready);
+  CHECK(busy.get()->status == 200);
+  // The worker is free again: the same id is admitted and served.
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 1), id)->status == 200);
 }
 
 TEST_CASE("the sidecar check decides without a body: 204, then 403 with the status in X-Airl-Status", "[gateway]") {
@@ -216,12 +353,19 @@ TEST_CASE("the sidecar check decides without a body: 204, then 403 with the stat
   REQUIRE(refused);
   CHECK(refused->status == 403);
   CHECK(refused->get_header_value("X-Airl-Status") == "429");
-  CHECK(refused->get_header_value("X-Airl-Problem").find("\"violated-policies\":[\"user_model_tpm\"]") != std::string::npos);
+  CHECK(refused->get_header_value("X-Airl-Problem").find(R"("type":"tokens")") != std::string::npos);
+  CHECK(refused->get_header_value("X-Airl-Problem") == refused->body);
   CHECK(header_number(refused, "Retry-After") == 60);
+  CHECK(header_number(refused, "retry-after-ms") > 59'000);
+  const auto refused_with = [&](const httplib::Headers& sent) {
+    auto res = gateway.client().Get("/v1/ratelimit/check", sent);
+    return res && res->status == 403 ? res->get_header_value("X-Airl-Status") : std::string("not refused");
+  };
   headers.erase("X-Airl-Cost");
   headers.emplace("X-Airl-Cost", "0");
-  CHECK(gateway.client().Get("/v1/ratelimit/check", headers)->status == 400);
-  CHECK(gateway.client().Get("/v1/ratelimit/check", {{"Authorization", "Bearer sk-alice"}})->status == 400);  // no model
+  CHECK(refused_with(headers) == "400");
+  CHECK(refused_with({{"Authorization", "Bearer sk-alice"}}) == "400");  // no model
+  CHECK(refused_with({{"Authorization", "Bearer sk-alice"}, {"X-Airl-Model", "gpt-made-up"}}) == "404");
   CHECK(gateway.client().Get("/v1/ratelimit/check", {{"X-Airl-Model", "llama"}})->status == 401);
 
   httplib::Headers with_id = {{"Authorization", "Bearer sk-bob"}, {"X-Airl-Model", "llama"}, {"X-Request-Id", "r-1"}};
@@ -230,16 +374,19 @@ TEST_CASE("the sidecar check decides without a body: 204, then 403 with the stat
   REQUIRE(reused);
   CHECK(reused->status == 403);
   CHECK(reused->get_header_value("X-Airl-Status") == "409");
+  CHECK(reused->get_header_value("x-should-retry") == "false");
   with_id.erase("X-Request-Id");
   with_id.emplace("X-Request-Id", "bad id");
-  CHECK(gateway.client().Get("/v1/ratelimit/check", with_id)->status == 400);
+  CHECK(refused_with(with_id) == "400");
 }
 
 TEST_CASE("/metrics passes promtool and /healthz reports the in-memory backend", "[gateway]") {
   TempDir dir;
   GatewayProcess gateway(dir, base_config + "in_flight user 2\n");
   REQUIRE(gateway.chat("sk-alice", chat_body("llama", 3))->status == 200);
-  auto health = gateway.get("/healthz");
+  CHECK(gateway.get("/healthz")->status == 404);  // the admin endpoints are on the admin port only
+  CHECK(gateway.get("/metrics")->status == 404);
+  auto health = gateway.admin_get("/healthz");
   REQUIRE(health);
   CHECK(health->status == 200);
   CHECK(health->body == "{\"backend\":\"memory\",\"status\":\"ok\"}\n");
@@ -270,11 +417,11 @@ TEST_CASE("SIGTERM drains: in-flight replies and streams finish, new ones get 50
   }
   gateway.process().signal(SIGTERM);
   // While draining, it still answers: not ready, and no new completions.
-  for (auto health = gateway.get("/healthz"); !health || health->status != 503; health = gateway.get("/healthz")) {
+  for (auto health = gateway.admin_get("/healthz"); !health || health->status != 503; health = gateway.admin_get("/healthz")) {
     REQUIRE(std::chrono::steady_clock::now() < deadline);
     std::this_thread::sleep_for(10ms);
   }
-  CHECK(gateway.get("/healthz")->body.find("\"status\":\"draining\"") != std::string::npos);
+  CHECK(gateway.admin_get("/healthz")->body.find("\"status\":\"draining\"") != std::string::npos);
   auto late = gateway.chat("sk-alice", chat_body("llama", 10));
   REQUIRE(late);
   CHECK(late->status == 503);
@@ -290,7 +437,8 @@ TEST_CASE("SIGTERM drains: in-flight replies and streams finish, new ones get 50
   CHECK(streamed->body.ends_with("data: [DONE]\n\n"));
   CHECK(gateway.process().wait_exit(15s) == 0);
   CHECK(gateway.process().log().find("stopped cleanly") != std::string::npos);
-  CHECK_FALSE(gateway.get("/livez"));  // no longer listening
+  CHECK_FALSE(gateway.admin_get("/livez"));  // no longer listening
+  CHECK_FALSE(gateway.get("/v1/models"));
 }
 
 TEST_CASE("SIGTERM with a reply longer than the grace period exits 3 when the grace runs out", "[gateway]") {
@@ -318,13 +466,19 @@ TEST_CASE("bad flags, a bad config and a taken port exit 2 with a message", "[ga
     const std::optional<int> code = process.wait_exit(20s);
     return std::make_pair(code, process.log());
   };
-  const std::string good = dir.write("good.conf", base_config);
+  const std::string good = dir.write("good.conf", airl_test::with_models(base_config));
   auto [unknown_code, unknown_log] = run({"--config", good, "--bogus", "1"});
   CHECK(unknown_code == 2);
   CHECK(unknown_log.find("unknown flag --bogus") != std::string::npos);
   CHECK(run({"--config", good, "--failure-policy", "maybe"}).first == 2);
   CHECK(run({"--config", good, "--port", "0"}).first == 2);
   CHECK(run({"--port", "8080"}).first == 2);
+  CHECK(run({"--config", good, "--port", "9000", "--admin-port", "9000"}).first == 2);
+  auto [no_models_code, no_models_log] = run({"--config", dir.write("no-models.conf", base_config)});
+  CHECK(no_models_code == 2);
+  CHECK(no_models_log.find("no 'model' lines") != std::string::npos);
+  CHECK(run({"--config", dir.write("twice.conf", "model a\nmodel a\n" + base_config)}).first == 2);
+  CHECK(run({"--config", dir.write("cap.conf", "model a\nmax_tokens 10\ndefault_max_tokens 20\n" + base_config)}).first == 2);
   const std::string bad = dir.write("bad.conf", "key k alice\nlimit user_model_rpm lots\n");
   auto [bad_code, bad_log] = run({"--config", bad});
   CHECK(bad_code == 2);
@@ -334,7 +488,7 @@ TEST_CASE("bad flags, a bad config and a taken port exit 2 with a message", "[ga
   CHECK(run({"--config", dir.file("missing.conf")}).first == 2);
 
   GatewayProcess holder(dir, base_config);
-  auto [taken_code, taken_log] = run({"--config", good, "--port", std::to_string(holder.port())});
+  auto [taken_code, taken_log] = run({"--config", good, "--port", std::to_string(holder.port()), "--admin-port", "9001"});
   CHECK(taken_code == 2);
   CHECK(taken_log.find("cannot listen") != std::string::npos);
 }

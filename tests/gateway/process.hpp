@@ -120,6 +120,7 @@ class ChildProcess {
     wait_exit(std::chrono::milliseconds(0));
     return pid_ > 0;
   }
+  pid_t pid() const noexcept { return pid_; }
   std::string log() const { return read_file(log_path_); }
 
  private:

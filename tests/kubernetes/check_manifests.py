@@ -83,7 +83,8 @@ def main():
                     ports.add(p["name"])
         ports_of[where] = (labels, ports)
         if d["kind"] == "Deployment" and d["metadata"]["name"] == "airl-gateway":
-            check_gateway(where, pod, containers, configmaps, errors)
+            annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
+            check_gateway(where, pod, annotations, containers, configmaps, errors)
     for where, d in services:
         spec = d.get("spec") or {}
         selector = spec.get("selector") or {}
@@ -104,25 +105,35 @@ def main():
     return 0
 
 
-def check_gateway(where, pod, containers, configmaps, errors):
+def check_gateway(where, pod, annotations, containers, configmaps, errors):
     c = containers[0] if containers else {}
-    ports = {p.get("containerPort") for p in c.get("ports") or []} | {p.get("name") for p in c.get("ports") or []}
-    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
-        get = (c.get(probe) or {}).get("httpGet") or {}
-        if get.get("path") != path or get.get("port") not in ports:
-            errors.append(f"{where}: {probe} must be httpGet {path} on the container port")
-    for v in pod.get("volumes") or []:
-        cm = (v.get("configMap") or {}).get("name")
-        if cm is None:
-            continue
-        if cm not in configmaps:
-            errors.append(f"{where}: mounts ConfigMap {cm}, which is not defined")
-        elif not re.search(r"^\s*key\s+\S+\s+\S+", configmaps[cm].get("gateway.conf", ""), re.M):
-            errors.append(f"{where}: ConfigMap {cm} has no gateway.conf with a 'key' line")
     args = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
 
     def flag(name, default):
         return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else default
+    # The probes and the scrape go to the admin listener (--admin-port), which API load cannot starve.
+    admin = int(flag("--admin-port", "8081"))
+    admin_names = {p.get("name") for p in c.get("ports") or [] if p.get("containerPort") == admin} - {None}
+    if not admin_names and admin not in {p.get("containerPort") for p in c.get("ports") or []}:
+        errors.append(f"{where}: the admin port {admin} is not a container port")
+    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
+        get = (c.get(probe) or {}).get("httpGet") or {}
+        if get.get("path") != path or (get.get("port") != admin and get.get("port") not in admin_names):
+            errors.append(f"{where}: {probe} must be httpGet {path} on the admin port {admin}")
+    scrape = annotations.get("prometheus.io/port")
+    if scrape is not None and str(scrape) != str(admin):
+        errors.append(f"{where}: prometheus.io/port {scrape} must be the admin port {admin}")
+    for v in pod.get("volumes") or []:
+        cm = (v.get("configMap") or {}).get("name")
+        if cm is None:
+            continue
+        conf = configmaps.get(cm, {}).get("gateway.conf", "")
+        if cm not in configmaps:
+            errors.append(f"{where}: mounts ConfigMap {cm}, which is not defined")
+        elif not re.search(r"^\s*key\s+\S+\s+\S+", conf, re.M):
+            errors.append(f"{where}: ConfigMap {cm} has no gateway.conf with a 'key' line")
+        elif not re.search(r"^\s*model\s+\S+", conf, re.M):
+            errors.append(f"{where}: ConfigMap {cm}'s gateway.conf serves no model (a 'model' line)")
     grace_ms = int(flag("--shutdown-grace-ms", "10000"))
     grace_s = pod.get("terminationGracePeriodSeconds", 30)
     if not grace_s * 1000 > grace_ms:

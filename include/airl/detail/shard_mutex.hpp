@@ -42,7 +42,7 @@ class AIRL_CAPABILITY("mutex") ShardMutex {
     if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
   }
 
-  // Tells the analysis that the caller holds this lock (taken through a dynamic set, see ShardLocks), and
+  // Tells the analysis that the caller holds this lock (taken through a dynamic set, StoreCall's locks), and
   // checks in debug builds that somebody does. Throws nothing.
   void assert_held() const noexcept AIRL_ASSERT_CAPABILITY(this) {
     assert(state_.load(std::memory_order_relaxed) != 0);

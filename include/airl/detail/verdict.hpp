@@ -15,13 +15,9 @@
 #include <span>
 
 #include "../storage_policy.hpp"
+#include "ticks.hpp"
 
 namespace airl::detail {
-
-// A duration that never ends ("never admissible").
-inline constexpr std::int64_t never_ticks = std::numeric_limits<std::int64_t>::max();
-// "Already expired": the expiry of a bucket that holds nothing any more.
-inline constexpr std::int64_t expired_ticks = std::numeric_limits<std::int64_t>::min();
 
 // What one bucket says about one charge. Durations in nanoseconds; never_ticks means "never".
 struct WindowVerdict {
@@ -30,13 +26,6 @@ struct WindowVerdict {
   std::int64_t retry_after = 0;   // 0 when it fits; else the wait until enough old entries expire
   std::int64_t reset_after = 0;   // until the window holds nothing, after this decision
 };
-
-// Nanoseconds to whole milliseconds, rounded up; never_ticks stays "never". Throws nothing.
-inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
-  if (ns >= never_ticks) return std::chrono::milliseconds::max();
-  if (ns <= 0) return std::chrono::milliseconds{0};
-  return std::chrono::milliseconds{static_cast<std::int64_t>((static_cast<std::uint64_t>(ns) + 999'999) / 1'000'000)};
-}
 
 // The rule above. `replayed`: the request's id was already admitted (nothing was charged; status replayed).
 inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, bool replayed = false) noexcept {

@@ -95,12 +95,7 @@ class RedisConcurrencyStorage
 
   // Refuses a cap the script cannot enforce exactly: a max_in_flight above 2^53 (Lua numbers are doubles).
   // The limiter calls it for each cap at construction. Thread safety: safe. Throws std::invalid_argument.
-  void validate_cap(const ConcurrencyCap& cap) const {
-    if (cap.max_in_flight > max_exact_count) {
-      throw std::invalid_argument("airl::RedisConcurrencyStorage: cap '" + cap.name +
-                                  "': max_in_flight must be at most 2^53");
-    }
-  }
+  void validate_cap(const ConcurrencyCap& cap) const { check_max_in_flight(cap.max_in_flight, cap.name); }
 
   // Takes a lease for `id` in every slot or in none, in one script call on Redis's clock. Thread safety: safe.
   // When Redis fails (always degraded): fail_open admits (LeaseLocation::unconfirmed when the call had been
@@ -204,10 +199,13 @@ class RedisConcurrencyStorage
   void validate(std::span<const ConcurrencySlot> slots) const {
     detail::validate_slots(slots, "airl::RedisConcurrencyStorage");
     core();  // not moved from
-    for (const ConcurrencySlot& slot : slots) {
-      if (slot.max_in_flight > max_exact_count) {
-        throw std::invalid_argument("airl::RedisConcurrencyStorage: max_in_flight must be at most 2^53");
-      }
+    for (const ConcurrencySlot& slot : slots) check_max_in_flight(slot.max_in_flight, slot.bucket.name);
+  }
+
+  static void check_max_in_flight(std::uint64_t max_in_flight, std::string_view cap) {
+    if (max_in_flight > max_exact_count) {
+      throw std::invalid_argument("airl::RedisConcurrencyStorage: cap '" + std::string(cap) +
+                                  "': max_in_flight must be at most 2^53");
     }
   }
 
@@ -272,6 +270,8 @@ class RedisConcurrencyStorage
 
   // Puts releases taken by take_pending() back at the front of the queue (as many as fit).
   void put_back(std::vector<detail::PendingRelease> batch) noexcept {
+    const auto now = std::chrono::steady_clock::now();  // those run() skipped are given up, not queued again
+    std::erase_if(batch, [&](const detail::PendingRelease& release) { return release.give_up <= now; });
     if (batch.empty()) return;
     try {
       Core& core = this->core();
@@ -282,10 +282,6 @@ class RedisConcurrencyStorage
       core.count.store(core.queue.size(), std::memory_order_relaxed);
     } catch (...) {  // std::bad_alloc: those leases run out on their own
     }
-  }
-
-  static std::int64_t lease_us(const ConcurrencySlot& slot) {
-    return std::chrono::duration_cast<std::chrono::microseconds>(slot.lease).count();
   }
 
   // <n> key1..keyn <op> <member> [(max_in_flight lease_us) per key | lease_us per key] (acquire takes both,
@@ -309,7 +305,7 @@ class RedisConcurrencyStorage
     if (op == "acquire" || op == "renew") {
       for (const ConcurrencySlot& slot : slots) {
         if (op == "acquire") call.numbers.push_back(std::to_string(slot.max_in_flight));
-        call.numbers.push_back(std::to_string(lease_us(slot)));
+        call.numbers.push_back(std::to_string(micros(slot.lease)));
       }
     }
     if (op == "count") {

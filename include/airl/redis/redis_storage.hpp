@@ -104,34 +104,14 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // expires with its window. Throws std::invalid_argument on a bad window, a cost above 2^53, an unknown
   // scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
-    Core& core = this->core();
-    detail::validate_settle_charges(charges, "airl::RedisStorage");
-    for (const Charge& charge : charges) {
-      if (charge.cost > max_exact_count) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
-    }
-    if (charges.empty() || request_id.empty()) return 0;
-    const std::size_t n = charges.size();
-    detail::ScriptCall& call = thread_call();
-    add_keys(charges, call, "settle");
-    call.numbers.resize(2 * n);
-    for (std::size_t i = 0; i < n; ++i) {
-      call.numbers[2 * i] = std::to_string(window_us(charges[i].quota));
-      call.numbers[2 * i + 1] = std::to_string(charges[i].cost);
-    }
-    request_member(call.member, request_id);
-    call.finish("settle", {call.member});
-    InMemoryStorage<SteadyClock>* const local = core.fallback.local();
-    const std::size_t settled_locally = local != nullptr ? local->settle(charges, request_id) : 0;
-    try {
-      const detail::Reply reply = core.client.eval(call.words);
-      if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
-        throw ReplyError("airl: unexpected settle reply");
-      }
-      return settled_locally + static_cast<std::size_t>(reply->integer);
-    } catch (const BackendError&) {
-      if (local != nullptr) return settled_locally;
-      throw;
-    }
+    return change_costs(charges, request_id, "settle");
+  }
+
+  // settle(), then every bucket that logged `request_id` forgets it (see RefundingStoragePolicy): the entry
+  // stays at its time under another member, and the same id is decided afresh. Thread safety and throws: as
+  // settle().
+  std::size_t refund(std::span<const Charge> charges, std::string_view request_id) {
+    return change_costs(charges, request_id, "refund");
   }
 
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails;
@@ -142,7 +122,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     detail::ScriptCall& call = thread_call();
     const Charge charge{bucket, quota, 1};
     add_keys({&charge, 1}, call, "usage");
-    call.numbers.assign(1, std::to_string(window_us(quota)));
+    call.numbers.assign(1, std::to_string(micros(quota.window)));
     call.finish("usage", {});
     const detail::Reply reply = core().client.eval(call.words);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
@@ -202,10 +182,6 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     }
   }
 
-  static std::int64_t window_us(const Quota& quota) {
-    return std::chrono::duration_cast<std::chrono::microseconds>(quota.window).count();
-  }
-
   // The log and costs keys of every charge (call.keys), refusing a repeated bucket.
   void add_keys(std::span<const Charge> charges, detail::ScriptCall& call, std::string_view op) const {
     call.keys.resize(2 * charges.size());
@@ -220,6 +196,40 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     }
   }
 
+  // `op`: "settle" or "refund" (the script's operations of that name).
+  std::size_t change_costs(std::span<const Charge> charges, std::string_view request_id, const char* op) {
+    Core& core = this->core();
+    detail::validate_settle_charges(charges, "airl::RedisStorage");
+    for (const Charge& charge : charges) {
+      if (charge.cost > max_exact_count) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
+    }
+    if (charges.empty() || request_id.empty()) return 0;
+    const std::size_t n = charges.size();
+    detail::ScriptCall& call = thread_call();
+    add_keys(charges, call, op);
+    call.numbers.resize(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      call.numbers[2 * i] = std::to_string(micros(charges[i].quota.window));
+      call.numbers[2 * i + 1] = std::to_string(charges[i].cost);
+    }
+    request_member(call.member, request_id);
+    call.finish(op, {call.member});
+    InMemoryStorage<SteadyClock>* const local = core.fallback.local();
+    const std::size_t settled_locally = local == nullptr ? 0
+                                          : op == std::string_view("refund") ? local->refund(charges, request_id)
+                                                                               : local->settle(charges, request_id);
+    try {
+      const detail::Reply reply = core.client.eval(call.words);
+      if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
+        throw ReplyError(std::string("airl: unexpected ") + op + " reply");
+      }
+      return settled_locally + static_cast<std::size_t>(reply->integer);
+    } catch (const BackendError&) {
+      if (local != nullptr) return settled_locally;
+      throw;
+    }
+  }
+
   // <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n
   void build_acquire_call(std::span<const Charge> charges, std::string_view request_id,
                           detail::ScriptCall& call) const {
@@ -228,7 +238,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     call.numbers.resize(3 * n);
     for (std::size_t i = 0; i < n; ++i) {
       call.numbers[3 * i] = std::to_string(charges[i].quota.limit);
-      call.numbers[3 * i + 1] = std::to_string(window_us(charges[i].quota));
+      call.numbers[3 * i + 1] = std::to_string(micros(charges[i].quota.window));
       call.numbers[3 * i + 2] = std::to_string(charges[i].cost);
     }
     // Members: "i" + the caller's (user, model, id) for request ids, "g" + seed + counter otherwise; the two
@@ -307,6 +317,6 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   }
 };
 
-static_assert(StoragePolicy<RedisStorage> && SettlingStoragePolicy<RedisStorage>);
+static_assert(StoragePolicy<RedisStorage> && RefundingStoragePolicy<RedisStorage>);
 
 }  // namespace airl

@@ -17,6 +17,8 @@ inline constexpr std::string_view sliding_window_script = R"lua(
 -- ARGV[1] = 'usage': ARGV[2] window (us), one bucket. Returns the cost counting now.
 -- ARGV[1] = 'settle': ARGV[2] member, then for each bucket: window (us), cost. Replaces the member's cost in
 --           every bucket that still logs it (its time stays). Returns how many buckets logged it.
+-- ARGV[1] = 'refund': as 'settle', then the entry moves to member 'r' .. member .. '@' .. its time, so the
+--           member (a request id) is free to be admitted again; the renamed entry keeps its time and cost.
 local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
 
 -- Every argument is checked before the first write: Redis does not roll a script back.
@@ -110,7 +112,7 @@ if op == 'usage' then
   if #KEYS ~= 2 or #ARGV ~= 2 then error('airl: usage takes one bucket and a window') end
   return (expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1)))
 end
-if op == 'settle' then
+if op == 'settle' or op == 'refund' then
   local n = #KEYS / 2
   if n < 1 or n ~= math.floor(n) or #ARGV ~= 2 + 2 * n then error('airl: wrong number of keys or arguments') end
   local member = ARGV[2]
@@ -133,6 +135,17 @@ if op == 'settle' then
         redis.call('HINCRBY', costs, '', int(cost[i] - old))
         local ttl = redis.call('PTTL', log)  -- the costs live exactly as long as their log
         if ttl > 0 then redis.call('PEXPIRE', costs, ttl) end
+      end
+      if op == 'refund' then
+        local at = redis.call('ZSCORE', log, member)
+        local renamed = 'r' .. member .. '@' .. at  -- unique: two entries alike in both are indistinguishable
+        redis.call('ZREM', log, member)
+        redis.call('ZADD', log, at, renamed)
+        local moved = redis.call('HGET', costs, member)
+        if moved then
+          redis.call('HDEL', costs, member)
+          redis.call('HSET', costs, renamed, moved)
+        end
       end
     end
   end

@@ -128,7 +128,7 @@ AIRL_DETAIL_HOT_INLINE bool key_matches(std::string_view key, const BucketRef& b
   const char* at = key.data();
   if ((name_size | user_size | model_size) < 0x80) [[likely]] {
     // The header is 2 to 4 bytes (scope, then one byte per length): compared as one word. Stored keys have at
-    // least min_key_bytes bytes of room (Bucket::make), so the 4-byte read stays inside the allocation.
+    // least min_key_bytes bytes of room (Entry::make), so the 4-byte read stays inside the allocation.
     const std::size_t header = 2 + std::size_t{user} + std::size_t{model};
     if (key.size() != header + name_size + user_size + model_size) return false;
     const std::uint32_t expected = static_cast<std::uint32_t>(static_cast<unsigned char>(bucket.scope)) |

@@ -17,7 +17,7 @@
 #include "../inlining.hpp"
 #include "../lock.hpp"
 #include "../shard_mutex.hpp"
-#include "../verdict.hpp"
+#include "../ticks.hpp"
 #include "shard.hpp"
 
 namespace airl::detail {

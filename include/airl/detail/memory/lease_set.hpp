@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "../../concurrency_storage_policy.hpp"
-#include "../verdict.hpp"
+#include "../ticks.hpp"
 
 namespace airl::detail {
 

@@ -4,8 +4,8 @@
 // that see ids. Entries leave a log oldest first (and are taken back newest first), so the ids live in a queue
 // of records in admission order ([hash][sequence number][length][bytes][record size], in one byte buffer) and
 // an open-addressing table of (hash, record) finds them; positions are sequence numbers (the oldest live entry
-// is first_seq). Both buffers keep their capacity as entries come and go: a log whose traffic is steady
-// allocates nothing per id.
+// is first_seq). Both buffers keep their capacity as entries come and go, so a log whose traffic is steady
+// allocates nothing per id; after a burst they shrink once the live ids are 8 times fewer than their room.
 
 #include <algorithm>
 #include <cstddef>
@@ -51,7 +51,7 @@ class RequestIdIndex {
     while (head_ < bytes_.size()) {
       const Header head = header_at(base_ + head_);
       if (head.seq >= first_seq_) break;
-      erase(head.hash, base_ + head_);
+      if (head.hash != forgotten) erase(head.hash, base_ + head_);
       head_ += header + head.size + trailer;
     }
     if (head_ == bytes_.size() || head_ * 2 > bytes_.capacity()) {  // reuse the front: no allocation
@@ -59,6 +59,7 @@ class RequestIdIndex {
       base_ += head_;
       head_ = 0;
     }
+    shrink_if_sparse();
   }
 
   // The entry at `position` (the newest) was taken back: its id, if it was indexed there, is forgotten.
@@ -69,11 +70,24 @@ class RequestIdIndex {
     const std::uint64_t record = base_ + bytes_.size() - size;
     const Header head = header_at(record);
     if (head.seq != first_seq_ + position) return;  // that entry had no id: the newest record is older
-    erase(head.hash, record);
+    if (head.hash != forgotten) erase(head.hash, record);
     bytes_.resize(bytes_.size() - size);
   }
 
+  // The entry admitted with `id` stays but no longer answers to it (a refund): the id may be admitted again.
+  // Its record stays queued, marked, until its entry leaves. Throws nothing.
+  void forget(std::string_view id) noexcept {
+    const std::uint64_t hash = hash_of(id);
+    const Slot* slot = lookup(hash, id);
+    if (slot == nullptr) return;
+    const std::uint64_t record = slot->record;
+    erase(hash, record);
+    std::memcpy(bytes_.data() + (record - base_), &forgotten, sizeof forgotten);  // the header's hash
+  }
+
   bool empty() const noexcept { return used_ == 0; }
+  // Bytes held for the ids (table and records), capacity included.
+  std::size_t memory_bytes() const noexcept { return slots_.capacity() * sizeof(Slot) + bytes_.capacity(); }
 
  private:
   struct Header {
@@ -83,6 +97,7 @@ class RequestIdIndex {
   };
   static constexpr std::size_t header = sizeof(std::uint64_t) * 2 + sizeof(std::uint32_t);
   static constexpr std::size_t trailer = sizeof(std::uint32_t);
+  static constexpr std::uint64_t forgotten = 0;  // a record's hash once forget() unindexed it (hashes are odd)
   struct Slot {
     std::uint64_t hash = 0;  // 0: empty (hashes are made odd)
     std::uint64_t seq = 0;
@@ -133,6 +148,34 @@ class RequestIdIndex {
     }
     slots_[hole] = Slot{};
     --used_;
+  }
+
+  // After a burst: memory follows the live ids again once they are 8 times fewer than the room kept for them
+  // (growth waits for 3/4 full, so steady traffic never shrinks and grows in turn). Failing to allocate the
+  // smaller copy keeps the larger one.
+  void shrink_if_sparse() noexcept {
+    constexpr std::size_t least = 64;
+    try {
+      if (slots_.size() > least && used_ * 8 < slots_.size()) {
+        std::size_t size = least;
+        while (size < used_ * 2) size *= 2;
+        std::vector<Slot> old(size);
+        old.swap(slots_);
+        used_ = 0;
+        for (const Slot& slot : old) {
+          if (slot.hash != 0) insert(slot);
+        }
+      }
+      const std::size_t live = bytes_.size() - head_;
+      if (bytes_.capacity() > 4096 && live * 8 < bytes_.capacity()) {
+        std::vector<char> kept(bytes_.begin() + static_cast<std::ptrdiff_t>(head_), bytes_.end());
+        kept.reserve(std::max<std::size_t>(2 * live, 256));
+        base_ += head_;
+        head_ = 0;
+        bytes_.swap(kept);
+      }
+    } catch (...) {  // std::bad_alloc: keep the room we have
+    }
   }
 
   void grow_table() {

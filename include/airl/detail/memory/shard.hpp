@@ -21,7 +21,7 @@
 #include "../inlining.hpp"
 #include "../shard_mutex.hpp"
 #include "../thread_annotations.hpp"
-#include "../verdict.hpp"
+#include "../ticks.hpp"
 #include "bucket_key.hpp"
 #include "entry.hpp"
 #include "entry_table.hpp"

@@ -138,7 +138,7 @@ class StoreCall {
  public:
   using Item = Entry<State>;
 
-  // Plans `count` keys: key_of(i) gives key i as a StoreKey. Throws std::invalid_argument (naming `owner`)
+  // Takes `count` keys: key_of(i) gives key i as a StoreKey. Throws std::invalid_argument (naming `owner`)
   // when two keys are the same, std::bad_alloc beyond inline_parts keys; std::logic_error on a moved-from store.
   template <class KeyOf>
   AIRL_DETAIL_HOT_INLINE StoreCall(ShardedStore<State>& store, std::size_t count, KeyOf&& key_of, const char* owner)
@@ -195,10 +195,10 @@ class StoreCall {
     if (!reserve_keys()) [[unlikely]] return false;
     std::size_t recorded = 0;
     try {
+      prepare_lists();
       for (std::size_t i = 0; i < size(); ++i) {
         Shard<State>& shard = shards_[parts_[i].shard];
         shard.mutex.assert_held();
-        shard.prepare_list(parts_[i].window);
         if (parts_[i].entry == nullptr) {
           parts_[i].entry = &shard.create(parts_[i].hash, *parts_[i].ref);
           parts_[i].created = true;
@@ -213,7 +213,18 @@ class StoreCall {
     return true;
   }
 
-  // Marks key i's entry touched now (its state's expiry moved to the newest of its list). Requires an entry.
+  // Gives every key's window its expiry list in its shard, so touch() cannot fail. Throws std::length_error
+  // (more than 65535 windows in a shard) or std::bad_alloc; an empty list changes nothing that counts.
+  void prepare_lists() {
+    for (std::size_t i = 0; i < size(); ++i) {
+      Shard<State>& shard = shards_[parts_[i].shard];
+      shard.mutex.assert_held();
+      shard.prepare_list(parts_[i].window);
+    }
+  }
+
+  // Marks key i's entry touched now (its state's expiry moved to the newest of its list). Requires an entry
+  // and prepare_lists() (admit() prepares them).
   void touch(std::size_t i) noexcept {
     Shard<State>& shard = shards_[parts_[i].shard];
     shard.mutex.assert_held();
@@ -265,7 +276,7 @@ class StoreCall {
     }
   }
 
-  // Locks the planned shards in ascending order for a scope; unlocks in reverse. The set is dynamic, which
+  // Locks the call's shards in ascending order for a scope; unlocks in reverse. The set is dynamic, which
   // the analysis cannot follow: each use of a shard says it holds it (ShardMutex::assert_held).
   class ShardLocks {
    public:

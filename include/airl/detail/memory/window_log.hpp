@@ -83,6 +83,12 @@ class WindowLog {
     return true;
   }
 
+  // The live entry admitted with `id` no longer answers to it (a refund, after replace_cost(id, 0)): the same
+  // id is decided afresh from now on. Throws nothing.
+  void forget_id(std::string_view id) noexcept {
+    if (ids_) ids_->forget(id);
+  }
+
   // Takes back the newest record() (rolls back a multi-bucket admission). Requires !empty(). Throws nothing.
   void undo_record() noexcept {
     if (ids_) {

@@ -121,4 +121,21 @@ inline void append_json_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
+// An OpenAI-style error body, {"error":{"message":...,"type":...,"param":null,"code":...}}: the shape OpenAI's
+// SDKs read into their error objects. An empty `code` is written as null.
+inline std::string openai_error_body(std::string_view message, std::string_view type, std::string_view code) {
+  std::string body = "{\"error\":{\"message\":";
+  append_json_string(body, message);
+  body += ",\"type\":";
+  append_json_string(body, type);
+  body += ",\"param\":null,\"code\":";
+  if (code.empty()) {
+    body += "null";
+  } else {
+    append_json_string(body, code);
+  }
+  body += "}}";
+  return body;
+}
+
 }  // namespace airl::detail

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// What a Redis storage does when Redis fails (RedisOptions::on_failure), written once for both stacks; each
-// storage only says what its answers look like. Every such answer is degraded (docs/REDIS.md, "Failure
-// policies"):
+// What a Redis storage does when Redis fails (RedisOptions::on_failure) to decide a request or a permit,
+// written once for both stacks; each storage only says what its answers look like. Every such answer is
+// degraded (docs/REDIS.md, "Failure policies", which also gives settle, refund and renew):
 //   fail_open    admit: a rate decision as if the buckets were empty, a permit holding no confirmed lease
 //   fail_closed  refuse with Status::backend_unavailable and a short retry hint; never an exception
 //   local        decide with the in-process store of the same kind (the same quotas or caps) until Redis is back

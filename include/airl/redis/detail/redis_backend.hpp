@@ -5,6 +5,8 @@
 // answer alike. `Own` is a storage's own state (the rate storage's member seed, the caps' release queue).
 
 #include <cstddef>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -42,6 +44,11 @@ class RedisBackend {
   const RedisOptions& options() const noexcept { return core_->options; }
 
  protected:
+  // A window or lease as the scripts take it: microseconds (Redis TIME's unit).
+  static std::int64_t micros(std::chrono::milliseconds duration) noexcept {
+    return std::chrono::duration_cast<std::chrono::microseconds>(duration).count();
+  }
+
   struct Core : Own {
     Core(RedisOptions opts, std::string_view script, std::string_view script_name)
         : options(std::move(opts)), client(options, script, script_name), fallback(options.on_failure) {}
