@@ -110,8 +110,8 @@ class MultiTierLimiter {
     requires SettlingStoragePolicy<Storage>
   {
     if (actual_cost > max_exact_count) detail::refuse("actual_cost must be at most 2^53");
-    const auto& [charges, id] = settle_charges(user, model, request_id, actual_cost, /*every_tier=*/false);
-    return counting_backend_errors([&] { return storage_.settle(charges, id); }) != 0;
+    const auto& settling = settle_charges(user, model, request_id, actual_cost, /*every_tier=*/false);
+    return counting_backend_errors([&] { return storage_.settle(settling.charges, settling.id); }) != 0;
   }
 
   // Refunds a request that never ran (the queue was full, the upstream failed before starting): everything
@@ -123,8 +123,8 @@ class MultiTierLimiter {
   bool refund(std::string_view user, std::string_view model, std::string_view request_id)
     requires RefundingStoragePolicy<Storage>
   {
-    const auto& [charges, id] = settle_charges(user, model, request_id, 0, /*every_tier=*/true);
-    return counting_backend_errors([&] { return storage_.refund(charges, id); }) != 0;
+    const auto& refunding = settle_charges(user, model, request_id, 0, /*every_tier=*/true);
+    return counting_backend_errors([&] { return storage_.refund(refunding.charges, refunding.id); }) != 0;
   }
 
   // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
