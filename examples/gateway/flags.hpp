@@ -19,6 +19,9 @@ inline constexpr const char* usage_text =
     "  --port N                 API port (default 8080)\n"
     "  --admin-port N           port of /livez, /healthz and /metrics, on its own threads (default 8081)\n"
     "  --redis HOST:PORT        share the limits through Redis (default: in memory, this process only)\n"
+    "  --redis-cluster H:P,...  share them through a Redis Cluster (any of its nodes as seeds)\n"
+    "  --redis-sentinel H:P,... share them through the master Redis Sentinels name (with --sentinel-master)\n"
+    "  --sentinel-master NAME   the master's name the Sentinels watch\n"
     "  --redis-prefix P         Redis key prefix (default airl-gateway)\n"
     "  --failure-policy P       when Redis fails: fail_open (default), fail_closed or local\n"
     "  --gpu-workers N          simulated GPUs (default 4)\n"
@@ -41,8 +44,10 @@ struct Flags {
   std::string listen = "127.0.0.1";
   int port = 8080;
   int admin_port = 8081;
-  std::optional<std::string> redis;
+  std::optional<airl::RedisOptions> redis;  // where the limits are shared, when they are
+  std::string redis_where;                  // the same, for the start-up line
   std::string redis_prefix = "airl-gateway";
+  std::string sentinel_master;
   airl::FailurePolicy failure_policy = airl::FailurePolicy::fail_open;
   std::uint64_t gpu_workers = 4;
   std::uint64_t queue = 64;
@@ -91,7 +96,15 @@ inline Flags parse_flags(int argc, char** argv) {
     else if (flag == "--listen") flags.listen = value;
     else if (flag == "--port") flags.port = static_cast<int>(parse_count(flag, value, 1, 65535));
     else if (flag == "--admin-port") flags.admin_port = static_cast<int>(parse_count(flag, value, 1, 65535));
-    else if (flag == "--redis") flags.redis = std::string(value);
+    else if (flag == "--redis" || flag == "--redis-cluster" || flag == "--redis-sentinel") {
+      if (flags.redis) throw std::invalid_argument("--redis, --redis-cluster and --redis-sentinel are exclusive");
+      flags.redis.emplace();
+      if (flag == "--redis") flags.redis = airl::redis_options_from_address(value);
+      if (flag == "--redis-cluster") flags.redis->cluster_nodes = airl::redis_node_list(value);
+      if (flag == "--redis-sentinel") flags.redis->sentinel_nodes = airl::redis_node_list(value);
+      flags.redis_where = std::string(flag.substr(2)) + " " + std::string(value);
+    }
+    else if (flag == "--sentinel-master") flags.sentinel_master = value;
     else if (flag == "--redis-prefix") flags.redis_prefix = value;
     else if (flag == "--failure-policy") flags.failure_policy = parse_failure_policy(value);
     else if (flag == "--gpu-workers") flags.gpu_workers = parse_count(flag, value, 1, 1024);
@@ -110,6 +123,15 @@ inline Flags parse_flags(int argc, char** argv) {
   }
   if (flags.config_path.empty()) throw std::invalid_argument("--config FILE is required");
   if (flags.admin_port == flags.port) throw std::invalid_argument("--admin-port must differ from --port");
+  const bool sentinel = flags.redis && !flags.redis->sentinel_nodes.empty();
+  if (sentinel != !flags.sentinel_master.empty()) {
+    throw std::invalid_argument("--redis-sentinel and --sentinel-master go together");
+  }
+  if (flags.redis) {
+    flags.redis->sentinel_master = flags.sentinel_master;
+    flags.redis->key_prefix = flags.redis_prefix;
+    flags.redis->on_failure = flags.failure_policy;
+  }
   return flags;
 }
 

@@ -11,7 +11,9 @@
 #include <airl/airl.hpp>
 #include <airl/http.hpp>
 #include <airl/prometheus.hpp>
+#include <airl/redis/topology_metrics.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -105,14 +107,35 @@ class BackendLimits final : public Limits {
 
   std::string metrics_text() const override {
     airl::Metrics admissions = rates_.metrics();
-    if (!slots_) return airl::prometheus::text(admissions);
+    if (!slots_) return airl::prometheus::text(admissions) + topology_text();
     // A request the caps refused never reached the rate tiers: it is one more denied decision, by its cap.
     const airl::ConcurrencyMetrics caps = slots_->metrics();
     admissions.denied += caps.denied;
     admissions.denied_key_capacity += caps.denied_key_capacity;
     admissions.denied_backend_unavailable += caps.denied_backend_unavailable;
     for (const airl::CapDenials& cap : caps.denied_by_cap) admissions.denied_by_tier.push_back({cap.cap, cap.denied});
-    return airl::prometheus::text(admissions) + airl::prometheus::text(caps, "airl_concurrency");
+    return airl::prometheus::text(admissions) + airl::prometheus::text(caps, "airl_concurrency") + topology_text();
+  }
+
+  // Redirects, slot map reads and Sentinel rediscoveries, when the limits live in Redis (rates and caps
+  // summed: each storage follows the servers on its own).
+  std::string topology_text() const {
+    if constexpr (requires(const RateStorage& storage) { storage.topology_metrics(); }) {
+      airl::RedisTopologyMetrics sum = rates_.storage().topology_metrics();
+      if (slots_) {
+        const airl::RedisTopologyMetrics caps = slots_->storage().topology_metrics();
+        sum.moved_redirects += caps.moved_redirects;
+        sum.ask_redirects += caps.ask_redirects;
+        sum.tryagain_retries += caps.tryagain_retries;
+        sum.topology_refreshes += caps.topology_refreshes;
+        sum.sentinel_rediscoveries += caps.sentinel_rediscoveries;
+        sum.replica_ack_shortfalls += caps.replica_ack_shortfalls;
+        sum.nodes = std::max(sum.nodes, caps.nodes);
+      }
+      return airl::prometheus::text(sum);
+    } else {
+      return {};
+    }
   }
 
   Health health() override {

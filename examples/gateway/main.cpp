@@ -39,9 +39,7 @@ std::unique_ptr<gateway::Limits> make_limits(const gateway::Flags& flags, const 
     using Memory = gateway::BackendLimits<airl::InMemoryStorage<>, airl::InMemoryConcurrencyStorage<>>;
     return std::make_unique<Memory>(config, airl::InMemoryStorage<>{}, airl::InMemoryConcurrencyStorage<>{}, "memory");
   }
-  airl::RedisOptions options = airl::redis_options_from_address(*flags.redis);
-  options.key_prefix = flags.redis_prefix;
-  options.on_failure = flags.failure_policy;
+  const airl::RedisOptions& options = *flags.redis;
   using Redis = gateway::BackendLimits<airl::RedisStorage, airl::RedisConcurrencyStorage>;
   return std::make_unique<Redis>(config, airl::RedisStorage(options), airl::RedisConcurrencyStorage(options), "redis");
 }
@@ -148,7 +146,7 @@ int main(int argc, char** argv) {
   std::printf("airl_gateway listening on http://%s:%d, admin on :%d (limits: %s%s%s)\n", flags.listen.c_str(),
               flags.port, flags.admin_port,
               flags.unlimited ? "none" : flags.redis ? "redis " : "in memory",
-              flags.redis ? flags.redis->c_str() : "", flags.redis ? (std::string(", ") + policy_name(flags.failure_policy)).c_str() : "");
+              flags.redis_where.c_str(), flags.redis ? (std::string(", ") + policy_name(flags.failure_policy)).c_str() : "");
   std::fflush(stdout);
   server.run();  // returns after stop(), once every connection's handler has returned
   admin.stop();

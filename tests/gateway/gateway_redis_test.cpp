@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Gateways sharing a real redis-server (started on a free 127.0.0.1 port by the test): one quota between
-// two processes, and what each failure policy does while Redis is down and after it comes back.
+// two processes, and what each failure policy does while Redis is down and after it comes back. Then the
+// same quota shared through a Redis Cluster (--redis-cluster) and through Sentinel (--redis-sentinel).
 
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "gateway_support.hpp"
+#include "redis_topology.hpp"
 
 using namespace std::chrono_literals;
 using airl_test::chat_body;
@@ -158,4 +160,52 @@ TEST_CASE("Redis killed: local limits in process while Redis is down", "[gateway
   CHECK(wait_for_health(gateway, "degraded") == 200);
   redis.start();
   CHECK(wait_for_health(gateway, "ok") == 200);
+}
+
+TEST_CASE("two gateway processes sharing a Redis Cluster admit the limit between them, and one through Sentinel decides too",
+          "[gateway][redis]") {
+  airl::test::RedisCluster cluster;
+  std::string seeds;
+  for (const std::string& seed : cluster.seeds()) seeds += (seeds.empty() ? "" : ",") + seed;
+  TempDir dir;
+  // Tiers in three slots (the user's, the model's, the global one) and a cap: all shared across the cluster.
+  const std::string config =
+      "key sk-alice alice\nkey sk-bob bob\nlimit user_model_rpm 10\nlimit model_rpm 15\nin_flight user 8\n";
+  const std::vector<std::string> flags = {"--redis-cluster", seeds, "--failure-policy", "fail_closed", "--redis-prefix", "gw-cluster"};
+  GatewayProcess a(dir, config, flags);
+  GatewayProcess b(dir, config, flags);
+  std::vector<std::thread> clients;
+  std::atomic<int> admitted{0}, refused{0}, other{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      const GatewayProcess& gateway = c % 2 == 0 ? a : b;
+      const std::string key = c < 2 ? "sk-alice" : "sk-bob";
+      for (int i = 0; i < 10; ++i) {
+        auto res = gateway.chat(key, chat_body("llama", 5));
+        (res && res->status == 200 ? admitted : res && res->status == 429 ? refused : other)++;
+      }
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  CHECK(admitted == 15);  // the model's 15 bind (alice and bob could take 10 each)
+  CHECK(refused == 25);
+  CHECK(other == 0);
+  const std::string metrics = a.metrics();
+  CHECK(metric_value(metrics, "airl_redis_nodes").value_or(-1) == Approx(3));
+  CHECK(metric_value(metrics, "airl_redis_topology_refreshes_total").value_or(0) >= 1);
+
+  airl::test::RedisSentinelSet sentinels;
+  std::string sentinel_list;
+  for (const std::string& node : sentinels.sentinels()) sentinel_list += (sentinel_list.empty() ? "" : ",") + node;
+  GatewayProcess watched(dir, config,
+                         {"--redis-sentinel", sentinel_list, "--sentinel-master", airl::test::RedisSentinelSet::master_name,
+                          "--failure-policy", "fail_closed"});
+  int sentinel_admitted = 0;
+  for (int i = 0; i < 12; ++i) {
+    auto res = watched.chat("sk-alice", chat_body("llama", 5));
+    REQUIRE(res);
+    if (res->status == 200) ++sentinel_admitted;
+    else CHECK(res->status == 429);
+  }
+  CHECK(sentinel_admitted == 10);
 }

@@ -474,6 +474,16 @@ TEST_CASE("bad flags, a bad config and a taken port exit 2 with a message", "[ga
   CHECK(run({"--config", good, "--port", "0"}).first == 2);
   CHECK(run({"--port", "8080"}).first == 2);
   CHECK(run({"--config", good, "--port", "9000", "--admin-port", "9000"}).first == 2);
+  // The Redis topologies: one at a time, node lists of host:port, a Sentinel set with its master's name.
+  auto [both_code, both_log] = run({"--config", good, "--redis", "127.0.0.1:1", "--redis-cluster", "127.0.0.1:2"});
+  CHECK(both_code == 2);
+  CHECK(both_log.find("exclusive") != std::string::npos);
+  CHECK(run({"--config", good, "--redis-cluster", "127.0.0.1:2,nohost"}).first == 2);
+  CHECK(run({"--config", good, "--redis-cluster", ""}).first == 2);
+  auto [unnamed_code, unnamed_log] = run({"--config", good, "--redis-sentinel", "127.0.0.1:3"});
+  CHECK(unnamed_code == 2);
+  CHECK(unnamed_log.find("--sentinel-master") != std::string::npos);
+  CHECK(run({"--config", good, "--sentinel-master", "m"}).first == 2);
   auto [no_models_code, no_models_log] = run({"--config", dir.write("no-models.conf", base_config)});
   CHECK(no_models_code == 2);
   CHECK(no_models_log.find("no 'model' lines") != std::string::npos);

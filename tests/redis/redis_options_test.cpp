@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: MIT
-// RedisOptions helpers (no server needed): reading "host:port" as given on a command line.
+// RedisOptions (no server needed): reading "host:port" and node lists as given on a command line, and the
+// refusals of cluster and Sentinel options.
 #include <catch2/catch.hpp>
 
-#include <airl/redis/options.hpp>
+#include <airl/redis.hpp>
 
+#include <chrono>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 TEST_CASE("a Redis address sets host and port and keeps what it does not name", "[redis_options]") {
   const airl::RedisOptions both = airl::redis_options_from_address("10.0.0.7:6380");
@@ -28,4 +32,62 @@ TEST_CASE("a Redis address with a bad port is refused", "[redis_options]") {
     INFO(bad);
     CHECK_THROWS_AS(airl::redis_options_from_address(bad), std::invalid_argument);
   }
+}
+
+TEST_CASE("a node list from a command line: host:port entries, blanks dropped, anything else refused", "[redis_options]") {
+  CHECK(airl::redis_node_list("10.0.0.1:7000") == std::vector<std::string>{"10.0.0.1:7000"});
+  CHECK(airl::redis_node_list("a:1, b:2 ,c:65535") == std::vector<std::string>{"a:1", "b:2", "c:65535"});
+  CHECK(airl::redis_node_list("[::1]:7000,::1:7001") == std::vector<std::string>{"[::1]:7000", "::1:7001"});
+  for (const char* bad : {"", ",", "a:1,", ",a:1", "a", "a:", ":1", "a:0", "a:65536", "a:1,b", "a:1;b:2", "a:x"}) {
+    INFO("'" << bad << "'");
+    CHECK_THROWS_AS(airl::redis_node_list(bad), std::invalid_argument);
+  }
+}
+
+TEST_CASE("cluster and Sentinel options are checked by the storages' constructors", "[redis_options]") {
+  const auto refused = [](const airl::RedisOptions& options) {
+    CHECK_THROWS_AS(airl::RedisStorage(options), std::invalid_argument);
+    CHECK_THROWS_AS(airl::RedisConcurrencyStorage(options), std::invalid_argument);
+  };
+  airl::RedisOptions both;
+  both.cluster_nodes = {"127.0.0.1:7000"};
+  both.sentinel_nodes = {"127.0.0.1:26379"};
+  both.sentinel_master = "m";
+  refused(both);
+  airl::RedisOptions no_master;
+  no_master.sentinel_nodes = {"127.0.0.1:26379"};
+  refused(no_master);
+  for (const char* bad : {"", "host", "host:", ":7000", "host:0", "host:65536", "host:7000x", "host:-1"}) {
+    INFO("'" << bad << "'");
+    airl::RedisOptions cluster;
+    cluster.cluster_nodes = {"127.0.0.1:7000", bad};
+    refused(cluster);
+    airl::RedisOptions sentinel;
+    sentinel.sentinel_nodes = {bad};
+    sentinel.sentinel_master = "m";
+    refused(sentinel);
+  }
+  airl::RedisOptions database;
+  database.cluster_nodes = {"127.0.0.1:7000"};
+  database.database = 1;
+  refused(database);
+  airl::RedisOptions socket;
+  socket.cluster_nodes = {"127.0.0.1:7000"};
+  socket.unix_socket = "/tmp/redis.sock";
+  refused(socket);
+  airl::RedisOptions waits;
+  waits.wait_for_replicas = -1;
+  refused(waits);
+  waits.wait_for_replicas = 1;
+  waits.replica_ack_timeout = std::chrono::milliseconds(0);
+  refused(waits);
+  // What is accepted: nothing connects at construction.
+  airl::RedisOptions fine;
+  fine.cluster_nodes = {"127.0.0.1:1", "localhost:2"};
+  CHECK_NOTHROW(airl::RedisStorage(fine));
+  fine.cluster_nodes.clear();
+  fine.sentinel_nodes = {"127.0.0.1:1"};
+  fine.sentinel_master = "m";
+  fine.database = 2;
+  CHECK_NOTHROW(airl::RedisConcurrencyStorage(fine));
 }

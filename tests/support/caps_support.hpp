@@ -48,9 +48,10 @@ struct InMemoryCaps {
 
 #if AIRL_TEST_WITH_REDIS
 // On the shared redis-server, each backend object with its own key prefix. Real time passes.
-struct RedisCaps {
+template <RedisMode Mode>
+struct RedisCapsIn {
   using Storage = RedisConcurrencyStorage;
-  static constexpr const char* name = "redis";
+  static constexpr const char* name = RedisBackendIn<Mode>::name;
   static constexpr std::chrono::milliseconds slack{60};
   static constexpr int thread_iterations = 40;
   static constexpr std::chrono::milliseconds longest_hold{20};  // a few round trips
@@ -58,11 +59,7 @@ struct RedisCaps {
   std::string key_prefix = unique_key_prefix();
 
   Storage make_storage() const {
-    RedisOptions options;
-    options.port = shared_redis().port();
-    options.key_prefix = key_prefix;
-    options.on_failure = FailurePolicy::fail_closed;  // a Redis fault must fail the test
-    options.command_timeout = 1000ms;
+    RedisOptions options = shared_options(Mode, key_prefix);  // fail_closed: a Redis fault must fail the test
     options.connect_timeout = 1000ms;
     return Storage(options);
   }
@@ -78,7 +75,8 @@ struct RedisCaps {
 
 // The backends every behavioural cap case runs on: TEMPLATE_LIST_TEST_CASE(name, tags, airl::test::CapsBackends).
 #if AIRL_TEST_WITH_REDIS
-using CapsBackends = std::tuple<InMemoryCaps, RedisCaps>;
+using RedisCaps = RedisCapsIn<RedisMode::standalone>;
+using CapsBackends = std::tuple<InMemoryCaps, RedisCaps, RedisCapsIn<RedisMode::cluster>, RedisCapsIn<RedisMode::sentinel>>;
 #else
 using CapsBackends = std::tuple<InMemoryCaps>;
 #endif

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -84,7 +85,10 @@ using RawReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
 class RedisServer {
  public:
   // Starts redis-server with `extra_args` (e.g. {"--requirepass", "secret"}) and waits until it answers.
-  explicit RedisServer(std::vector<std::string> extra_args = {}) : extra_args_(std::move(extra_args)) {
+  // `config` (if not empty) is written to redis.conf in its directory and given first (a Sentinel needs a
+  // config file it can rewrite).
+  explicit RedisServer(std::vector<std::string> extra_args = {}, std::string config = {})
+      : extra_args_(std::move(extra_args)), config_(std::move(config)) {
     skip_redis_if_requested();
     binary_ = find_redis_server();
     char pattern[] = "/tmp/airl-redis-XXXXXX";
@@ -103,6 +107,7 @@ class RedisServer {
   }
 
   ~RedisServer() {
+    if (detached_) return;
     stop();
     std::error_code ignored;
     std::filesystem::remove_all(directory_, ignored);
@@ -111,23 +116,41 @@ class RedisServer {
   RedisServer& operator=(const RedisServer&) = delete;
 
   int port() const noexcept { return port_; }
+  pid_t pid() const noexcept { return pid_; }
+  // Leaves the server running after this object is gone (a CTest fixture stops it later, by PID).
+  void detach() noexcept { detached_ = true; }
   const std::string& directory() const noexcept { return directory_; }
 
   // (Re)starts the server on the same port; waits up to 5 s until it answers PING.
   void start() {
     if (pid_ > 0) return;
-    std::vector<std::string> args = {binary_,         "--port",       std::to_string(port_), "--bind", "127.0.0.1",
+    std::vector<std::string> args = {binary_};
+    if (!config_.empty()) {
+      const std::string path = directory_ + "/redis.conf";
+      std::FILE* file = std::fopen(path.c_str(), "w");
+      if (file == nullptr) throw std::runtime_error("cannot write " + path);
+      std::fputs(config_.c_str(), file);
+      std::fclose(file);
+      args.push_back(path);
+    }
+    std::vector<std::string> common = {"--port",       std::to_string(port_), "--bind", "127.0.0.1",
                                      "--save",        "",             "--appendonly",        "no",     "--dir",
                                      directory_,      "--daemonize",  "no",                  "--logfile",
                                      directory_ + "/redis.log"};
+    args.insert(args.end(), common.begin(), common.end());
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
     pid_t pid = 0;
-    if (::posix_spawn(&pid, binary_.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
-      throw std::runtime_error("could not start " + binary_);
-    }
+    // Its output goes to its log file; stdin/stdout/stderr on /dev/null, so a server left running by the
+    // CTest fixture holds no pipe of ctest's open (ctest would wait for it to close).
+    posix_spawn_file_actions_t files;
+    posix_spawn_file_actions_init(&files);
+    for (const int fd : {0, 1, 2}) posix_spawn_file_actions_addopen(&files, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+    const int spawned = ::posix_spawn(&pid, binary_.c_str(), &files, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&files);
+    if (spawned != 0) throw std::runtime_error("could not start " + binary_);
     pid_ = pid;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -212,6 +235,8 @@ class RedisServer {
   }
 
   std::vector<std::string> extra_args_;
+  std::string config_;
+  bool detached_ = false;
   std::string binary_;
   std::string directory_;
   int port_ = 0;

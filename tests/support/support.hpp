@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "redis_server.hpp"
+#include "redis_topology.hpp"
 #endif
 
 namespace airl::test {
@@ -53,28 +55,46 @@ struct InMemoryBackend {
 // A fresh key prefix per storage, so tests sharing one redis-server never see each other's keys.
 inline std::string unique_key_prefix() {
   static std::atomic<int> next{0};
-  return "airl-test-" + std::to_string(::getpid()) + "-" + std::to_string(next.fetch_add(1));
+  static const unsigned long long run = std::random_device{}();  // processes share the cluster: pids repeat
+  return "airl-test-" + std::to_string(::getpid()) + "-" + std::to_string(run) + "-" + std::to_string(next.fetch_add(1));
 }
 
-struct RedisBackend {
+// Where a Redis backend's storages go: one server, a Redis Cluster, or a master found through Sentinel.
+enum class RedisMode { standalone, cluster, sentinel };
+
+// Options for a storage in `mode` on the shared servers (redis_topology.hpp), with `key_prefix`.
+inline RedisOptions shared_options(RedisMode mode, std::string key_prefix) {
+  RedisOptions options;
+  if (mode == RedisMode::standalone) options.port = shared_redis().port();
+  if (mode == RedisMode::cluster) options.cluster_nodes = shared_topology().cluster_seeds;
+  if (mode == RedisMode::sentinel) {
+    options.sentinel_nodes = shared_topology().sentinels;
+    options.sentinel_master = RedisSentinelSet::master_name;
+  }
+  options.key_prefix = std::move(key_prefix);
+  options.on_failure = FailurePolicy::fail_closed;  // a Redis fault must fail the test, never pass silently
+  options.command_timeout = std::chrono::milliseconds(1000);
+  return options;
+}
+
+template <RedisMode Mode>
+struct RedisBackendIn {
   using Storage = RedisStorage;
-  static constexpr const char* name = "redis";
+  static constexpr const char* name = Mode == RedisMode::standalone ? "redis"
+                                      : Mode == RedisMode::cluster  ? "redis-cluster"
+                                                                    : "redis-sentinel";
   // Real time passes while a test runs: a duration read from Redis may be short by up to this much.
   static constexpr std::chrono::milliseconds slack{60};
 
   std::string key_prefix = unique_key_prefix();
 
   // `options` is accepted so the in-memory-only arguments of shared cases compile; Redis ignores them.
-  Storage make_storage(InMemoryOptions = {}) const {
-    RedisOptions options;
-    options.port = shared_redis().port();
-    options.key_prefix = key_prefix;
-    options.on_failure = FailurePolicy::fail_closed;  // a Redis fault must fail the test, never pass silently
-    options.command_timeout = std::chrono::milliseconds(1000);
-    return Storage(options);
-  }
+  Storage make_storage(InMemoryOptions = {}) const { return Storage(shared_options(Mode, key_prefix)); }
   void advance(std::chrono::nanoseconds by) { std::this_thread::sleep_for(by); }
 };
+using RedisBackend = RedisBackendIn<RedisMode::standalone>;
+using RedisClusterBackend = RedisBackendIn<RedisMode::cluster>;
+using RedisSentinelBackend = RedisBackendIn<RedisMode::sentinel>;
 
 // Options for a Redis storage whose server is not there: a loopback port nothing listens on, a key prefix of its
 // own and short timeouts, so fault cases fail fast.
@@ -91,7 +111,7 @@ inline RedisOptions options_for_closed_port(FailurePolicy policy) {
 
 // The backends every behavioural case runs on: TEMPLATE_LIST_TEST_CASE(name, tags, airl::test::Backends).
 #if AIRL_TEST_WITH_REDIS
-using Backends = std::tuple<InMemoryBackend, RedisBackend>;
+using Backends = std::tuple<InMemoryBackend, RedisBackend, RedisClusterBackend, RedisSentinelBackend>;
 #else
 using Backends = std::tuple<InMemoryBackend>;
 #endif

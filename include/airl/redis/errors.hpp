@@ -28,5 +28,9 @@ struct PermissionError : BackendError {
 struct ReplyError : BackendError {
   using BackendError::BackendError;
 };
+// The server reached as the master is a replica (a failover happened; the Sentinel is asked again).
+struct NotMasterError : ConnectionError {
+  using ConnectionError::ConnectionError;
+};
 
 }  // namespace airl

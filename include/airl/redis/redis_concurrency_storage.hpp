@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -53,6 +54,7 @@
 #include "errors.hpp"
 #include "key_layout.hpp"
 #include "options.hpp"
+#include "topology_metrics.hpp"
 
 namespace airl {
 
@@ -106,34 +108,60 @@ class RedisConcurrencyStorage
   // airl::PermitIdInUse (nothing taken) when `id` is already in one of the scopes.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     validate(slots);
-    detail::ScriptCall call;
-    build_call(slots, "acquire", id, call);
-    bool sent = false;
-    try {
-      const detail::Reply reply = run(call, &sent);
-      return parse_acquire_reply(*reply, slots.size());
-    } catch (const BackendError&) {
-      // Sent: a stalled server may still run it and take a lease no permit owns. fail_open's permit
-      // releases it; otherwise a release is queued now.
-      if (sent && core().fallback.policy() != FailurePolicy::fail_open) defer_release(call, slots);
-      ConcurrencyResult result = core().fallback.decide(
-          [&] {  // nothing is known about what is in flight: admit, holding nothing confirmed
-            return ConcurrencyResult{.acquired = true,
-                                     .location = sent ? LeaseLocation::unconfirmed : LeaseLocation::nowhere,
-                                     .status = Status::allowed};
-          },
-          [&] {
-            return ConcurrencyResult{.retry_after = std::max(core().client.retry_hint(), std::chrono::milliseconds{1}),
-                                     .status = Status::backend_unavailable};
-          },
-          [&](InMemoryConcurrencyStorage<SteadyClock>& local) {
-            ConcurrencyResult decided = local.try_acquire(slots, id);
-            if (decided.acquired) decided.location = LeaseLocation::fallback;
-            return decided;
-          });
-      result.degraded = true;
-      return result;
+    std::vector<Part> parts = split(slots, "acquire", id);
+    std::vector<detail::Outcome> outcomes = run(parts);
+    std::vector<long long> verdict(parts.size(), -2);  // per part: 1 taken, 0 full, -1 id in use, -2 failed
+    std::optional<ConcurrencyResult> denial;
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      try {
+        const detail::Reply reply = outcomes[p].take();
+        core().client.check(*reply);
+        const ConcurrencyResult part = parse_acquire_reply(*reply, parts[p].slots.size(), verdict[p]);
+        if (verdict[p] == 0 && (!denial || parts[p].slots[part.denied_by] < denial->denied_by)) {
+          denial = part;
+          denial->denied_by = parts[p].slots[part.denied_by];  // the first full cap of the whole request
+        }
+      } catch (const BackendError&) {
+        verdict[p] = -2;
+      }
     }
+    const bool whole = std::all_of(verdict.begin(), verdict.end(), [](long long v) { return v == 1; });
+    if (whole) return ConcurrencyResult{.acquired = true, .location = LeaseLocation::store, .status = Status::allowed};
+    // Across slots, the parts that took a lease give it back: all or nothing, as on one server.
+    std::vector<std::size_t> taken;
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      if (verdict[p] == 1) taken.push_back(p);
+    }
+    release_parts(parts, taken);
+    if (std::count(verdict.begin(), verdict.end(), -1) > 0) {
+      throw PermitIdInUse("airl: permit id already holds a lease in one of the scopes");
+    }
+    if (std::count(verdict.begin(), verdict.end(), -2) == 0) return *denial;
+    // Sent and failed: a stalled server may still run it and take a lease no permit owns. fail_open's
+    // permit releases it; otherwise a release is queued now.
+    bool sent = false;
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      if (verdict[p] != -2 || !outcomes[p].sent) continue;
+      sent = true;
+      if (core().fallback.policy() != FailurePolicy::fail_open) defer_release(parts[p]);
+    }
+    ConcurrencyResult result = core().fallback.decide(
+        [&] {  // nothing is known about what is in flight: admit, holding nothing confirmed
+          return ConcurrencyResult{.acquired = true,
+                                   .location = sent ? LeaseLocation::unconfirmed : LeaseLocation::nowhere,
+                                   .status = Status::allowed};
+        },
+        [&] {
+          return ConcurrencyResult{.retry_after = std::max(core().client.retry_hint(), std::chrono::milliseconds{1}),
+                                   .status = Status::backend_unavailable};
+        },
+        [&](InMemoryConcurrencyStorage<SteadyClock>& local) {
+          ConcurrencyResult decided = local.try_acquire(slots, id);
+          if (decided.acquired) decided.location = LeaseLocation::fallback;
+          return decided;
+        });
+    result.degraded = true;
+    return result;
   }
 
   // Drops `id`'s leases where try_acquire() put them (for unconfirmed, in Redis, in case the acquisition
@@ -146,14 +174,10 @@ class RedisConcurrencyStorage
       if (core().fallback.local() != nullptr) core().fallback.local()->release(slots, id, LeaseLocation::store);
       return;
     }
-    detail::ScriptCall call;
-    build_call(slots, "release", id, call);
-    try {
-      run(call);
-    } catch (const BackendError&) {
-      defer_release(call, slots);
-      throw;
-    }
+    std::vector<Part> parts = split(slots, "release", id);
+    std::vector<std::size_t> all(parts.size());
+    for (std::size_t p = 0; p < parts.size(); ++p) all[p] = p;
+    if (std::exception_ptr failed = release_parts(parts, all)) std::rethrow_exception(failed);
   }
 
   // Extends `id`'s leases if all are live (renewed), else drops what is left (lost). Thread safety: safe.
@@ -167,16 +191,29 @@ class RedisConcurrencyStorage
       InMemoryConcurrencyStorage<SteadyClock>* local = core().fallback.local();
       return local != nullptr ? local->renew(slots, id, LeaseLocation::store) : RenewStatus::lost;
     }
-    detail::ScriptCall call;
-    build_call(slots, "renew", id, call);
-    try {
-      const detail::Reply reply = run(call);
-      if (reply->type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected renew reply");
-      return reply->integer == 1 ? RenewStatus::renewed : RenewStatus::lost;
-    } catch (const BackendError&) {
-      if (core().fallback.policy() == FailurePolicy::fail_closed) throw;
-      return RenewStatus::assumed;
+    std::vector<Part> parts = split(slots, "renew", id);
+    std::vector<detail::Outcome> outcomes = run(parts);
+    std::vector<std::size_t> renewed;
+    bool lost = false;
+    std::exception_ptr failed;
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      try {
+        const detail::Reply reply = outcomes[p].take();
+        core().client.check(*reply);
+        if (reply->type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected renew reply");
+        if (reply->integer == 1) renewed.push_back(p);
+        else lost = true;
+      } catch (const BackendError&) {
+        failed = std::current_exception();
+      }
     }
+    if (lost) {  // all or nothing: a lease lost in one slot gives up the others too
+      release_parts(parts, renewed);
+      return RenewStatus::lost;
+    }
+    if (!failed) return RenewStatus::renewed;
+    if (core().fallback.policy() == FailurePolicy::fail_closed) std::rethrow_exception(failed);
+    return RenewStatus::assumed;
   }
 
   // Live leases in `slot`'s scope now, in Redis. Thread safety: safe. Throws airl::BackendError when Redis
@@ -184,12 +221,16 @@ class RedisConcurrencyStorage
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
     const std::span<const ConcurrencySlot> one(&slot, 1);
     validate(one);
-    detail::ScriptCall call;
-    build_call(one, "count", PermitId{}, call);
-    const detail::Reply reply = run(call);
+    std::vector<Part> parts = split(one, "count", PermitId{});
+    const detail::Reply reply = run(parts)[0].take();
+    core().client.check(*reply);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected count reply");
     return static_cast<std::uint64_t>(reply->integer);
   }
+
+  // How the storage followed its servers (redirects, slot map reads, Sentinel rediscoveries). Thread
+  // safety: safe. Throws std::logic_error when moved from.
+  RedisTopologyMetrics topology_metrics() const { return core().client.topology_metrics(); }
 
   // Releases waiting to be retried (failed releases, and acquisitions that failed after being sent).
   // Thread safety: safe. Throws nothing.
@@ -209,43 +250,102 @@ class RedisConcurrencyStorage
     }
   }
 
-  // Runs one script call, pipelined after up to releases_per_call releases waiting for a retry (one round
-  // trip). `sent` (if given) is set once the calls are about to go out: a failure before that left nothing
-  // behind in Redis. A waiting release Redis refuses is dropped; on a connection fault they wait again.
-  detail::Reply run(const detail::ScriptCall& call, bool* sent = nullptr) {
+  // The slots of one call that share a Redis Cluster slot (all of them, off a cluster), and its script call.
+  struct Part {
+    std::vector<std::size_t> slots;  // indices into the call's slots
+    detail::ScriptCall call;
+    std::chrono::milliseconds longest_lease{0};
+  };
+
+  // One script call of `op` per cluster slot, each built: <n> key1..keyn <op> <member> [(max_in_flight
+  // lease_us) per key | lease_us per key] (acquire takes both, renew the leases, release and count neither;
+  // count takes no member). Throws std::invalid_argument when two slots name one scope.
+  std::vector<Part> split(std::span<const ConcurrencySlot> slots, std::string_view op, const PermitId& id) const {
+    std::vector<Part> parts;
+    std::vector<std::uint16_t> cluster_slots;
+    std::string key;
+    for (std::size_t i = 0; i < slots.size(); ++i) {
+      detail::redis_concurrency_key(key, core().options.key_prefix, slots[i].bucket);
+      const std::uint16_t cluster_slot = core().client.slot_of(key);
+      const auto found = std::find(cluster_slots.begin(), cluster_slots.end(), cluster_slot);
+      Part& part = found == cluster_slots.end() ? (cluster_slots.push_back(cluster_slot), parts.emplace_back())
+                                                : parts[static_cast<std::size_t>(found - cluster_slots.begin())];
+      if (std::find(part.call.keys.begin(), part.call.keys.end(), key) != part.call.keys.end()) {
+        throw std::invalid_argument("airl::RedisConcurrencyStorage: two slots name the same scope");
+      }
+      part.slots.push_back(i);
+      part.call.keys.push_back(key);
+      part.longest_lease = std::max(part.longest_lease, slots[i].lease);
+      if (op == "acquire") part.call.numbers.push_back(std::to_string(slots[i].max_in_flight));
+      if (op == "acquire" || op == "renew") part.call.numbers.push_back(std::to_string(micros(slots[i].lease)));
+    }
+    const std::array<char, 32> hex = id.hex();
+    for (Part& part : parts) {
+      part.call.member.assign(hex.data(), hex.size());
+      if (op == "count") part.call.finish(op, {});
+      else part.call.finish(op, {part.call.member});
+    }
+    return parts;
+  }
+
+  // Runs the parts' calls in one run (each on its server, in parallel), after up to releases_per_call
+  // releases waiting for a retry; returns the parts' outcomes. A waiting release Redis refuses is dropped;
+  // one whose server fails waits again. Throws std::bad_alloc only.
+  std::vector<detail::Outcome> run(std::vector<Part>& parts) {
     std::vector<detail::PendingRelease> retries = take_pending();
-    if (retries.empty()) return core().client.eval(call.words, sent);
-    std::vector<detail::ScriptWords> calls;
-    calls.reserve(retries.size() + 1);
+    std::vector<detail::Command> commands;
     const auto now = std::chrono::steady_clock::now();
     for (detail::PendingRelease& retry : retries) {
       if (retry.give_up <= now) continue;  // its lease has run out anyway
       retry.call.finish("release", {retry.call.member});
-      calls.emplace_back(retry.call.words);
+      commands.push_back(detail::Command{retry.call.words, retry.call.keys.front()});
     }
-    calls.emplace_back(call.words);
-    std::vector<detail::Reply> replies;
-    try {
-      replies = core().client.eval_many(calls, sent);
-    } catch (const BackendError&) {
-      put_back(std::move(retries));
-      throw;
+    const std::size_t first = commands.size();
+    for (const Part& part : parts) commands.push_back(detail::Command{part.call.words, part.call.keys.front()});
+    std::vector<detail::Outcome> outcomes = core().client.run(commands);
+    std::vector<detail::PendingRelease> again;
+    for (std::size_t r = 0, c = 0; r < retries.size(); ++r) {
+      if (retries[r].give_up <= now) continue;
+      if (outcomes[c++].error) again.push_back(std::move(retries[r]));
     }
-    core().client.check(*replies.back());
-    return std::move(replies.back());
+    put_back(std::move(again));
+    outcomes.erase(outcomes.begin(), outcomes.begin() + static_cast<std::ptrdiff_t>(first));
+    return outcomes;
   }
 
-  // Queues a release of `call`'s member in `call`'s keys, kept until every slot's lease (counted from now,
-  // plus the time a call may take) has passed. A full queue drops it: that lease runs out on its own.
-  void defer_release(const detail::ScriptCall& call, std::span<const ConcurrencySlot> slots) noexcept {
+  // Releases the id in parts[i] for each i of `which`, in one run; a part whose server fails is queued for a
+  // retry. Returns the first fault (nothing when all answered). Throws std::bad_alloc only.
+  std::exception_ptr release_parts(std::vector<Part>& parts, std::span<const std::size_t> which) {
+    if (which.empty()) return nullptr;
+    std::vector<Part> releases;
+    for (const std::size_t p : which) {
+      Part& release = releases.emplace_back();
+      release.slots = parts[p].slots;
+      release.longest_lease = parts[p].longest_lease;
+      release.call.keys = parts[p].call.keys;
+      release.call.member = parts[p].call.member;
+    }
+    // Words view their call's strings: built once the vector holding them no longer grows.
+    for (Part& release : releases) release.call.finish("release", {release.call.member});
+    std::vector<detail::Outcome> outcomes = run(releases);
+    std::exception_ptr first;
+    for (std::size_t r = 0; r < releases.size(); ++r) {
+      if (!outcomes[r].error) continue;
+      defer_release(releases[r]);
+      if (!first) first = outcomes[r].error;
+    }
+    return first;
+  }
+
+  // Queues a release of `part`'s member in its keys, kept until the longest lease (counted from now, plus
+  // the time a call may take) has passed. A full queue drops it: that lease runs out on its own.
+  void defer_release(const Part& part) noexcept {
     try {
-      std::chrono::milliseconds longest{0};
-      for (const ConcurrencySlot& slot : slots) longest = std::max(longest, slot.lease);
-      detail::PendingRelease entry;
-      entry.call.keys = call.keys;
-      entry.call.member = call.member;
       Core& core = this->core();
-      entry.give_up = std::chrono::steady_clock::now() + longest + core.options.connect_timeout +
+      detail::PendingRelease entry;
+      entry.call.keys = part.call.keys;
+      entry.call.member = part.call.member;
+      entry.give_up = std::chrono::steady_clock::now() + part.longest_lease + core.options.connect_timeout +
                       core.options.command_timeout;
       detail::Lock lock(core.mutex);
       if (core.queue.size() >= max_pending_releases) return;
@@ -284,38 +384,9 @@ class RedisConcurrencyStorage
     }
   }
 
-  // <n> key1..keyn <op> <member> [(max_in_flight lease_us) per key | lease_us per key] (acquire takes both,
-  // renew the leases, release and count neither; count takes no member). Throws std::invalid_argument when
-  // two slots name one scope.
-  void build_call(std::span<const ConcurrencySlot> slots, std::string_view op, const PermitId& id,
-                  detail::ScriptCall& call) const {
-    const std::size_t n = slots.size();
-    call.keys.resize(n);
-    call.numbers.clear();
-    const std::array<char, 32> hex = id.hex();
-    call.member.assign(hex.data(), hex.size());
-    for (std::size_t i = 0; i < n; ++i) {
-      detail::redis_concurrency_key(call.keys[i], core().options.key_prefix, slots[i].bucket);
-      for (std::size_t j = 0; j < i; ++j) {
-        if (call.keys[j] == call.keys[i]) {
-          throw std::invalid_argument("airl::RedisConcurrencyStorage: two slots name the same scope");
-        }
-      }
-    }
-    if (op == "acquire" || op == "renew") {
-      for (const ConcurrencySlot& slot : slots) {
-        if (op == "acquire") call.numbers.push_back(std::to_string(slot.max_in_flight));
-        call.numbers.push_back(std::to_string(micros(slot.lease)));
-      }
-    }
-    if (op == "count") {
-      call.finish(op, {});
-    } else {
-      call.finish(op, {call.member});
-    }
-  }
-
-  static ConcurrencyResult parse_acquire_reply(const redisReply& reply, std::size_t n) {
+  // One part's acquire reply; `verdict` gets 1 (taken), 0 (a cap full: the result says which, as an index
+  // among the part's slots) or -1 (the id holds a lease already). Throws ReplyError on a malformed reply.
+  static ConcurrencyResult parse_acquire_reply(const redisReply& reply, std::size_t n, long long& verdict) {
     const auto integer = [&](std::size_t i) {
       if (i >= reply.elements || reply.element[i]->type != REDIS_REPLY_INTEGER) {
         throw ReplyError("airl: unexpected reply from the airl concurrency script");
@@ -325,9 +396,9 @@ class RedisConcurrencyStorage
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements == 0) {
       throw ReplyError("airl: unexpected reply from the airl concurrency script");
     }
-    const long long verdict = integer(0);
-    if (verdict == -1) throw PermitIdInUse("airl: permit id already holds a lease in one of the scopes");
-    if (verdict == 1) return ConcurrencyResult{.acquired = true, .location = LeaseLocation::store, .status = Status::allowed};
+    verdict = integer(0);
+    if (verdict == -1 || verdict == 1) return {};
+    if (verdict != 0) throw ReplyError("airl: unexpected reply from the airl concurrency script");
     const long long key = integer(1);
     if (key < 1 || static_cast<std::size_t>(key) > n) throw ReplyError("airl: concurrency script named no key");
     const long long retry_us = integer(3);
@@ -335,7 +406,6 @@ class RedisConcurrencyStorage
                              .retry_after = retry_us < 0 ? Decision::never : detail::ceil_to_ms(retry_us * 1000),
                              .status = Status::denied};
   }
-
 };
 
 static_assert(ConcurrencyStoragePolicy<RedisConcurrencyStorage>);

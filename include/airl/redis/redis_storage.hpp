@@ -33,6 +33,7 @@
 #include "key_layout.hpp"
 #include "options.hpp"
 #include "sliding_window_script.hpp"
+#include "topology_metrics.hpp"
 
 namespace airl {
 
@@ -51,50 +52,26 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   explicit RedisStorage(RedisOptions options = {})
       : RedisBackend(std::move(options), detail::sliding_window_script, "the airl script", "airl::RedisStorage") {}
 
-  // Decides the charges all-or-nothing in one script call. Thread safety: safe from any thread.
-  // Never throws for backend faults: applies on_failure and sets AcquireResult::degraded.
-  // Throws std::invalid_argument for no charges, a window outside (0, max_window], cost 0, a limit or cost
-  // above 2^53 (Lua numbers are doubles), an unknown scope, a part longer than 65535 bytes, or a repeated bucket.
+  // Decides the charges all-or-nothing: in one script call when they share a Redis Cluster slot (always,
+  // off a cluster), else one call per slot, in parallel, with the slots that admitted undone when another
+  // denied (docs/REDIS.md, "Across slots"). Thread safety: safe from any thread. Never throws for backend
+  // faults: applies on_failure and sets AcquireResult::degraded. Throws std::invalid_argument for no
+  // charges, a window outside (0, max_window], cost 0, a limit or cost above 2^53 (Lua numbers are
+  // doubles), an unknown scope, a part longer than 65535 bytes, or a repeated bucket.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
-    validate(charges);
-    detail::ScriptCall& call = thread_call();
-    build_acquire_call(charges, request_id, call);
-    try {
-      const detail::Reply reply = core().client.eval(call.words);
-      return parse_acquire_reply(*reply, charges);
-    } catch (const BackendError&) {
-      return degrade(charges, request_id);
-    }
+    const AcquireCall call{charges, request_id};
+    return std::move(decide({&call, 1}).front());
   }
 
-  // Decides a batch: one script call per request, pipelined on one connection (one round trip), each call
-  // atomic and all-or-nothing on its own, in order. Thread safety: safe. Never throws for backend faults:
-  // the whole batch then gets the failure policy's decisions. Throws std::invalid_argument like acquire(),
-  // before sending anything.
-  std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) {
-    for (const AcquireCall& call : calls) validate(call.charges);
-    std::vector<AcquireResult> results;
-    if (calls.empty()) return results;
-    thread_local std::vector<detail::ScriptCall> batch;  // keeps its buffers' capacity for the next batches
-    if (batch.size() < calls.size()) batch.resize(calls.size());  // sized before building: words point into it
-    std::vector<detail::ScriptWords> words(calls.size());
-    for (std::size_t i = 0; i < calls.size(); ++i) {
-      build_acquire_call(calls[i].charges, calls[i].request_id, batch[i]);
-      words[i] = batch[i].words;
-    }
-    results.reserve(calls.size());
-    try {
-      const std::vector<detail::Reply> replies = core().client.eval_many(words);
-      for (std::size_t i = 0; i < calls.size(); ++i) {
-        core().client.check(*replies[i]);
-        results.push_back(parse_acquire_reply(*replies[i], calls[i].charges));
-      }
-    } catch (const BackendError&) {
-      results.clear();
-      for (const AcquireCall& call : calls) results.push_back(degrade(call.charges, call.request_id));
-    }
-    return results;
-  }
+  // Decides a batch: one script call per request and slot, grouped by server, each server's share pipelined
+  // (one round trip), the servers in parallel; each request all-or-nothing on its own. Thread safety: safe.
+  // Never throws for backend faults: a request whose server failed gets the failure policy's decision.
+  // Throws std::invalid_argument like acquire(), before sending anything.
+  std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) { return decide(calls); }
+
+  // How the storage followed its servers (redirects, slot map reads, Sentinel rediscoveries). Thread
+  // safety: safe. Throws std::logic_error when moved from.
+  RedisTopologyMetrics topology_metrics() const { return core().client.topology_metrics(); }
 
   // Replaces, in every charge's bucket that still logs `request_id`, that entry's cost by the charge's cost
   // (see SettlingStoragePolicy), in one atomic script call. Returns how many buckets logged it. With
@@ -119,58 +96,54 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
     detail::validate_quota(quota, bucket.name);
     detail::validate_bucket(bucket, "airl::RedisStorage::usage");
-    detail::ScriptCall& call = thread_call();
     const Charge charge{bucket, quota, 1};
-    add_keys({&charge, 1}, call, "usage");
-    call.numbers.assign(1, std::to_string(micros(quota.window)));
-    call.finish("usage", {});
-    const detail::Reply reply = core().client.eval(call.words);
+    std::vector<Part> parts = split({&charge, 1}, "usage");
+    parts[0].call.numbers.assign(1, std::to_string(micros(quota.window)));
+    parts[0].call.finish("usage", {});
+    const detail::Reply reply = core().client.eval(parts[0].call.words);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
     return static_cast<std::uint64_t>(reply->integer);
   }
 
-  // Deletes the buckets. Thread safety: safe. Throws BackendError when Redis fails; std::invalid_argument on
-  // an unknown scope or a part longer than 65535 bytes (before deleting any).
+  // Deletes the buckets: one UNLINK per bucket (its two keys share a slot), all in one run. Thread safety:
+  // safe. Throws BackendError when Redis fails; std::invalid_argument on an unknown scope or a part longer
+  // than 65535 bytes (before deleting any).
   void erase(std::span<const BucketRef> buckets) {
     Core& core = this->core();
     for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::RedisStorage::erase");
-    if (buckets.empty()) return;
     std::vector<std::string> keys(buckets.size() * 2);
-    std::vector<std::string_view> words = {"UNLINK"};
+    std::vector<std::array<std::string_view, 3>> words(buckets.size());
+    std::vector<detail::Command> commands;
     for (std::size_t i = 0; i < buckets.size(); ++i) {
       detail::redis_bucket_key(keys[2 * i], core.options.key_prefix, buckets[i]);
       detail::redis_costs_key(keys[2 * i + 1], keys[2 * i]);
+      words[i] = {"UNLINK", keys[2 * i], keys[2 * i + 1]};
+      commands.push_back(detail::Command{words[i], keys[2 * i], /*script=*/false});
     }
-    words.insert(words.end(), keys.begin(), keys.end());
-    core.client.command(words, "UNLINK");
+    for (detail::Outcome& outcome : core.client.run(commands)) core.client.check(*outcome.take());
   }
 
   // Deletes every key of `user` (user and user_model buckets), found with SCAN (never KEYS, which would
-  // block Redis). Thread safety: safe. Throws BackendError when Redis fails.
+  // block Redis) on the one server of the user's slot (the pattern holds the user's hash tag, so it routes
+  // there). Thread safety: safe. Throws BackendError when Redis fails.
   void erase_user(std::string_view user) {
     Core& core = this->core();
     const std::string pattern = detail::redis_user_pattern(core.options.key_prefix, user);
     std::string cursor = "0";
     do {
       const std::string_view scan[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-      const detail::Reply reply = core.client.command(scan, "SCAN");
+      const detail::Reply reply = core.client.command(scan, pattern, "SCAN");
       if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) throw ReplyError("airl: unexpected SCAN reply");
       cursor.assign(detail::reply_text(*reply->element[0]));
       const redisReply& found = *reply->element[1];
       if (found.elements == 0) continue;
       std::vector<std::string_view> unlink = {"UNLINK"};
       for (std::size_t i = 0; i < found.elements; ++i) unlink.push_back(detail::reply_text(*found.element[i]));
-      core.client.command(unlink, "UNLINK");
+      core.client.command(unlink, pattern, "UNLINK");
     } while (cursor != "0");
   }
 
  private:
-  // A thread's buffers for one call (they keep their capacity).
-  static detail::ScriptCall& thread_call() {
-    thread_local detail::ScriptCall call;
-    return call;
-  }
-
   // The storage's own checks on what it is handed, before anything is sent.
   void validate(std::span<const Charge> charges) const {
     detail::validate_charges(charges, "airl::RedisStorage");
@@ -182,21 +155,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     }
   }
 
-  // The log and costs keys of every charge (call.keys), refusing a repeated bucket.
-  void add_keys(std::span<const Charge> charges, detail::ScriptCall& call, std::string_view op) const {
-    call.keys.resize(2 * charges.size());
-    for (std::size_t i = 0; i < charges.size(); ++i) {
-      detail::redis_bucket_key(call.keys[2 * i], core().options.key_prefix, charges[i].bucket);
-      detail::redis_costs_key(call.keys[2 * i + 1], call.keys[2 * i]);
-      for (std::size_t j = 0; j < i; ++j) {
-        if (call.keys[2 * j] == call.keys[2 * i]) {
-          throw std::invalid_argument("airl::RedisStorage::" + std::string(op) + ": two charges name the same bucket");
-        }
-      }
-    }
-  }
-
-  // `op`: "settle" or "refund" (the script's operations of that name).
+  // `op`: "settle" or "refund" (the script's operations of that name): one call per slot, in parallel.
   std::size_t change_costs(std::span<const Charge> charges, std::string_view request_id, const char* op) {
     Core& core = this->core();
     detail::validate_settle_charges(charges, "airl::RedisStorage");
@@ -204,59 +163,210 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       if (charge.cost > max_exact_count) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
     }
     if (charges.empty() || request_id.empty()) return 0;
-    const std::size_t n = charges.size();
-    detail::ScriptCall& call = thread_call();
-    add_keys(charges, call, op);
-    call.numbers.resize(2 * n);
-    for (std::size_t i = 0; i < n; ++i) {
-      call.numbers[2 * i] = std::to_string(micros(charges[i].quota.window));
-      call.numbers[2 * i + 1] = std::to_string(charges[i].cost);
+    std::string member;
+    request_member(member, request_id);
+    std::vector<Part> parts = split(charges, op);
+    std::vector<detail::Command> commands;
+    for (Part& part : parts) {
+      part.call.numbers.clear();
+      for (const std::size_t i : part.charges) {
+        part.call.numbers.push_back(std::to_string(micros(charges[i].quota.window)));
+        part.call.numbers.push_back(std::to_string(charges[i].cost));
+      }
+      part.call.finish(op, {member});
+      commands.push_back(command_of(part));
     }
-    request_member(call.member, request_id);
-    call.finish(op, {call.member});
     InMemoryStorage<SteadyClock>* const local = core.fallback.local();
     const std::size_t settled_locally = local == nullptr ? 0
                                           : op == std::string_view("refund") ? local->refund(charges, request_id)
                                                                                : local->settle(charges, request_id);
-    try {
-      const detail::Reply reply = core.client.eval(call.words);
-      if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 || static_cast<std::size_t>(reply->integer) > n) {
-        throw ReplyError(std::string("airl: unexpected ") + op + " reply");
+    std::vector<detail::Outcome> outcomes = core.client.run(commands);
+    std::size_t settled = settled_locally;
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      try {
+        const detail::Reply reply = outcomes[p].take();
+        core.client.check(*reply);
+        if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+            static_cast<std::size_t>(reply->integer) > parts[p].charges.size()) {
+          throw ReplyError(std::string("airl: unexpected ") + op + " reply");
+        }
+        settled += static_cast<std::size_t>(reply->integer);
+      } catch (const BackendError&) {
+        if (local == nullptr) throw;
       }
-      return settled_locally + static_cast<std::size_t>(reply->integer);
-    } catch (const BackendError&) {
-      if (local != nullptr) return settled_locally;
-      throw;
+    }
+    return settled;
+  }
+
+  // The charges of one request that share a slot (all of them, off a cluster), and their script call.
+  struct Part {
+    std::vector<std::size_t> charges;  // indices into the request's charges
+    detail::ScriptCall call;           // its keys filled in; words built by the caller
+  };
+
+  // `charges` split by slot, in order of first appearance, with every part's keys filled in (refusing a
+  // repeated bucket).
+  std::vector<Part> split(std::span<const Charge> charges, std::string_view op) const {
+    std::vector<Part> parts;
+    std::vector<std::uint16_t> slots;
+    std::string key;
+    for (std::size_t i = 0; i < charges.size(); ++i) {
+      detail::redis_bucket_key(key, core().options.key_prefix, charges[i].bucket);
+      const std::uint16_t slot = core().client.slot_of(key);
+      const auto found = std::find(slots.begin(), slots.end(), slot);
+      Part& part = found == slots.end() ? (slots.push_back(slot), parts.emplace_back()) : parts[static_cast<std::size_t>(found - slots.begin())];
+      for (std::size_t k = 0; k < part.call.keys.size(); k += 2) {
+        if (part.call.keys[k] == key) {
+          throw std::invalid_argument("airl::RedisStorage::" + std::string(op) + ": two charges name the same bucket");
+        }
+      }
+      part.charges.push_back(i);
+      part.call.keys.push_back(key);
+      part.call.keys.emplace_back();
+      detail::redis_costs_key(part.call.keys.back(), key);
+    }
+    return parts;
+  }
+
+  static detail::Command command_of(const Part& part) {
+    return detail::Command{part.call.words, part.call.keys.front()};
+  }
+
+  // One request being decided: its member, its parts, and what each part's call answered.
+  struct Pending {
+    std::string member;
+    std::vector<Part> parts;
+    std::vector<int> status;  // per part: 0 denied, 1 admitted, 2 replayed, -1 failed
+    std::vector<detail::WindowVerdict> verdicts;  // per charge
+  };
+
+  // The decisions of a batch (acquire() is a batch of one): every part of every request sent in one run,
+  // then, for requests admitted in some slots but not all, one more run undoing those slots.
+  std::vector<AcquireResult> decide(std::span<const AcquireCall> calls) {
+    for (const AcquireCall& call : calls) validate(call.charges);
+    std::vector<Pending> pending(calls.size());
+    std::vector<detail::Command> commands;
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+      Pending& request = pending[c];
+      make_member(calls[c].request_id, request.member);
+      request.parts = split(calls[c].charges, "acquire");
+      request.status.assign(request.parts.size(), -1);
+      request.verdicts.resize(calls[c].charges.size());
+      for (Part& part : request.parts) {
+        build_acquire_call(calls[c].charges, part, request.member, !calls[c].request_id.empty());
+        commands.push_back(command_of(part));
+      }
+    }
+    std::vector<detail::Outcome> outcomes = core().client.run(commands);
+    std::size_t next = 0;
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+      for (std::size_t p = 0; p < pending[c].parts.size(); ++p) {
+        try {
+          const detail::Reply reply = outcomes[next].take();
+          core().client.check(*reply);
+          pending[c].status[p] = parse_acquire_reply(*reply, pending[c].parts[p], pending[c].verdicts);
+        } catch (const BackendError&) {
+          pending[c].status[p] = -1;
+        }
+        ++next;
+      }
+    }
+    undo_partial(calls, pending);
+    std::vector<AcquireResult> results;
+    results.reserve(calls.size());
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+      const std::vector<int>& status = pending[c].status;
+      if (std::count(status.begin(), status.end(), -1) > 0) {
+        results.push_back(degrade(calls[c].charges, calls[c].request_id));
+        continue;
+      }
+      const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
+      AcquireResult result = detail::combine_verdicts(pending[c].verdicts, replayed);
+      detail::note_other_group(result, pending[c].verdicts, calls[c].charges);
+      results.push_back(result);
+    }
+    return results;
+  }
+
+  // A request split over slots that some slots admitted and another did not (denied, replayed, failed):
+  // the admitting slots take its entry back, by its member, and report their buckets as they are then, as
+  // one server would have (nothing charged). Undone slots whose undo fails keep the entry until their window
+  // passes: an over-charge, never an over-admission.
+  void undo_partial(std::span<const AcquireCall> calls, std::vector<Pending>& pending) {
+    std::vector<std::pair<std::size_t, std::size_t>> undone;  // (request, part)
+    std::vector<detail::Command> commands;
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+      std::vector<int>& status = pending[c].status;
+      const bool whole = std::all_of(status.begin(), status.end(), [](int s) { return s == 1; });
+      const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
+      for (std::size_t p = 0; p < status.size(); ++p) {
+        Part& part = pending[c].parts[p];
+        if (replayed && status[p] == 0) {  // a replay charges nothing: what did not fit did not need to
+          for (const std::size_t i : part.charges) pending[c].verdicts[i].fits = true, pending[c].verdicts[i].retry_after = 0;
+        }
+        if (whole || status[p] != 1) continue;
+        part.call.numbers.clear();
+        for (const std::size_t i : part.charges) {
+          part.call.numbers.push_back(std::to_string(calls[c].charges[i].quota.limit));
+          part.call.numbers.push_back(std::to_string(micros(calls[c].charges[i].quota.window)));
+        }
+        part.call.finish("undo", {pending[c].member});
+        commands.push_back(command_of(part));
+        undone.emplace_back(c, p);
+      }
+    }
+    if (commands.empty()) return;
+    std::vector<detail::Outcome> outcomes = core().client.run(commands);
+    for (std::size_t u = 0; u < undone.size(); ++u) {
+      const auto [c, p] = undone[u];
+      const Part& part = pending[c].parts[p];
+      try {
+        const detail::Reply reply = outcomes[u].take();
+        core().client.check(*reply);
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * part.charges.size()) {
+          throw ReplyError("airl: unexpected undo reply");
+        }
+        for (std::size_t k = 0; k < part.charges.size(); ++k) {
+          const redisReply& room = *reply->element[2 * k];
+          const redisReply& reset = *reply->element[2 * k + 1];
+          if (room.type != REDIS_REPLY_INTEGER || reset.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected undo reply");
+          detail::WindowVerdict& verdict = pending[c].verdicts[part.charges[k]];
+          verdict.remaining = static_cast<std::uint64_t>(room.integer);
+          verdict.reset_after = reset.integer * 1000;
+        }
+      } catch (const BackendError&) {  // the entry stays: report the room as if it had gone
+        for (const std::size_t i : part.charges) {
+          pending[c].verdicts[i].remaining += std::min(calls[c].charges[i].cost, calls[c].charges[i].quota.limit);
+        }
+      }
     }
   }
 
-  // <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n
-  void build_acquire_call(std::span<const Charge> charges, std::string_view request_id,
-                          detail::ScriptCall& call) const {
-    const std::size_t n = charges.size();
-    add_keys(charges, call, "acquire");
-    call.numbers.resize(3 * n);
-    for (std::size_t i = 0; i < n; ++i) {
-      call.numbers[3 * i] = std::to_string(charges[i].quota.limit);
-      call.numbers[3 * i + 1] = std::to_string(micros(charges[i].quota.window));
-      call.numbers[3 * i + 2] = std::to_string(charges[i].cost);
+  // The member that logs the request: "i" + the caller's (user, model, id) for request ids, "g" + seed +
+  // counter otherwise; the two never collide, and a counter of 1..8 bytes after a fixed 8-byte seed never
+  // repeats a member. One member per request, in every slot it spans.
+  void make_member(std::string_view request_id, std::string& member) const {
+    if (!request_id.empty()) return request_member(member, request_id);
+    // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
+    // storage instance, then the counter's significant bytes (little-endian): unique across processes.
+    std::uint64_t count = core().counter.fetch_add(1, std::memory_order_relaxed);
+    member.assign(1, 'g');
+    for (int byte = 0; byte < 8; ++byte) member.push_back(static_cast<char>((core().seed >> (8 * byte)) & 0xffu));
+    do {
+      member.push_back(static_cast<char>(count & 0xffu));
+      count >>= 8;
+    } while (count != 0);
+  }
+
+  // <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n, for the part's charges.
+  static void build_acquire_call(std::span<const Charge> charges, Part& part, std::string_view member, bool is_request_id) {
+    part.call.numbers.clear();
+    for (const std::size_t i : part.charges) {
+      part.call.numbers.push_back(std::to_string(charges[i].quota.limit));
+      part.call.numbers.push_back(std::to_string(micros(charges[i].quota.window)));
+      part.call.numbers.push_back(std::to_string(charges[i].cost));
     }
-    // Members: "i" + the caller's (user, model, id) for request ids, "g" + seed + counter otherwise; the two
-    // never collide, and a counter of 1..8 bytes after a fixed 8-byte seed never repeats a member.
-    if (!request_id.empty()) {
-      request_member(call.member, request_id);
-    } else {
-      // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
-      // storage instance, then the counter's significant bytes (little-endian): unique across processes.
-      std::uint64_t count = core().counter.fetch_add(1, std::memory_order_relaxed);
-      call.member.assign(1, 'g');
-      for (int byte = 0; byte < 8; ++byte) call.member.push_back(static_cast<char>((core().seed >> (8 * byte)) & 0xffu));
-      do {
-        call.member.push_back(static_cast<char>(count & 0xffu));
-        count >>= 8;
-      } while (count != 0);
-    }
-    call.finish("acquire", {call.member, request_id.empty() ? "0" : "1"});
+    part.call.finish("acquire", {member, is_request_id ? "1" : "0"});
   }
 
   // The member that logs a caller's request id.
@@ -265,8 +375,10 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     out.append(request_id);
   }
 
-  static AcquireResult parse_acquire_reply(const redisReply& reply, std::span<const Charge> charges) {
-    const std::size_t n = charges.size();
+  // Reads one part's acquire reply into the verdicts of its charges; returns its status (0 denied, 1
+  // admitted, 2 replayed). Throws ReplyError on a malformed reply.
+  static int parse_acquire_reply(const redisReply& reply, const Part& part, std::vector<detail::WindowVerdict>& verdicts) {
+    const std::size_t n = part.charges.size();
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 1 + 4 * n) {
       throw ReplyError("airl: unexpected reply from the airl script");
     }
@@ -275,18 +387,17 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       if (element.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected reply from the airl script");
       return element.integer;
     };
-    detail::PartArray<detail::WindowVerdict> verdicts(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::size_t at = 1 + 4 * i;
+    const long long status = integer(0);
+    if (status < 0 || status > 2) throw ReplyError("airl: unexpected reply from the airl script");
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t at = 1 + 4 * k;
       const long long retry_us = integer(at + 2);
-      verdicts.set(i, {.fits = integer(at) == 1,
-                       .remaining = static_cast<std::uint64_t>(integer(at + 1)),
-                       .retry_after = retry_us < 0 ? detail::never_ticks : retry_us * 1000,
-                       .reset_after = integer(at + 3) * 1000});
+      verdicts[part.charges[k]] = {.fits = integer(at) == 1,
+                                   .remaining = static_cast<std::uint64_t>(integer(at + 1)),
+                                   .retry_after = retry_us < 0 ? detail::never_ticks : retry_us * 1000,
+                                   .reset_after = integer(at + 3) * 1000};
     }
-    AcquireResult result = detail::combine_verdicts(verdicts.span(), integer(0) == 2);
-    detail::note_other_group(result, verdicts.span(), charges);
-    return result;
+    return static_cast<int>(status);
   }
 
   // The decision when Redis failed, per on_failure. Always degraded.

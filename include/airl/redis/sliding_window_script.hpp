@@ -19,6 +19,8 @@ inline constexpr std::string_view sliding_window_script = R"lua(
 --           every bucket that still logs it (its time stays). Returns how many buckets logged it.
 -- ARGV[1] = 'refund': as 'settle', then the entry moves to member 'r' .. member .. '@' .. its time, so the
 --           member (a request id) is free to be admitted again; the renamed entry keeps its time and cost.
+-- ARGV[1] = 'undo':   ARGV[2] member, then for each bucket: limit, window (us). Removes the member's entry
+--           (a request admitted here and denied in another cluster slot). Returns per bucket: room, reset_us.
 local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
 
 -- Every argument is checked before the first write: Redis does not roll a script back.
@@ -150,6 +152,40 @@ if op == 'settle' or op == 'refund' then
     end
   end
   return settled
+end
+if op == 'undo' then
+  local n = #KEYS / 2
+  if n < 1 or n ~= math.floor(n) or #ARGV ~= 2 + 2 * n then error('airl: wrong number of keys or arguments') end
+  local member = ARGV[2]
+  if member == nil or member == '' then error('airl: empty member') end
+  local limit, window = {}, {}
+  for i = 1, n do
+    limit[i] = whole(ARGV[2 * i + 1], 'limit', 0)
+    window[i] = whole(ARGV[2 * i + 2], 'window', 1)
+  end
+  local reply = {}
+  for i = 1, n do
+    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
+    local usage, weighted = expire(log, costs, window[i])
+    if redis.call('ZSCORE', log, member) then
+      local cost = weighted and (tonumber(redis.call('HGET', costs, member)) or 1) or 1
+      redis.call('ZREM', log, member)
+      if weighted then
+        redis.call('HDEL', costs, member)
+        usage = redis.call('HINCRBY', costs, '', int(-cost))
+      else
+        usage = usage - 1
+      end
+      if redis.call('ZCARD', log) == 0 then
+        redis.call('DEL', log, costs)
+        usage = 0
+      end
+    end
+    local last = newest(log)
+    reply[#reply + 1] = limit[i] > usage and limit[i] - usage or 0
+    reply[#reply + 1] = last and (last + window[i] - now) or 0
+  end
+  return reply
 end
 if op ~= 'acquire' then error('airl: unknown operation ' .. tostring(op)) end
 

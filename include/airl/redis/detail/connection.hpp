@@ -109,13 +109,20 @@ class RedisConnection {
 
   bool connected() const noexcept { return context_ != nullptr; }
   void close() noexcept { context_.reset(); }
+  // Points the connection at another server (a new master after a failover); closes it.
+  void retarget(Endpoint endpoint) {
+    close();
+    endpoint_ = std::move(endpoint);
+  }
   // The SHA1 the server gave for the script (valid once connected).
   const std::string& script_sha() const noexcept { return script_sha_; }
 
   // Connects, sets keepalive, and runs AUTH, SELECT and SCRIPT LOAD in one round trip, all within `budget`
-  // (at most connect_timeout), so a hung server costs at most that. Throws ConnectionError, TimeoutError,
-  // AuthError, PermissionError or ReplyError; on a throw the connection stays closed.
-  void connect(std::string_view script, std::chrono::milliseconds budget) {
+  // (at most connect_timeout), so a hung server costs at most that. An empty `script` loads none (a
+  // Sentinel, or a look at a cluster's slot map). `must_be_master`: ROLE too, refusing a replica (a
+  // Sentinel's answer may be stale). Throws ConnectionError, TimeoutError, AuthError,
+  // PermissionError or ReplyError (NotMasterError for a replica); on a throw the connection stays closed.
+  void connect(std::string_view script, std::chrono::milliseconds budget, bool must_be_master = false) {
     close();
     const auto started = std::chrono::steady_clock::now();
     const timeval connect_tv = to_timeval(budget);
@@ -137,14 +144,24 @@ class RedisConnection {
     }
     const std::string database = std::to_string(options_.database);
     if (options_.database != 0) handshake.push_back({"SELECT", database});
-    handshake.push_back({"SCRIPT", "LOAD", script});
+    if (must_be_master) handshake.push_back({"ROLE"});
+    if (!script.empty()) handshake.push_back({"SCRIPT", "LOAD", script});
     std::vector<Reply> replies = pipeline(*context, handshake, "handshake");
     for (std::size_t i = 0; i < replies.size(); ++i) {
       check_reply(*replies[i], handshake[i][0]);
     }
-    const redisReply& sha = *replies.back();
-    if (sha.type != REDIS_REPLY_STRING) throw ReplyError("airl: SCRIPT LOAD did not return a SHA1");
-    script_sha_.assign(reply_text(sha));
+    if (must_be_master) {
+      const redisReply& role = *replies[replies.size() - (script.empty() ? 1 : 2)];
+      if (role.type != REDIS_REPLY_ARRAY || role.elements == 0 || reply_text(*role.element[0]) != "master") {
+        throw NotMasterError("airl: " + where() + " is not the master (ROLE " +
+                             (role.type == REDIS_REPLY_ARRAY && role.elements > 0 ? std::string(reply_text(*role.element[0])) : "?") + ")");
+      }
+    }
+    if (!script.empty()) {
+      const redisReply& sha = *replies.back();
+      if (sha.type != REDIS_REPLY_STRING) throw ReplyError("airl: SCRIPT LOAD did not return a SHA1");
+      script_sha_.assign(reply_text(sha));
+    }
 
     redisSetTimeout(context.get(), to_timeval(options_.command_timeout));
     timeout_ = options_.command_timeout;
@@ -166,6 +183,24 @@ class RedisConnection {
   Reply command(std::span<const std::string_view> head, std::span<const std::string_view> tail = {}) {
     SigpipeGuard no_sigpipe;
     append(*context_, head, tail, "command");
+    return read_reply(*context_, "command");
+  }
+
+  // Queues one command to be sent by flush(); its reply is read by next_reply(), in order. With several
+  // connections: queue on each, flush each, then read each, and the round trips overlap.
+  void queue(std::span<const std::string_view> head, std::span<const std::string_view> tail = {}) {
+    append(*context_, head, tail, "command");
+  }
+  // Writes everything queued, waiting at most the command timeout. Throws like command().
+  void flush() {
+    SigpipeGuard no_sigpipe;
+    for (int done = 0; done == 0;) {
+      if (redisBufferWrite(context_.get(), &done) != REDIS_OK) fail(*context_, "command");
+    }
+  }
+  // The next reply of what was queued (flushing first if needed). Throws like command().
+  Reply next_reply() {
+    SigpipeGuard no_sigpipe;
     return read_reply(*context_, "command");
   }
 

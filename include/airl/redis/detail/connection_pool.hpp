@@ -31,42 +31,74 @@ class RedisConnectionPool {
   static constexpr std::chrono::milliseconds first_backoff{10};
   static constexpr std::chrono::milliseconds max_backoff{1000};
 
-  RedisConnectionPool(const RedisOptions& options, const Endpoint& endpoint, std::string_view script)
-      : options_(options), script_(script) {
+  // `must_be_master`: every connect checks ROLE (Sentinel mode: the address came from a Sentinel).
+  RedisConnectionPool(const RedisOptions& options, const Endpoint& endpoint, std::string_view script,
+                      bool must_be_master = false)
+      : options_(options), script_(script), must_be_master_(must_be_master), endpoint_(endpoint) {
     Lock lock(mutex_);
     for (std::size_t i = 0; i < options_.pool_size; ++i) idle_.push_back(std::make_unique<RedisConnection>(options_, endpoint));
   }
+  RedisConnectionPool(const RedisConnectionPool&) = delete;
+  RedisConnectionPool& operator=(const RedisConnectionPool&) = delete;
 
-  // Runs `work(connection)` on a connected connection and returns its result. The whole call (waiting for a
-  // connection, connecting, the work) is bounded by one deadline: connect_timeout + command_timeout.
-  // Thread safety: safe. Throws TimeoutError when no connection frees up in time; while backing off after a
-  // failed connect, the same kind of error as that connect (ConnectionError, TimeoutError, AuthError,
-  // PermissionError) at once; otherwise whatever connecting or `work` throws (airl::BackendError subclasses).
-  template <class Work>
-  auto run(Work&& work) {
-    const auto deadline = Clock::now() + options_.connect_timeout + options_.command_timeout;
-    Borrowed borrowed(*this, borrow(deadline));
-    RedisConnection& connection = *borrowed.connection;
+  // A connected connection borrowed until the lease ends. Call failed(error) when a command on it threw
+  // (a lost connection then counts against the server's health), succeeded() when it answered.
+  class Lease {
+   public:
+    Lease(RedisConnectionPool& pool, std::unique_ptr<RedisConnection> connection)
+        : pool_(&pool), connection_(std::move(connection)) {}
+    Lease(Lease&& other) noexcept : pool_(std::exchange(other.pool_, nullptr)), connection_(std::move(other.connection_)) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (pool_ != nullptr && connection_) pool_->give_back(std::move(connection_));
+    }
+    RedisConnection& connection() noexcept { return *connection_; }
+    RedisConnectionPool& pool() noexcept { return *pool_; }
+    void succeeded() { pool_->record_success(); }
+    // A lost connection is remade on its next use; only failed connects back off, so a restart of Redis that
+    // leaves every pooled connection stale costs one failed call per connection, not a long backoff.
+    void failed(const BackendError& error) {
+      if (!connection_->connected()) pool_->record_failure(error, /*connect_failed=*/false);
+    }
+
+   private:
+    RedisConnectionPool* pool_;
+    std::unique_ptr<RedisConnection> connection_;
+  };
+
+  // Borrows a connection and connects it if needed, by `deadline`. Thread safety: safe. Throws TimeoutError
+  // when no connection frees up in time; while backing off after a failed connect, the same kind of error as
+  // that connect (ConnectionError, TimeoutError, AuthError, PermissionError) at once; otherwise whatever
+  // connecting throws (airl::BackendError subclasses).
+  Lease lease(Clock::time_point deadline) {
+    Lease lease(*this, borrow(deadline));
+    RedisConnection& connection = lease.connection();
     if (!connection.connected()) {
       throw_if_backing_off();
       try {
-        connection.connect(script_, std::min(options_.connect_timeout, remaining(deadline)));
+        connection.connect(script_, std::min(options_.connect_timeout, remaining(deadline)), must_be_master_);
       } catch (const BackendError& error) {
         record_failure(error, /*connect_failed=*/true);
         throw;
       }
     }
     connection.limit_timeout(remaining(deadline));
-    try {
-      auto result = work(connection);
-      record_success();
-      return result;
-    } catch (const BackendError& error) {
-      // A lost connection is remade on its next use; only failed connects back off, so a restart of Redis
-      // that leaves every pooled connection stale costs one failed call per connection, not a long backoff.
-      if (!connection.connected()) record_failure(error, /*connect_failed=*/false);
-      throw;
-    }
+    return lease;
+  }
+
+  // Points the pool at another server (the master a Sentinel names after a failover): each connection
+  // reconnects there on its next use. Thread safety: safe.
+  void retarget(const Endpoint& endpoint) {
+    Lock lock(mutex_);
+    if (endpoint == endpoint_) return;
+    endpoint_ = endpoint;
+    backoff_ = std::chrono::milliseconds{0};  // a new server: no backoff inherited from the old one
+    next_attempt_ = Clock::time_point{};
+  }
+
+  Endpoint endpoint() const {
+    Lock lock(mutex_);
+    return endpoint_;
   }
 
   // Whether the last round trip to Redis succeeded. Thread safety: safe. Throws nothing.
@@ -84,17 +116,6 @@ class RedisConnectionPool {
   }
 
  private:
-  // Gives a borrowed connection back on every path.
-  struct Borrowed {
-    RedisConnectionPool& pool;
-    std::unique_ptr<RedisConnection> connection;
-    Borrowed(RedisConnectionPool& owner, std::unique_ptr<RedisConnection> taken)
-        : pool(owner), connection(std::move(taken)) {}
-    ~Borrowed() { pool.give_back(std::move(connection)); }
-    Borrowed(const Borrowed&) = delete;
-    Borrowed& operator=(const Borrowed&) = delete;
-  };
-
   static std::chrono::milliseconds remaining(Clock::time_point deadline) {
     return std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()), std::chrono::milliseconds{1});
   }
@@ -137,6 +158,7 @@ class RedisConnectionPool {
     auto chosen = connected != idle_.rend() ? std::prev(connected.base()) : std::prev(idle_.end());
     std::unique_ptr<RedisConnection> connection = std::move(*chosen);
     idle_.erase(chosen);
+    if (connection->endpoint() != endpoint_) connection->retarget(endpoint_);
     return connection;
   }
 
@@ -176,7 +198,9 @@ class RedisConnectionPool {
 
   RedisOptions options_;
   std::string script_;
+  bool must_be_master_;
   mutable Mutex mutex_;
+  Endpoint endpoint_ AIRL_GUARDED_BY(mutex_);
   std::condition_variable freed_;
   std::vector<std::unique_ptr<RedisConnection>> idle_ AIRL_GUARDED_BY(mutex_);
   bool healthy_ AIRL_GUARDED_BY(mutex_) = true;

@@ -9,13 +9,20 @@
 //     RedisConnection::check_reply);
 //   - batches go out pipelined, one round trip per connection;
 //   - every call is bounded by connect_timeout + command_timeout (the pool's deadline).
-// Which server a command goes to is decided in one place, route(): the seam where Sentinel discovery and
-// Cluster slot routing plug in.
+//   - MOVED / ASK / TRYAGAIN / CLUSTERDOWN / READONLY are followed here, within the same deadline;
+// Which server a command goes to is decided in one place, topology.hpp (standalone, Sentinel, Cluster).
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <utility>
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -26,6 +33,7 @@
 #include "../options.hpp"
 #include "connection.hpp"
 #include "connection_pool.hpp"
+#include "topology.hpp"
 
 namespace airl::detail {
 
@@ -53,86 +61,275 @@ struct ScriptCall {
   }
 };
 
+// One command of a batch: a script call (the words after EVALSHA <sha>) or a plain command (all its words).
+// `key` routes it: in a cluster, to the master of its slot.
+struct Command {
+  std::span<const std::string_view> words;
+  std::string_view key;
+  bool script = true;
+};
+
+// What became of one command: its reply (error replies included: the caller checks them), or the fault that
+// kept it from one. `sent`: it was written to a server, so it may have run there.
+struct Outcome {
+  Reply reply;
+  std::exception_ptr error;
+  bool sent = false;
+
+  // The reply, or the fault thrown. Throws what `error` holds.
+  Reply take() {
+    if (error) std::rethrow_exception(error);
+    return std::move(reply);
+  }
+};
+
 class ScriptClient {
  public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr int max_redirects = 5;  // per command: MOVED, ASK, READONLY followed
+
   // Connects lazily (the service may start before Redis). `script` must outlive the client.
   ScriptClient(const RedisOptions& options, std::string_view script, std::string_view script_name)
-      : script_(script), name_(script_name), pool_(options, endpoint_of(options), script) {}
+      : options_(options), script_(script), name_(script_name), topology_(options, script) {}
+
+  // The slot deciding where `key` goes (0 unless in a cluster). Thread safety: pure.
+  std::uint16_t slot_of(std::string_view key) const noexcept { return topology_.slot_of(key); }
 
   // Runs the script once and returns its reply (never an error reply: those are thrown). `sent` (if given)
   // is set once the call is about to be written to a connection: a failure before that left nothing in Redis.
   // Thread safety: safe. Throws airl::BackendError subclasses.
   Reply eval(ScriptWords call, bool* sent = nullptr) {
-    return route(call).run([&](RedisConnection& connection) {
-      if (sent != nullptr) *sent = true;
-      Reply reply;
-      evalsha(connection, {&call, 1}, {&reply, 1});
-      RedisConnection::check_reply(*reply, name_);
-      return reply;
-    });
+    const Command command{call, first_key(call)};
+    std::vector<Outcome> outcomes = run({&command, 1});
+    if (sent != nullptr) *sent = outcomes[0].sent;
+    Reply reply = outcomes[0].take();
+    RedisConnection::check_reply(*reply, name_);
+    return reply;
   }
 
-  // Runs the script once per call, pipelined in one round trip, in order; returns the replies, error replies
-  // included (check each with check()): one call's refusal does not fail the others. Thread safety: safe.
-  // Throws airl::BackendError subclasses for faults of the connection (then nothing is known of any call).
-  std::vector<Reply> eval_many(std::span<const ScriptWords> calls, bool* sent = nullptr) {
-    if (calls.empty()) return {};
-    return route(calls.front()).run([&](RedisConnection& connection) {
-      if (sent != nullptr) *sent = true;
-      std::vector<Reply> replies(calls.size());
-      evalsha(connection, calls, replies);
-      return replies;
-    });
+  // Runs the commands, each at most once on its server: grouped by server, each group pipelined on one
+  // connection, the groups' round trips overlapping (written to every server, then read from each). One
+  // command's fault or error reply never fails another's. Thread safety: safe. Throws std::bad_alloc only.
+  std::vector<Outcome> run(std::span<const Command> commands) {
+    std::vector<Outcome> outcomes(commands.size());
+    const auto deadline = Clock::now() + options_.connect_timeout + options_.command_timeout;
+    std::vector<Attempt> pending(commands.size());
+    for (std::size_t i = 0; i < commands.size(); ++i) pending[i].index = i;
+    std::chrono::milliseconds backoff{1};
+    while (!pending.empty()) {
+      std::vector<Group> groups = group(commands, pending, outcomes);
+      pending.clear();
+      bool again_later = false;
+      for (Group& group : groups) exchange(group, commands, outcomes, deadline, pending, again_later);
+      if (again_later && !pending.empty()) {  // TRYAGAIN / CLUSTERDOWN: a short backoff, within the deadline
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left <= backoff) {
+          for (const Attempt& attempt : pending) {
+            if (attempt.busy.empty()) continue;
+            outcomes[attempt.index].error = std::make_exception_ptr(TimeoutError(
+                "airl: Redis kept answering " + attempt.busy + " until the command timeout"));
+          }
+          std::erase_if(pending, [](const Attempt& attempt) { return !attempt.busy.empty(); });
+        } else {
+          std::this_thread::sleep_for(backoff);
+          backoff = std::min(backoff * 2, std::chrono::milliseconds{50});
+        }
+      }
+    }
+    return outcomes;
   }
 
-  // Runs one plain command (UNLINK, SCAN, ...) and returns its reply; an error reply is thrown. Thread
-  // safety: safe. Throws airl::BackendError subclasses.
-  Reply command(std::span<const std::string_view> words, std::string_view what) {
-    return route({}).run([&](RedisConnection& connection) {
-      Reply reply = connection.command(words);
-      RedisConnection::check_reply(*reply, what);
-      return reply;
-    });
+  // Runs one plain command (UNLINK, SCAN, ...) on the server of `key`'s slot and returns its reply; an error
+  // reply is thrown. Thread safety: safe. Throws airl::BackendError subclasses.
+  Reply command(std::span<const std::string_view> words, std::string_view key, std::string_view what) {
+    const Command command{words, key, /*script=*/false};
+    std::vector<Outcome> outcomes = run({&command, 1});
+    Reply reply = outcomes[0].take();
+    RedisConnection::check_reply(*reply, what);
+    return reply;
   }
 
   // Throws the typed error of an error reply of this client's script; returns otherwise.
   void check(const redisReply& reply) const { RedisConnection::check_reply(reply, name_); }
 
-  // Whether the last round trip succeeded. Thread safety: safe. Throws nothing.
-  bool healthy() const noexcept { return pool_.healthy(); }
-  // How long until the next connect attempt (0 when not backing off). Thread safety: safe.
-  std::chrono::milliseconds retry_hint() const { return pool_.retry_hint(); }
+  // The first key of a script call (what routes it): <numkeys> <key1> ...
+  static std::string_view first_key(ScriptWords call) noexcept { return call.size() > 1 ? call[1] : std::string_view{}; }
 
- private:
-  // The connections a call goes to. One server today: the options' host and port.
-  RedisConnectionPool& route(ScriptWords /*call*/) noexcept { return pool_; }
-
-  // EVALSHA for each call on one connection, pipelined, into replies[i]; the calls answered NOSCRIPT go again
-  // as EVAL with the script's text, pipelined in a second round trip. The only place airl sends EVALSHA or
-  // handles NOSCRIPT.
-  void evalsha(RedisConnection& connection, std::span<const ScriptWords> calls, std::span<Reply> replies) {
-    const std::string_view sha_head[] = {"EVALSHA", connection.script_sha()};
-    connection.pipeline(replies, [&](std::size_t i, auto& head, auto& tail) {
-      head = sha_head;
-      tail = calls[i];
-    });
-    std::vector<std::size_t> reload;
-    for (std::size_t i = 0; i < replies.size(); ++i) {
-      if (replies[i]->type == REDIS_REPLY_ERROR && reply_text(*replies[i]).starts_with("NOSCRIPT")) reload.push_back(i);
+  // Whether the last round trip to every server succeeded. Thread safety: safe. Throws nothing.
+  bool healthy() const noexcept {
+    try {
+      for (const auto& pool : topology_.pools()) {
+        if (pool && !pool->healthy()) return false;
+      }
+      return true;
+    } catch (...) {
+      return false;
     }
-    if (reload.empty()) return;
-    const std::string_view text_head[] = {"EVAL", script_};
-    std::vector<Reply> again(reload.size());
-    connection.pipeline(again, [&](std::size_t j, auto& head, auto& tail) {
-      head = text_head;
-      tail = calls[reload[j]];
-    });
-    for (std::size_t j = 0; j < reload.size(); ++j) replies[reload[j]] = std::move(again[j]);
+  }
+  // How long until the next connect attempt (0 when not backing off). Thread safety: safe.
+  std::chrono::milliseconds retry_hint() const {
+    std::chrono::milliseconds longest{0};
+    for (const auto& pool : topology_.pools()) {
+      if (pool) longest = std::max(longest, pool->retry_hint());
+    }
+    return longest;
   }
 
+  RedisTopologyMetrics topology_metrics() const { return topology_.metrics(); }
+
+ private:
+  using PoolPtr = Topology::PoolPtr;
+
+  // One command on its way: where it goes next and what happened so far.
+  struct Attempt {
+    std::size_t index = 0;
+    bool as_text = false;  // NOSCRIPT came back: send EVAL with the script's text
+    int redirects = 0;
+    PoolPtr ask;           // ASK: this node, once, after ASKING
+    std::string busy;      // the TRYAGAIN / CLUSTERDOWN text, while retrying
+  };
+  struct Group {
+    PoolPtr pool;
+    std::vector<Attempt> attempts;
+  };
+
+  // The pending commands grouped by the server each goes to, in a fixed order (connections are leased in
+  // that order: two threads never wait for each other's). A command with no server known fails here.
+  std::vector<Group> group(std::span<const Command> commands, std::vector<Attempt>& pending,
+                           std::vector<Outcome>& outcomes) {
+    std::vector<Group> groups;
+    for (Attempt& attempt : pending) {
+      PoolPtr pool;
+      try {
+        pool = attempt.ask ? attempt.ask : topology_.pool_for(topology_.slot_of(commands[attempt.index].key));
+      } catch (const BackendError&) {
+        outcomes[attempt.index].error = std::current_exception();
+        continue;
+      }
+      auto found = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.pool == pool; });
+      if (found == groups.end()) found = groups.insert(groups.end(), Group{std::move(pool), {}});
+      found->attempts.push_back(std::move(attempt));
+    }
+    std::sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) { return a.pool.get() < b.pool.get(); });
+    return groups;
+  }
+
+  // Sends one group's commands on one connection of its server and reads the replies, sorting each into
+  // done (outcomes) or to go again (pending: a redirect, NOSCRIPT, TRYAGAIN, a new master).
+  void exchange(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
+                Clock::time_point deadline, std::vector<Attempt>& pending, bool& again_later) {
+    std::optional<RedisConnectionPool::Lease> lease;
+    try {
+      lease.emplace(group.pool->lease(deadline));
+    } catch (const BackendError& error) {
+      // Nothing was sent: after a fault the route may change (a new master), then the command goes again.
+      const bool moved = topology_.fault();
+      for (Attempt& attempt : group.attempts) {
+        if (moved && attempt.redirects < max_redirects && !attempt.ask && Clock::now() < deadline) {
+          ++attempt.redirects;
+          pending.push_back(std::move(attempt));
+        } else {
+          outcomes[attempt.index].error = std::current_exception();
+        }
+      }
+      (void)error;
+      return;
+    }
+    RedisConnection& connection = lease->connection();
+    const std::string_view sha_head[] = {"EVALSHA", connection.script_sha()};
+    const std::string_view text_head[] = {"EVAL", script_};
+    const std::string_view asking[] = {"ASKING"};
+    const std::string wait_count = std::to_string(options_.wait_for_replicas);
+    const std::string wait_ms = std::to_string(options_.replica_ack_timeout.count());
+    const std::string_view wait[] = {"WAIT", wait_count, wait_ms};
+    const bool waits = options_.wait_for_replicas > 0 &&
+                       std::any_of(group.attempts.begin(), group.attempts.end(),
+                                   [&](const Attempt& a) { return commands[a.index].script; });
+    std::size_t read = 0;
+    try {
+      for (const Attempt& attempt : group.attempts) {
+        const Command& command = commands[attempt.index];
+        if (attempt.ask) connection.queue(asking);
+        if (command.script) connection.queue(attempt.as_text ? text_head : sha_head, command.words);
+        else connection.queue(command.words);
+        outcomes[attempt.index].sent = true;
+      }
+      if (waits) connection.queue(wait);
+      connection.flush();
+      for (; read < group.attempts.size(); ++read) {
+        Attempt& attempt = group.attempts[read];
+        if (attempt.ask) (void)connection.next_reply();  // ASKING's OK
+        sort_reply(attempt, connection.next_reply(), commands, outcomes, pending, again_later, connection.endpoint());
+      }
+      if (waits) {
+        const Reply acknowledged = connection.next_reply();
+        if (acknowledged->type != REDIS_REPLY_INTEGER || acknowledged->integer < options_.wait_for_replicas) {
+          topology_.counters().ack_shortfalls.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      lease->succeeded();
+    } catch (const BackendError& error) {
+      lease->failed(error);
+      for (; read < group.attempts.size(); ++read) outcomes[group.attempts[read].index].error = std::current_exception();
+      topology_.fault();
+    }
+  }
+
+  // One reply: a result (done), or an answer that says to go again.
+  void sort_reply(Attempt& attempt, Reply reply, std::span<const Command> commands, std::vector<Outcome>& outcomes,
+                  std::vector<Attempt>& pending, bool& again_later, const Endpoint& answered_by) {
+    const std::string_view text = reply->type == REDIS_REPLY_ERROR ? reply_text(*reply) : std::string_view{};
+    const auto again = [&] {
+      outcomes[attempt.index].sent = false;  // whatever it was, it did not run there
+      pending.push_back(std::move(attempt));
+    };
+    attempt.ask.reset();
+    attempt.busy.clear();
+    if (text.starts_with("NOSCRIPT") && commands[attempt.index].script && !attempt.as_text) {
+      attempt.as_text = true;
+      return again();
+    }
+    const bool moved = text.starts_with("MOVED "), asked = text.starts_with("ASK ");
+    const bool busy = text.starts_with("TRYAGAIN") || text.starts_with("CLUSTERDOWN");
+    const bool readonly = text.starts_with("READONLY") || text.starts_with("MASTERDOWN");
+    if (readonly && attempt.redirects < max_redirects && topology_.fault()) {  // a new master was found
+      ++attempt.redirects;
+      return again();
+    }
+    if ((moved || asked) && attempt.redirects < max_redirects) {
+      ++attempt.redirects;
+      // "MOVED <slot> <host>:<port>" / "ASK <slot> <host>:<port>"
+      const std::string_view rest = text.substr(text.find(' ') + 1);
+      const std::size_t space = rest.find(' ');
+      int slot = -1;
+      std::from_chars(rest.data(), rest.data() + (space == std::string_view::npos ? 0 : space), slot);
+      try {
+        const Endpoint target = Topology::parse_endpoint(rest.substr(space + 1), answered_by.host);
+        if (moved) {
+          if (slot >= 0 && slot < static_cast<int>(cluster_slots)) topology_.moved(static_cast<std::uint16_t>(slot), target);
+        } else {
+          topology_.counters().ask.fetch_add(1, std::memory_order_relaxed);
+          attempt.ask = topology_.pool_at(target);
+        }
+      } catch (const BackendError&) {
+        outcomes[attempt.index].error = std::current_exception();
+        return;
+      }
+      return again();
+    }
+    if (busy) {
+      topology_.counters().tryagain.fetch_add(1, std::memory_order_relaxed);
+      attempt.busy.assign(text);
+      again_later = true;
+      return again();
+    }
+    outcomes[attempt.index].reply = std::move(reply);
+  }
+
+  RedisOptions options_;
   std::string_view script_;
   std::string name_;  // "the airl script", for messages
-  RedisConnectionPool pool_;
+  Topology topology_;
 };
 
 }  // namespace airl::detail

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Which server a command goes to (docs/REDIS.md, "Topologies"), for the one command path (script_client.hpp):
+//   - standalone: the options' host and port, one pool;
+//   - Sentinel: the master a Sentinel names (SENTINEL GET-MASTER-ADDR-BY-NAME, first one that answers), one
+//     pool that checks ROLE on every connect; asked again after a fault (a lost connection, READONLY, a
+//     replica), at most once per min_refresh_interval;
+//   - Cluster: the master of the key's slot, from a slot map read with CLUSTER SLOTS of any known node or
+//     seed; one pool per master, made lazily; a MOVED answer moves one slot at once and reads the whole map
+//     again, at most once per min_refresh_interval (never a refresh storm).
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "../../detail/lock.hpp"
+#include "../../detail/mutex.hpp"
+#include "../../detail/thread_annotations.hpp"
+#include "../errors.hpp"
+#include "../options.hpp"
+#include "../topology_metrics.hpp"
+#include "cluster_slot.hpp"
+#include "connection.hpp"
+#include "connection_pool.hpp"
+
+namespace airl::detail {
+
+class Topology {
+ public:
+  using PoolPtr = std::shared_ptr<RedisConnectionPool>;
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds min_refresh_interval{100};
+  static constexpr std::chrono::milliseconds sentinel_check_interval{500};
+
+  Topology(const RedisOptions& options, std::string_view script)
+      : options_(options), script_(script), clustered_(!options.cluster_nodes.empty()) {
+    if (clustered_) {
+      for (const std::string& node : options.cluster_nodes) seeds_.push_back(endpoint_of_node(node));
+      slots_.resize(cluster_slots);
+    } else if (!options.sentinel_nodes.empty()) {
+      for (const std::string& node : options.sentinel_nodes) seeds_.push_back(endpoint_of_node(node));
+      main_ = std::make_shared<RedisConnectionPool>(options_, Endpoint{}, script_, /*must_be_master=*/true);
+    } else {
+      main_ = std::make_shared<RedisConnectionPool>(options_, endpoint_of(options_), script_);
+      nodes_ = 1;
+    }
+  }
+
+  bool clustered() const noexcept { return clustered_; }
+
+  // The slot that decides where `key` goes (0 unless clustered: then every key goes to one server).
+  std::uint16_t slot_of(std::string_view key) const noexcept { return clustered() ? cluster_slot(key) : 0; }
+
+  // The pool of the server that serves `slot` now. Reads the slot map (cluster) or asks the Sentinels
+  // (sentinel) first when nothing is known yet. Thread safety: safe. Throws ConnectionError when no server
+  // is known for it (no seed or Sentinel answered), TimeoutError / AuthError like a connect.
+  PoolPtr pool_for(std::uint16_t slot) {
+    if (!clustered()) {
+      if (!seeds_.empty()) {
+        if (!master_known_.load(std::memory_order_acquire)) discover(/*forced=*/true);
+        else if (check_due()) fault();  // one thread asks again; the others go on meanwhile
+      }
+      return main_;
+    }
+    if (PoolPtr pool = mapped(slot)) return pool;
+    refresh(/*forced=*/true);
+    if (PoolPtr pool = mapped(slot)) return pool;
+    throw ConnectionError("airl: no Redis Cluster node is known for slot " + std::to_string(slot) + " (" +
+                          last_refresh_error() + ")");
+  }
+
+  // The pool of a node named in a redirect, made if new. Thread safety: safe.
+  PoolPtr pool_at(const Endpoint& endpoint) {
+    Lock lock(mutex_);
+    return pool_locked(endpoint);
+  }
+
+  // A MOVED answer: `slot` lives on `endpoint` now; the rest of the map is read again (rate-limited).
+  void moved(std::uint16_t slot, const Endpoint& endpoint) {
+    counters_.moved.fetch_add(1, std::memory_order_relaxed);
+    {
+      Lock lock(mutex_);
+      if (slot < slots_.size()) slots_[slot] = pool_locked(endpoint);
+    }
+    refresh(/*forced=*/false);
+  }
+
+  // After a fault talking to a server (a lost connection, READONLY, a replica where a master was expected):
+  // reads the slot map again or asks the Sentinels again, at most once per min_refresh_interval. Returns
+  // whether it did (a retry may then go elsewhere). Thread safety: safe. Throws nothing.
+  bool fault() noexcept {
+    try {
+      if (clustered()) return refresh(/*forced=*/false);
+      if (!seeds_.empty()) return discover(/*forced=*/false);
+    } catch (const std::exception&) {  // nothing answered: the next call tries again
+    }
+    return false;
+  }
+
+  // Every pool made so far (health, backoff hints). Thread safety: safe.
+  std::vector<PoolPtr> pools() const {
+    if (!clustered()) return {main_};
+    Lock lock(mutex_);
+    std::vector<PoolPtr> all;
+    for (const auto& [name, pool] : pools_) all.push_back(pool);
+    return all;
+  }
+
+  struct Counters {
+    std::atomic<std::uint64_t> moved{0}, ask{0}, tryagain{0}, refreshes{0}, rediscoveries{0}, ack_shortfalls{0};
+  };
+  Counters& counters() noexcept { return counters_; }
+
+  RedisTopologyMetrics metrics() const {
+    RedisTopologyMetrics metrics;
+    metrics.moved_redirects = counters_.moved.load(std::memory_order_relaxed);
+    metrics.ask_redirects = counters_.ask.load(std::memory_order_relaxed);
+    metrics.tryagain_retries = counters_.tryagain.load(std::memory_order_relaxed);
+    metrics.topology_refreshes = counters_.refreshes.load(std::memory_order_relaxed);
+    metrics.sentinel_rediscoveries = counters_.rediscoveries.load(std::memory_order_relaxed);
+    metrics.replica_ack_shortfalls = counters_.ack_shortfalls.load(std::memory_order_relaxed);
+    metrics.nodes = nodes_.load(std::memory_order_relaxed);
+    return metrics;
+  }
+
+  // "host:port" of a redirect or a Sentinel's answer; `fallback_host` when the host part is empty (Redis
+  // may leave it out when it does not know the name clients use). Throws ReplyError on anything else.
+  static Endpoint parse_endpoint(std::string_view text, std::string_view fallback_host) {
+    const std::size_t colon = text.rfind(':');
+    const int port = colon == std::string_view::npos ? 0 : parse_port(text.substr(colon + 1));
+    if (port == 0) throw ReplyError("airl: Redis named no usable address: '" + std::string(text) + "'");
+    std::string host(colon == 0 ? fallback_host : text.substr(0, colon));
+    return Endpoint{std::move(host), port, {}};
+  }
+
+ private:
+  static Endpoint endpoint_of_node(std::string_view node) {
+    NodeAddress address = parse_node(node, "node");
+    return Endpoint{std::move(address.host), address.port, {}};
+  }
+
+  PoolPtr mapped(std::uint16_t slot) const {
+    Lock lock(mutex_);
+    return slots_[slot];
+  }
+
+  PoolPtr pool_locked(const Endpoint& endpoint) AIRL_REQUIRES(mutex_) {
+    PoolPtr& pool = pools_[endpoint.text()];
+    if (!pool) pool = std::make_shared<RedisConnectionPool>(options_, endpoint, script_);
+    return pool;
+  }
+
+  std::string last_refresh_error() const {
+    Lock lock(mutex_);
+    return last_error_.empty() ? "no node answered" : last_error_;
+  }
+
+  // Sentinel: whether this thread should ask the Sentinels again now, which one thread per
+  // sentinel_check_interval does. A graceful failover leaves the old master taking writes until the Sentinels
+  // turn it into a replica (seconds later): asking again bounds how long admissions go there and get lost.
+  bool check_due() noexcept {
+    const auto now = Clock::now().time_since_epoch().count();
+    auto next = next_check_.load(std::memory_order_relaxed);
+    if (now < next) return false;
+    const auto then = now + std::chrono::duration_cast<Clock::duration>(sentinel_check_interval).count();
+    return next_check_.compare_exchange_strong(next, then, std::memory_order_relaxed);
+  }
+
+  // Whether a refresh may run now: forced ones (nothing known yet) always, others once per interval.
+  // Requires refresh_mutex_.
+  bool due(bool forced) AIRL_REQUIRES(refresh_mutex_) {
+    const auto now = Clock::now();
+    if (!forced && now - last_refresh_ < min_refresh_interval) return false;
+    if (forced && now - last_refresh_ < min_refresh_interval / 10) return false;  // a thread just did it
+    last_refresh_ = now;
+    return true;
+  }
+
+  // Connects to `endpoint` without loading the script, with `options`'s credentials, within what is left
+  // of `deadline`; runs `words` and returns the reply. Throws BackendError subclasses.
+  static Reply ask(const RedisOptions& options, const Endpoint& endpoint, std::span<const std::string_view> words,
+                   Clock::time_point deadline) {
+    RedisConnection connection(options, endpoint);
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    connection.connect({}, std::max(left, std::chrono::milliseconds{1}));
+    connection.limit_timeout(std::max(left, std::chrono::milliseconds{1}));
+    Reply reply = connection.command(words);
+    RedisConnection::check_reply(*reply, words[0]);
+    return reply;
+  }
+
+  // Reads the slot map from the first node that answers (known masters first, then the seeds), within one
+  // connect_timeout in all. Returns whether it read one.
+  bool refresh(bool forced) {
+    Lock refreshing(refresh_mutex_);
+    if (!due(forced)) return false;
+    std::vector<Endpoint> candidates;
+    {
+      Lock lock(mutex_);
+      for (const auto& [name, pool] : pools_) candidates.push_back(pool->endpoint());
+    }
+    for (const Endpoint& seed : seeds_) {
+      if (std::find(candidates.begin(), candidates.end(), seed) == candidates.end()) candidates.push_back(seed);
+    }
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    std::string error;
+    for (const Endpoint& node : candidates) {
+      if (Clock::now() >= deadline) break;
+      try {
+        const std::string_view words[] = {"CLUSTER", "SLOTS"};
+        const Reply reply = ask(options_, node, words, deadline);
+        std::vector<std::pair<std::array<long long, 2>, Endpoint>> ranges = parse_slots(*reply, node.host);
+        if (ranges.empty()) throw ReplyError("airl: CLUSTER SLOTS from " + node.text() + " named no slot");
+        Lock lock(mutex_);
+        std::fill(slots_.begin(), slots_.end(), nullptr);
+        std::vector<std::string> masters;
+        for (const auto& [range, endpoint] : ranges) {
+          const PoolPtr pool = pool_locked(endpoint);
+          for (long long slot = range[0]; slot <= range[1]; ++slot) slots_[static_cast<std::size_t>(slot)] = pool;
+          if (std::find(masters.begin(), masters.end(), endpoint.text()) == masters.end()) masters.push_back(endpoint.text());
+        }
+        nodes_.store(masters.size(), std::memory_order_relaxed);
+        last_error_.clear();
+        counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      } catch (const BackendError& failure) {
+        error = failure.what();
+      }
+    }
+    Lock lock(mutex_);
+    last_error_ = error;
+    return false;
+  }
+
+  // CLUSTER SLOTS: [[start, end, [host, port, id, ...], replicas...], ...] -> (range, master).
+  static std::vector<std::pair<std::array<long long, 2>, Endpoint>> parse_slots(const redisReply& reply,
+                                                                               std::string_view asked_host) {
+    const auto bad = [] { return ReplyError("airl: unexpected CLUSTER SLOTS reply"); };
+    if (reply.type != REDIS_REPLY_ARRAY) throw bad();
+    std::vector<std::pair<std::array<long long, 2>, Endpoint>> ranges;
+    for (std::size_t i = 0; i < reply.elements; ++i) {
+      const redisReply& range = *reply.element[i];
+      if (range.type != REDIS_REPLY_ARRAY || range.elements < 3) throw bad();
+      const redisReply& first = *range.element[0];
+      const redisReply& last = *range.element[1];
+      const redisReply& master = *range.element[2];
+      if (first.type != REDIS_REPLY_INTEGER || last.type != REDIS_REPLY_INTEGER || first.integer < 0 ||
+          last.integer < first.integer || last.integer >= static_cast<long long>(cluster_slots) ||
+          master.type != REDIS_REPLY_ARRAY || master.elements < 2 || master.element[0]->type != REDIS_REPLY_STRING ||
+          master.element[1]->type != REDIS_REPLY_INTEGER || master.element[1]->integer < 1 ||
+          master.element[1]->integer > 65535) {
+        throw bad();
+      }
+      std::string host(reply_text(*master.element[0]));
+      if (host.empty() || host == "?") host = std::string(asked_host);
+      ranges.push_back({{first.integer, last.integer}, Endpoint{std::move(host), static_cast<int>(master.element[1]->integer), {}}});
+    }
+    return ranges;
+  }
+
+  // Asks the Sentinels for the master's address (the first that answers) and points the pool there.
+  // Returns whether it asked. Throws ConnectionError when none named a master (forced: nothing known yet).
+  bool discover(bool forced) {
+    Lock refreshing(refresh_mutex_);
+    if (forced && master_known_.load(std::memory_order_acquire)) return false;  // another thread found it
+    if (!due(forced)) {
+      if (forced) throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + last_refresh_error() + ")");
+      return false;
+    }
+    RedisOptions sentinel = options_;
+    sentinel.username = options_.sentinel_username;
+    sentinel.password = options_.sentinel_password;
+    sentinel.database = 0;
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    std::string error = "no Sentinel answered";
+    for (const Endpoint& node : seeds_) {
+      if (Clock::now() >= deadline) break;
+      try {
+        const std::string_view words[] = {"SENTINEL", "GET-MASTER-ADDR-BY-NAME", options_.sentinel_master};
+        const Reply reply = ask(sentinel, node, words, deadline);
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+          error = "Sentinel " + node.text() + " knows no master named '" + options_.sentinel_master + "'";
+          continue;
+        }
+        const std::string address = std::string(reply_text(*reply->element[0])) + ":" +
+                                    std::string(reply_text(*reply->element[1]));
+        const Endpoint master = parse_endpoint(address, node.host);
+        const bool moved = main_->endpoint() != master;
+        main_->retarget(master);
+        if (master_known_.exchange(true, std::memory_order_acq_rel) && moved) {
+          counters_.rediscoveries.fetch_add(1, std::memory_order_relaxed);
+        }
+        nodes_.store(1, std::memory_order_relaxed);
+        return true;
+      } catch (const BackendError& failure) {
+        error = failure.what();
+      }
+    }
+    {
+      Lock lock(mutex_);
+      last_error_ = error;
+    }
+    if (forced) throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + error + ")");
+    return false;
+  }
+
+  RedisOptions options_;
+  std::string script_;
+  bool clustered_;
+  std::vector<Endpoint> seeds_;  // cluster seeds or Sentinels
+  PoolPtr main_;                 // standalone and Sentinel: the one pool
+  std::atomic<bool> master_known_{false};
+  std::atomic<Clock::rep> next_check_{0};  // Sentinel: when to ask again (Clock ticks)
+  std::atomic<std::size_t> nodes_{0};
+  Counters counters_;
+
+  Mutex refresh_mutex_;  // one slot map read or Sentinel question at a time
+  Clock::time_point last_refresh_ AIRL_GUARDED_BY(refresh_mutex_){};
+
+  mutable Mutex mutex_;
+  std::vector<PoolPtr> slots_ AIRL_GUARDED_BY(mutex_);  // cluster: slot -> its master's pool
+  std::map<std::string, PoolPtr> pools_ AIRL_GUARDED_BY(mutex_);
+  std::string last_error_ AIRL_GUARDED_BY(mutex_);
+};
+
+}  // namespace airl::detail
