@@ -12,6 +12,13 @@
 //               so its connection pool is shared) and of raw EVALSHA with 1 and 4 threads (one connection
 //               each); fixed call counts with a time bound, in rounds; medians.
 //
+//   topologies  on a Redis Cluster of 3 masters + 3 replicas started for it (tests/support/redis_topology.hpp):
+//               allow() with one tier on the cluster against the same on the standalone server (target
+//               p50 <= 1.1x); three tiers in three slots on three masters against three tiers in one slot
+//               (target p50 <= 1.3x); allow_many(64) over the 3 masters against raw pipelined EVALSHA to the
+//               same masters (each master's share pipelined, the masters written before any is read);
+//               decisions/s with 4 threads on 1 master (the standalone server) and on 3.
+//
 // With --memory it also measures Redis memory per bucket and per entry (redis_memory.hpp). At the end, a
 // summary table: | what | measured | target | status |.
 //
@@ -22,6 +29,7 @@
 // N/4 calls per thread phase (21 rounds of 4 phases).
 
 #include "../tests/support/redis_server.hpp"
+#include "../tests/support/redis_topology.hpp"
 #include "redis_memory.hpp"
 #include "redis_raw.hpp"
 
@@ -34,8 +42,10 @@
 #include <cstdio>
 #include <ctime>
 #include <latch>
+#include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -389,10 +399,180 @@ ThreadsResult measure_threads(Bench& bench) {
   return result;
 }
 
+// ---- 4. topologies ------------------------------------------------------------------------------------
+
+struct TopologyResult {
+  Summary standalone, cluster;         // allow(), one tier, one call at a time
+  Summary raw_cluster, cluster_again;  // raw EVALSHA to the slot's master, and allow() interleaved with it
+  Summary one_slot, cross_slot;        // three tiers on the cluster: in one slot, in three slots
+  Summary raw_batch, airl_batch;       // 64 requests over the 3 masters, per batch
+  double one_master = 0, three_masters = 0;  // decisions/s with 4 threads
+};
+
+TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& seeds) {
+  TopologyResult result;
+  airl::RedisOptions cluster = bench.options;
+  cluster.host = "127.0.0.1";
+  cluster.cluster_nodes = seeds;
+  cluster.key_prefix = bench.options.key_prefix + "-cluster";
+  const airl::Tier user{"user", airl::Scope::user_model, bench_quota};
+  airl::RedisMultiTierRateLimiter on_one({user}, airl::RedisStorage(bench.options));
+  airl::RedisMultiTierRateLimiter on_cluster({user}, airl::RedisStorage(cluster));
+  airl::RedisMultiTierRateLimiter one_slot({{"a", airl::Scope::user, bench_quota}, user, {"b", airl::Scope::user, bench_quota}},
+                                           airl::RedisStorage(cluster));
+  airl::RedisMultiTierRateLimiter cross_slot({{"a", airl::Scope::user, bench_quota}, {"m", airl::Scope::model, bench_quota},
+                                              {"g", airl::Scope::global, bench_quota}},
+                                             airl::RedisStorage(cluster));
+  std::vector<Pairs> sets;
+  for (int t = 0; t < 8; ++t) sets.emplace_back("topo" + std::to_string(t));
+  for (const Pairs& set : sets) bench.remember(set);
+  const auto pair_of = [&](std::size_t i) { return airl::Request{sets[i % 8].user(i / 8), sets[i % 8].model(i / 8)}; };
+
+  // 1. one call at a time, interleaved
+  std::size_t i1 = 0, i2 = 0, i3 = 0, i4 = 0;
+  const auto call = [&](airl::RedisMultiTierRateLimiter& limiter, std::size_t& i) {
+    return [&] { bench.check(limiter.allow(pair_of(i++))); };
+  };
+  auto standalone_call = call(on_one, i1);
+  auto cluster_call = call(on_cluster, i2);
+  auto one_slot_call = call(one_slot, i3);
+  auto cross_slot_call = call(cross_slot, i4);
+  Samples standalone_ns, cluster_ns, one_slot_ns, cross_slot_ns, ignored;
+  for (auto* warm : {&standalone_call, &cluster_call, &one_slot_call, &cross_slot_call}) time_calls(ignored, 300, *warm);
+  constexpr std::size_t rounds = 50;
+  const std::size_t calls = std::max<std::size_t>(bench.calls / 2, 500);
+  for (std::size_t round = 0; round < rounds; ++round) {
+    const std::size_t count = calls / rounds;
+    time_calls(standalone_ns, count, standalone_call);
+    time_calls(cluster_ns, count, cluster_call);
+    time_calls(one_slot_ns, count, one_slot_call);
+    time_calls(cross_slot_ns, count, cross_slot_call);
+  }
+  result.standalone = summarize(standalone_ns);
+  result.cluster = summarize(cluster_ns);
+  result.one_slot = summarize(one_slot_ns);
+  result.cross_slot = summarize(cross_slot_ns);
+
+  // 2. batches over the three masters: raw EVALSHA per master, pipelined, all masters written first
+  RawRedis seed_connection("127.0.0.1", std::stoi(seeds.front().substr(seeds.front().rfind(':') + 1)));
+  const Reply slots = seed_connection.command({"CLUSTER", "SLOTS"});
+  std::map<int, std::unique_ptr<RawRedis>> masters;  // by port
+  std::vector<int> master_of_slot(airl::detail::cluster_slots, 0);
+  for (std::size_t r = 0; r < slots->elements; ++r) {
+    const redisReply& range = *slots->element[r];
+    const int port = static_cast<int>(range.element[2]->element[1]->integer);
+    if (!masters.count(port)) {
+      masters[port] = std::make_unique<RawRedis>("127.0.0.1", port);
+      masters[port]->command({"SCRIPT", "LOAD", airl::detail::sliding_window_script});
+    }
+    for (long long slot = range.element[0]->integer; slot <= range.element[1]->integer; ++slot) {
+      master_of_slot[static_cast<std::size_t>(slot)] = port;
+    }
+  }
+  std::vector<std::unique_ptr<RawScriptCall>> scripts;
+  for (std::size_t t = 0; t < 8; ++t) {
+    scripts.push_back(std::make_unique<RawScriptCall>(bench.sha, cluster.key_prefix + "-raw", sets[t], bench_quota, Bench::seed(9, 0, t)));
+  }
+  std::array<std::array<const char*, RawScriptCall::argc>, batch_size> argv{};
+  std::array<std::array<std::size_t, RawScriptCall::argc>, batch_size> lengths{};
+  std::array<std::string, batch_size> members;
+  std::vector<airl::Request> requests;
+  for (std::size_t i = 0; i < batch_size; ++i) requests.push_back(pair_of(i));
+  std::size_t raw_calls = 0;
+  const auto raw_batch = [&] {
+    std::map<int, std::size_t> sent;
+    for (std::size_t i = 0; i < batch_size; ++i) {
+      scripts[i % 8]->fill(raw_calls / 8 + i / 8, members[i], argv[i].data(), lengths[i].data());
+      const int port = master_of_slot[airl::detail::cluster_slot(std::string_view(argv[i][3], lengths[i][3]))];
+      masters[port]->append(RawScriptCall::argc, argv[i].data(), lengths[i].data());
+      ++sent[port];
+    }
+    raw_calls += batch_size;
+    for (auto& [port, count] : sent) masters[port]->flush();
+    for (auto& [port, count] : sent) {
+      for (std::size_t k = 0; k < count; ++k) bench.check(*masters[port]->get_reply());
+    }
+  };
+  const auto airl_batch = [&] {
+    for (const airl::Decision& decision : on_cluster.allow_many(requests)) bench.check(decision);
+  };
+  std::set<int> spanned;
+  for (std::size_t i = 0; i < batch_size; ++i) {
+    std::string key;
+    airl::detail::redis_bucket_key(key, cluster.key_prefix, {airl::Scope::user_model, "user", requests[i].user, requests[i].model});
+    spanned.insert(master_of_slot[airl::detail::cluster_slot(key)]);
+  }
+  // The server floor of one call on the cluster: raw EVALSHA to the slot's master, interleaved with allow().
+  std::size_t raw_single = 0, cluster_again = 0;
+  const auto raw_one = [&] {
+    scripts[raw_single % 8]->fill(raw_single / 8, members[0], argv[0].data(), lengths[0].data());
+    ++raw_single;
+    RawRedis& master = *masters[master_of_slot[airl::detail::cluster_slot(std::string_view(argv[0][3], lengths[0][3]))]];
+    master.append(RawScriptCall::argc, argv[0].data(), lengths[0].data());
+    bench.check(*master.get_reply());
+  };
+  auto cluster_again_call = call(on_cluster, cluster_again);
+  Samples raw_one_ns, cluster_again_ns;
+  time_calls(ignored, 300, raw_one);
+  for (std::size_t round = 0; round < rounds; ++round) {
+    time_calls(raw_one_ns, calls / rounds, raw_one);
+    time_calls(cluster_again_ns, calls / rounds, cluster_again_call);
+  }
+  result.raw_cluster = summarize(raw_one_ns);
+  result.cluster_again = summarize(cluster_again_ns);
+
+  Samples raw_ns, airl_ns;
+  time_calls(ignored, 20, raw_batch);
+  time_calls(ignored, 20, airl_batch);
+  const std::size_t batches = std::max<std::size_t>(bench.calls / 20, 50);
+  for (std::size_t round = 0; round < rounds; ++round) {
+    time_calls(raw_ns, batches / rounds, raw_batch);
+    time_calls(airl_ns, batches / rounds, airl_batch);
+  }
+  result.raw_batch = summarize(raw_ns);
+  result.airl_batch = summarize(airl_ns);
+
+  // 3. 4 threads, each its own users: one master (the standalone server) against three
+  std::vector<double> one, three;
+  const std::size_t per_phase = std::max<std::size_t>(bench.calls / 4, 400);
+  for (std::size_t round = 0; round < 11; ++round) {
+    for (auto* limiter : {&on_one, &on_cluster}) {
+      const Throughput run = run_threads(max_threads, per_phase / max_threads, 2s, [&](std::size_t t) {
+        return [&, limiter, t, i = std::size_t{0}]() mutable {
+          bench.check(limiter->allow(pair_of(t + max_threads * i++)));
+        };
+      });
+      (limiter == &on_one ? one : three).push_back(run.per_second);
+    }
+  }
+  result.one_master = median(one);
+  result.three_masters = median(three);
+
+  for (const std::string& user : bench.users_to_reset) {
+    on_cluster.reset(user);
+    cross_slot.reset(user);
+  }
+  std::printf("\n4. Topologies: a Redis Cluster of %zu masters + replicas started for this run; %zu calls of each "
+              "kind, interleaved in %zu rounds; batches of %zu requests spanning %zu masters\n",
+              masters.size(), calls, rounds, batch_size, spanned.size());
+  print_header("us");
+  print_row("allow(), 1 tier, standalone server", result.standalone);
+  print_row("allow(), 1 tier, cluster", result.cluster);
+  print_row("EVALSHA to the slot's master, raw hiredis (cluster)", result.raw_cluster);
+  print_row("allow(), 1 tier, cluster (interleaved with raw)", result.cluster_again);
+  print_row("allow(), 3 tiers in one slot, cluster", result.one_slot);
+  print_row("allow(), 3 tiers in 3 slots on 3 masters, cluster", result.cross_slot);
+  print_row("64 x EVALSHA pipelined per master, raw (per batch)", result.raw_batch);
+  print_row("allow_many(64) over the masters (per batch)", result.airl_batch);
+  std::printf("%-50s %12.0f decisions/s\n", "4 threads, 1 master (standalone)", result.one_master);
+  std::printf("%-50s %12.0f decisions/s\n", "4 threads, 3 masters (cluster)", result.three_masters);
+  return result;
+}
+
 // ---- summary ------------------------------------------------------------------------------------------
 
 void print_summary(const SequentialResult& seq, const BatchResult& batch, const ThreadsResult& threads,
-                   std::optional<double> memory) {
+                   const std::optional<TopologyResult>& topologies, std::optional<double> memory) {
   std::printf("\nSummary (ratios of figures measured in this run)\n");
   std::printf("| %-52s | %9s | %-8s | %-7s |\n", "what", "measured", "target", "status");
   std::printf("|%s|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(11, '-').c_str(),
@@ -416,6 +596,20 @@ void print_summary(const SequentialResult& seq, const BatchResult& batch, const 
   row("allow() / raw EVALSHA, 4 threads, decisions/s", threads.airl_over_raw4, "x", "-", std::nullopt);
   row("allow() scaling, 4 threads / 1 thread", threads.airl.four / threads.airl.one, "x", "-", std::nullopt);
   row("raw EVALSHA scaling, 4 threads / 1 thread", threads.raw.four / threads.raw.one, "x", "-", std::nullopt);
+  if (topologies) {
+    const TopologyResult& t = *topologies;
+    const double cluster = t.cluster.p50_us / t.standalone.p50_us;
+    const double cross = t.cross_slot.p50_us / t.one_slot.p50_us;
+    row("cluster allow() / standalone allow(), 1 tier, p50", cluster, "x", "<= 1.1", cluster <= 1.1);
+    row("cluster allow() / raw EVALSHA to the slot's master, p50", t.cluster_again.p50_us / t.raw_cluster.p50_us, "x",
+        "-", std::nullopt);
+    row("raw EVALSHA: cluster master / standalone server, p50", t.raw_cluster.p50_us / t.standalone.p50_us, "x", "-",
+        std::nullopt);
+    row("3 tiers in 3 slots / 3 tiers in 1 slot, cluster, p50", cross, "x", "<= 1.3", cross <= 1.3);
+    row("cluster allow_many(64) / raw per-master pipelines, p50", t.airl_batch.p50_us / t.raw_batch.p50_us, "x", "-",
+        std::nullopt);
+    row("4 threads: 3 masters / 1 master, decisions/s", t.three_masters / t.one_master, "x", "-", std::nullopt);
+  }
   if (memory) row("Redis bytes per bucket of 10 unit-cost entries", *memory, " B", "<= 600", *memory <= 600);
 }
 
@@ -493,6 +687,12 @@ int main(int argc, char** argv) {
     const SequentialResult sequential = measure_sequential(bench, raw);
     const BatchResult batch = measure_batch(bench, raw);
     const ThreadsResult threads = measure_threads(bench);
+    std::optional<TopologyResult> topologies;
+    std::unique_ptr<airl::test::RedisCluster> cluster;
+    if (!args->redis) {
+      cluster = std::make_unique<airl::test::RedisCluster>();
+      topologies = measure_topologies(bench, cluster->seeds());
+    }
     {
       airl::RedisRateLimiter limiter = bench.make_limiter();
       for (const std::string& user : bench.users_to_reset) limiter.reset(user);
@@ -504,7 +704,7 @@ int main(int argc, char** argv) {
     }
     std::optional<double> memory;
     if (args->memory) memory = airl::bench::measure_memory(raw, bench.options.port);
-    print_summary(sequential, batch, threads, memory);
+    print_summary(sequential, batch, threads, topologies, memory);
     return 0;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "error: %s\n", error.what());

@@ -55,6 +55,12 @@ class RawRedis {
       throw std::runtime_error(std::string("Redis append failed: ") + context_->errstr);
     }
   }
+  // Writes what append() queued without waiting for replies (so several connections' round trips overlap).
+  void flush() {
+    for (int done = 0; done == 0;) {
+      if (redisBufferWrite(context_.get(), &done) != REDIS_OK) throw std::runtime_error(std::string("Redis write failed: ") + context_->errstr);
+    }
+  }
   // The next reply of a pipeline; throws on a connection fault or an error reply.
   Reply get_reply() {
     void* reply = nullptr;

@@ -198,11 +198,9 @@ class RedisConnection {
       if (redisBufferWrite(context_.get(), &done) != REDIS_OK) fail(*context_, "command");
     }
   }
-  // The next reply of what was queued (flushing first if needed). Throws like command().
-  Reply next_reply() {
-    SigpipeGuard no_sigpipe;
-    return read_reply(*context_, "command");
-  }
+  // The next reply of what flush() wrote. Only reads (nothing is left to write after a flush), so it needs no
+  // SIGPIPE guard. Throws like command().
+  Reply next_reply() { return read_reply(*context_, "command"); }
 
   // Runs replies.size() commands in one round trip: words(i, head, tail) gives command i as command() takes
   // it; its reply goes to replies[i]. Same error handling as command().

@@ -48,7 +48,14 @@ class RedisConnectionPool {
     Lease(RedisConnectionPool& pool, std::unique_ptr<RedisConnection> connection)
         : pool_(&pool), connection_(std::move(connection)) {}
     Lease(Lease&& other) noexcept : pool_(std::exchange(other.pool_, nullptr)), connection_(std::move(other.connection_)) {}
-    Lease& operator=(Lease&&) = delete;
+    Lease& operator=(Lease&& other) noexcept {
+      if (this != &other) {
+        if (pool_ != nullptr && connection_) pool_->give_back(std::move(connection_));
+        pool_ = std::exchange(other.pool_, nullptr);
+        connection_ = std::move(other.connection_);
+      }
+      return *this;
+    }
     ~Lease() {
       if (pool_ != nullptr && connection_) pool_->give_back(std::move(connection_));
     }

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -120,7 +121,8 @@ class ScriptClient {
       std::vector<Group> groups = group(commands, pending, outcomes);
       pending.clear();
       bool again_later = false;
-      for (Group& group : groups) exchange(group, commands, outcomes, deadline, pending, again_later);
+      for (Group& group : groups) send(group, commands, outcomes, deadline, pending);
+      for (Group& group : groups) receive(group, commands, outcomes, pending, again_later);
       if (again_later && !pending.empty()) {  // TRYAGAIN / CLUSTERDOWN: a short backoff, within the deadline
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
         if (left <= backoff) {
@@ -191,6 +193,8 @@ class ScriptClient {
   struct Group {
     PoolPtr pool;
     std::vector<Attempt> attempts;
+    std::optional<RedisConnectionPool::Lease> lease;  // held from send() to the end of the round
+    bool waits = false;                               // a WAIT follows the commands
   };
 
   // The pending commands grouped by the server each goes to, in a fixed order (connections are leased in
@@ -207,21 +211,24 @@ class ScriptClient {
         continue;
       }
       auto found = std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.pool == pool; });
-      if (found == groups.end()) found = groups.insert(groups.end(), Group{std::move(pool), {}});
+      if (found == groups.end()) {
+        groups.emplace_back();
+        groups.back().pool = std::move(pool);
+        found = std::prev(groups.end());
+      }
       found->attempts.push_back(std::move(attempt));
     }
     std::sort(groups.begin(), groups.end(), [](const Group& a, const Group& b) { return a.pool.get() < b.pool.get(); });
     return groups;
   }
 
-  // Sends one group's commands on one connection of its server and reads the replies, sorting each into
-  // done (outcomes) or to go again (pending: a redirect, NOSCRIPT, TRYAGAIN, a new master).
-  void exchange(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
-                Clock::time_point deadline, std::vector<Attempt>& pending, bool& again_later) {
-    std::optional<RedisConnectionPool::Lease> lease;
+  // Leases a connection of the group's server, queues its commands (and WAIT, if asked) and writes them,
+  // without waiting for replies: every group is sent before any is read, so the servers work in parallel.
+  void send(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
+            Clock::time_point deadline, std::vector<Attempt>& pending) {
     try {
-      lease.emplace(group.pool->lease(deadline));
-    } catch (const BackendError& error) {
+      group.lease.emplace(group.pool->lease(deadline));
+    } catch (const BackendError&) {
       // Nothing was sent: after a fault the route may change (a new master), then the command goes again.
       const bool moved = topology_.fault();
       for (Attempt& attempt : group.attempts) {
@@ -232,20 +239,16 @@ class ScriptClient {
           outcomes[attempt.index].error = std::current_exception();
         }
       }
-      (void)error;
+      group.attempts.clear();
       return;
     }
-    RedisConnection& connection = lease->connection();
+    RedisConnection& connection = group.lease->connection();
     const std::string_view sha_head[] = {"EVALSHA", connection.script_sha()};
     const std::string_view text_head[] = {"EVAL", script_};
     const std::string_view asking[] = {"ASKING"};
-    const std::string wait_count = std::to_string(options_.wait_for_replicas);
-    const std::string wait_ms = std::to_string(options_.replica_ack_timeout.count());
-    const std::string_view wait[] = {"WAIT", wait_count, wait_ms};
-    const bool waits = options_.wait_for_replicas > 0 &&
-                       std::any_of(group.attempts.begin(), group.attempts.end(),
-                                   [&](const Attempt& a) { return commands[a.index].script; });
-    std::size_t read = 0;
+    group.waits = options_.wait_for_replicas > 0 &&
+                  std::any_of(group.attempts.begin(), group.attempts.end(),
+                              [&](const Attempt& a) { return commands[a.index].script; });
     try {
       for (const Attempt& attempt : group.attempts) {
         const Command& command = commands[attempt.index];
@@ -254,25 +257,51 @@ class ScriptClient {
         else connection.queue(command.words);
         outcomes[attempt.index].sent = true;
       }
-      if (waits) connection.queue(wait);
+      if (group.waits) {
+        const std::string count = std::to_string(options_.wait_for_replicas);
+        const std::string ms = std::to_string(options_.replica_ack_timeout.count());
+        const std::string_view wait[] = {"WAIT", count, ms};
+        connection.queue(wait);
+      }
       connection.flush();
+    } catch (const BackendError& error) {
+      fail(group, 0, error, outcomes);
+    }
+  }
+
+  // Reads a sent group's replies, sorting each into done (outcomes) or to go again (pending: a redirect,
+  // NOSCRIPT, TRYAGAIN, a new master).
+  void receive(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
+               std::vector<Attempt>& pending, bool& again_later) {
+    if (!group.lease || group.attempts.empty()) return;
+    RedisConnection& connection = group.lease->connection();
+    std::size_t read = 0;
+    try {
       for (; read < group.attempts.size(); ++read) {
         Attempt& attempt = group.attempts[read];
         if (attempt.ask) (void)connection.next_reply();  // ASKING's OK
         sort_reply(attempt, connection.next_reply(), commands, outcomes, pending, again_later, connection.endpoint());
       }
-      if (waits) {
+      if (group.waits) {
         const Reply acknowledged = connection.next_reply();
         if (acknowledged->type != REDIS_REPLY_INTEGER || acknowledged->integer < options_.wait_for_replicas) {
           topology_.counters().ack_shortfalls.fetch_add(1, std::memory_order_relaxed);
         }
       }
-      lease->succeeded();
+      group.lease->succeeded();
     } catch (const BackendError& error) {
-      lease->failed(error);
-      for (; read < group.attempts.size(); ++read) outcomes[group.attempts[read].index].error = std::current_exception();
-      topology_.fault();
+      fail(group, read, error, outcomes);
     }
+  }
+
+  // The connection of `group` failed: the commands from `first` on get the fault (they may have run), and
+  // the topology is asked again (a lost master).
+  void fail(Group& group, std::size_t first, const BackendError& error, std::vector<Outcome>& outcomes) {
+    const std::exception_ptr fault = std::current_exception();
+    group.lease->failed(error);
+    for (std::size_t i = first; i < group.attempts.size(); ++i) outcomes[group.attempts[i].index].error = fault;
+    group.attempts.clear();
+    topology_.fault();
   }
 
   // One reply: a result (done), or an answer that says to go again.
