@@ -17,7 +17,8 @@
 //               p50 <= 1.1x); three tiers in three slots on three masters against three tiers in one slot
 //               (target p50 <= 1.3x); allow_many(64) over the 3 masters against raw pipelined EVALSHA to the
 //               same masters (each master's share pipelined, the masters written before any is read);
-//               decisions/s with 4 threads on 1 master (the standalone server) and on 3.
+//               decisions/s with 4 threads on 1 master (the standalone server) and on 3; what
+//               wait_for_replicas = 1 (WAIT after each call) costs.
 //
 // With --memory it also measures Redis memory per bucket and per entry (redis_memory.hpp). At the end, a
 // summary table: | what | measured | target | status |.
@@ -405,6 +406,7 @@ struct TopologyResult {
   Summary standalone, cluster;         // allow(), one tier, one call at a time
   Summary raw_cluster, cluster_again;  // raw EVALSHA to the slot's master, and allow() interleaved with it
   Summary one_slot, cross_slot;        // three tiers on the cluster: in one slot, in three slots
+  Summary waiting;                     // allow(), one tier, cluster, wait_for_replicas = 1
   Summary raw_batch, airl_batch;       // 64 requests over the 3 masters, per batch
   double one_master = 0, three_masters = 0;  // decisions/s with 4 threads
 };
@@ -418,6 +420,10 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   const airl::Tier user{"user", airl::Scope::user_model, bench_quota};
   airl::RedisMultiTierRateLimiter on_one({user}, airl::RedisStorage(bench.options));
   airl::RedisMultiTierRateLimiter on_cluster({user}, airl::RedisStorage(cluster));
+  airl::RedisOptions waiting = cluster;
+  waiting.wait_for_replicas = 1;
+  waiting.replica_ack_timeout = std::chrono::milliseconds(100);
+  airl::RedisMultiTierRateLimiter on_cluster_waiting({user}, airl::RedisStorage(waiting));
   airl::RedisMultiTierRateLimiter one_slot({{"a", airl::Scope::user, bench_quota}, user, {"b", airl::Scope::user, bench_quota}},
                                            airl::RedisStorage(cluster));
   airl::RedisMultiTierRateLimiter cross_slot({{"a", airl::Scope::user, bench_quota}, {"m", airl::Scope::model, bench_quota},
@@ -429,7 +435,7 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   const auto pair_of = [&](std::size_t i) { return airl::Request{sets[i % 8].user(i / 8), sets[i % 8].model(i / 8)}; };
 
   // 1. one call at a time, interleaved
-  std::size_t i1 = 0, i2 = 0, i3 = 0, i4 = 0;
+  std::size_t i1 = 0, i2 = 0, i3 = 0, i4 = 0, i5 = 0;
   const auto call = [&](airl::RedisMultiTierRateLimiter& limiter, std::size_t& i) {
     return [&] { bench.check(limiter.allow(pair_of(i++))); };
   };
@@ -437,8 +443,11 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   auto cluster_call = call(on_cluster, i2);
   auto one_slot_call = call(one_slot, i3);
   auto cross_slot_call = call(cross_slot, i4);
-  Samples standalone_ns, cluster_ns, one_slot_ns, cross_slot_ns, ignored;
-  for (auto* warm : {&standalone_call, &cluster_call, &one_slot_call, &cross_slot_call}) time_calls(ignored, 300, *warm);
+  auto waiting_call = call(on_cluster_waiting, i5);
+  Samples standalone_ns, cluster_ns, one_slot_ns, cross_slot_ns, waiting_ns, ignored;
+  for (auto* warm : {&standalone_call, &cluster_call, &one_slot_call, &cross_slot_call, &waiting_call}) {
+    time_calls(ignored, 300, *warm);
+  }
   constexpr std::size_t rounds = 50;
   const std::size_t calls = std::max<std::size_t>(bench.calls / 2, 500);
   for (std::size_t round = 0; round < rounds; ++round) {
@@ -447,7 +456,9 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
     time_calls(cluster_ns, count, cluster_call);
     time_calls(one_slot_ns, count, one_slot_call);
     time_calls(cross_slot_ns, count, cross_slot_call);
+    time_calls(waiting_ns, count, waiting_call);
   }
+  result.waiting = summarize(waiting_ns);
   result.standalone = summarize(standalone_ns);
   result.cluster = summarize(cluster_ns);
   result.one_slot = summarize(one_slot_ns);
@@ -558,6 +569,7 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   print_header("us");
   print_row("allow(), 1 tier, standalone server", result.standalone);
   print_row("allow(), 1 tier, cluster", result.cluster);
+  print_row("allow(), 1 tier, cluster, wait_for_replicas 1", result.waiting);
   print_row("EVALSHA to the slot's master, raw hiredis (cluster)", result.raw_cluster);
   print_row("allow(), 1 tier, cluster (interleaved with raw)", result.cluster_again);
   print_row("allow(), 3 tiers in one slot, cluster", result.one_slot);
@@ -606,6 +618,7 @@ void print_summary(const SequentialResult& seq, const BatchResult& batch, const 
     row("raw EVALSHA: cluster master / standalone server, p50", t.raw_cluster.p50_us / t.standalone.p50_us, "x", "-",
         std::nullopt);
     row("3 tiers in 3 slots / 3 tiers in 1 slot, cluster, p50", cross, "x", "<= 1.3", cross <= 1.3);
+    row("wait_for_replicas 1 / none, cluster allow(), p50", t.waiting.p50_us / t.cluster.p50_us, "x", "-", std::nullopt);
     row("cluster allow_many(64) / raw per-master pipelines, p50", t.airl_batch.p50_us / t.raw_batch.p50_us, "x", "-",
         std::nullopt);
     row("4 threads: 3 masters / 1 master, decisions/s", t.three_masters / t.one_master, "x", "-", std::nullopt);

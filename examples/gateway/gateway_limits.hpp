@@ -13,7 +13,6 @@
 #include <airl/prometheus.hpp>
 #include <airl/redis/topology_metrics.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -122,16 +121,7 @@ class BackendLimits final : public Limits {
   std::string topology_text() const {
     if constexpr (requires(const RateStorage& storage) { storage.topology_metrics(); }) {
       airl::RedisTopologyMetrics sum = rates_.storage().topology_metrics();
-      if (slots_) {
-        const airl::RedisTopologyMetrics caps = slots_->storage().topology_metrics();
-        sum.moved_redirects += caps.moved_redirects;
-        sum.ask_redirects += caps.ask_redirects;
-        sum.tryagain_retries += caps.tryagain_retries;
-        sum.topology_refreshes += caps.topology_refreshes;
-        sum.sentinel_rediscoveries += caps.sentinel_rediscoveries;
-        sum.replica_ack_shortfalls += caps.replica_ack_shortfalls;
-        sum.nodes = std::max(sum.nodes, caps.nodes);
-      }
+      if (slots_) sum += slots_->storage().topology_metrics();
       return airl::prometheus::text(sum);
     } else {
       return {};

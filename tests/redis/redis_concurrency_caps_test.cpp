@@ -248,9 +248,10 @@ TEST_CASE("redis: the script refuses a repeated key, a lease above 366 days and 
   must(server, {"DEL", a, b});
 }
 
-TEST_CASE("redis: try_acquire() with an id already held throws PermitIdInUse and takes nothing",
-          "[concurrency][redis][validation]") {
-  RedisCaps backend;
+TEMPLATE_TEST_CASE("redis: try_acquire() with an id already held throws PermitIdInUse and takes nothing",
+                   "[concurrency][redis][validation]", RedisCaps, RedisCapsIn<RedisMode::cluster>,
+                   RedisCapsIn<RedisMode::sentinel>) {
+  TestType backend;  // on a cluster, bob's scope and the global one are two slots: bob's lease is given back
   airl::RedisConcurrencyStorage storage = backend.make_storage();
   const airl::PermitId id{7, 7};
   const airl::ConcurrencySlot slots[] = {{{Scope::user, "user", "alice", "m"}, 5, 60s},

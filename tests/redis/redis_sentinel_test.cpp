@@ -100,6 +100,7 @@ TEST_CASE("sentinel: decisions follow a SENTINEL FAILOVER under traffic, the old
               static_cast<unsigned long long>(traffic.admitted.load()), static_cast<unsigned long long>(held),
               traffic.degraded.load(), static_cast<unsigned long long>(metrics.sentinel_rediscoveries));
   CHECK(metrics.sentinel_rediscoveries >= 1);
+  CHECK(traffic.degraded == 0);  // READONLY from the demoted master: asked again and retried in time
   CHECK(held <= traffic.admitted);
   // The old master takes writes until the Sentinels demote it, seconds after they promote the replica;
   // asking the Sentinels every sentinel_check_interval (500 ms) bounds what goes there and is lost to that

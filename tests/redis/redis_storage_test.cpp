@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// RedisStorage against a real redis-server: replicas share one quota, races admit exactly the limit,
+// RedisStorage against a real redis-server (and, for the decision cases, a Redis Cluster and a Sentinel-watched
+// master): replicas share one quota, races admit exactly the limit,
 // request ids replay across replicas, weighted costs, and the numbers the script computes are exact.
 // What Redis holds afterwards (TTLs, key names, resets) is checked in redis_storage_keys_test.cpp.
 #include <catch2/catch.hpp>
@@ -14,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -24,20 +26,25 @@ namespace {
 
 constexpr std::uint64_t two_to_53 = std::uint64_t{1} << 53;
 
-// A limiter on the shared server; `prefix` picks the quota it shares.
+// A limiter on the shared server, cluster or Sentinel-watched master (Backend::mode); `prefix` picks the
+// quota it shares.
+template <class Backend = RedisBackend>
 RedisRateLimiter limiter_on(const std::string& prefix, Quota quota) {
-  RedisOptions options = options_for(shared_redis(), FailurePolicy::fail_closed, prefix);
+  RedisOptions options = shared_options(Backend::mode, prefix);  // fail_closed
   options.command_timeout = 1000ms;  // generous: these tests are about decisions, not faults
   options.connect_timeout = 1000ms;
   return RedisRateLimiter(quota, RedisStorage(options));
 }
 
+// The topologies the decision cases below run on.
+using Topologies = std::tuple<RedisBackend, RedisClusterBackend, RedisSentinelBackend>;
+
 }  // namespace
 
-TEST_CASE("two limiters with separate storages on one server and prefix share one quota", "[redis]") {
+TEMPLATE_LIST_TEST_CASE("two limiters with separate storages on one server and prefix share one quota", "[redis]", Topologies) {
   const std::string prefix = unique_key_prefix();
-  RedisRateLimiter replica_a = limiter_on(prefix, {5, 30s});
-  RedisRateLimiter replica_b = limiter_on(prefix, {5, 30s});
+  RedisRateLimiter replica_a = limiter_on<TestType>(prefix, {5, 30s});
+  RedisRateLimiter replica_b = limiter_on<TestType>(prefix, {5, 30s});
   int admitted = 0;
   for (int i = 0; i < 10; ++i) {
     RedisRateLimiter& replica = i % 2 == 0 ? replica_a : replica_b;
@@ -51,22 +58,22 @@ TEST_CASE("two limiters with separate storages on one server and prefix share on
   CHECK(replica_a.metrics().allowed + replica_b.metrics().allowed == 5);
   CHECK(replica_a.metrics().denied + replica_b.metrics().denied == 5);
   // A third replica under another prefix shares nothing.
-  RedisRateLimiter elsewhere = limiter_on(unique_key_prefix(), {5, 30s});
+  RedisRateLimiter elsewhere = limiter_on<TestType>(unique_key_prefix(), {5, 30s});
   CHECK(elsewhere.allow("alice", "m").allowed);
   CHECK(elsewhere.usage("alice", "m") == 1);
 }
 
-TEST_CASE("threads racing on one key are admitted exactly `limit` times", "[redis]") {
+TEMPLATE_LIST_TEST_CASE("threads racing on one key are admitted exactly `limit` times", "[redis]", Topologies) {
   constexpr std::uint64_t limit = 40;
   constexpr int threads = 8;
   constexpr int attempts_per_thread = 15;  // 120 attempts for 40 slots
   const std::string prefix = unique_key_prefix();
   std::vector<RedisRateLimiter> limiters;
 
-  SECTION("one limiter, 8 threads") { limiters.push_back(limiter_on(prefix, {limit, 60s})); }
+  SECTION("one limiter, 8 threads") { limiters.push_back(limiter_on<TestType>(prefix, {limit, 60s})); }
   SECTION("two limiters (separate pools), 4 threads each") {
-    limiters.push_back(limiter_on(prefix, {limit, 60s}));
-    limiters.push_back(limiter_on(prefix, {limit, 60s}));
+    limiters.push_back(limiter_on<TestType>(prefix, {limit, 60s}));
+    limiters.push_back(limiter_on<TestType>(prefix, {limit, 60s}));
   }
 
   REQUIRE_FALSE(limiters.empty());  // a section that threw (no redis-server) must not reach the modulo below
@@ -100,10 +107,10 @@ TEST_CASE("threads racing on one key are admitted exactly `limit` times", "[redi
   CHECK(denied == threads * attempts_per_thread - limit);
 }
 
-TEST_CASE("a retry with the same request_id is replayed, not charged again, on any replica", "[redis]") {
+TEMPLATE_LIST_TEST_CASE("a retry with the same request_id is replayed, not charged again, on any replica", "[redis]", Topologies) {
   const std::string prefix = unique_key_prefix();
-  RedisRateLimiter replica_a = limiter_on(prefix, {3, 30s});
-  RedisRateLimiter replica_b = limiter_on(prefix, {3, 30s});
+  RedisRateLimiter replica_a = limiter_on<TestType>(prefix, {3, 30s});
+  RedisRateLimiter replica_b = limiter_on<TestType>(prefix, {3, 30s});
 
   const Decision first = replica_a.allow(with_id("alice", "m", "req-1"));
   CHECK(first.allowed);
@@ -133,8 +140,8 @@ TEST_CASE("a retry with the same request_id is replayed, not charged again, on a
   CHECK(replica_a.usage("bob", "m") == 1);
 }
 
-TEST_CASE("weighted costs: admitted while the sum fits, a cost above the limit never", "[redis]") {
-  RedisRateLimiter limiter = limiter_on(unique_key_prefix(), {10, 30s});
+TEMPLATE_LIST_TEST_CASE("weighted costs: admitted while the sum fits, a cost above the limit never", "[redis]", Topologies) {
+  RedisRateLimiter limiter = limiter_on<TestType>(unique_key_prefix(), {10, 30s});
   Decision decision = limiter.allow(costing("alice", "m", 4));
   CHECK(decision.allowed);
   CHECK(decision.remaining == 6);
@@ -160,14 +167,14 @@ TEST_CASE("weighted costs: admitted while the sum fits, a cost above the limit n
   CHECK(decision.remaining == 0);
   CHECK(limiter.usage("alice", "m") == 10);
 
-  RedisRateLimiter closed = limiter_on(unique_key_prefix(), {0, 30s});
+  RedisRateLimiter closed = limiter_on<TestType>(unique_key_prefix(), {0, 30s});
   decision = closed.allow("alice", "m");
   CHECK_FALSE(decision.allowed);
   CHECK(decision.retry_after == Decision::never);
 }
 
-TEST_CASE("retry_after from Redis is when the oldest entries free enough room", "[redis]") {
-  RedisRateLimiter limiter = limiter_on(unique_key_prefix(), {8, 400ms});
+TEMPLATE_LIST_TEST_CASE("retry_after from Redis is when the oldest entries free enough room", "[redis]", Topologies) {
+  RedisRateLimiter limiter = limiter_on<TestType>(unique_key_prefix(), {8, 400ms});
   const auto started = std::chrono::steady_clock::now();
   REQUIRE(limiter.allow(costing("alice", "m", 4)).allowed);
   std::this_thread::sleep_for(150ms);
@@ -175,8 +182,8 @@ TEST_CASE("retry_after from Redis is when the oldest entries free enough room", 
   const Decision denied = limiter.allow(costing("alice", "m", 3));  // needs the first entry to expire
   const auto since_first = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   REQUIRE_FALSE(denied.allowed);
-  CHECK(denied.retry_after <= 400ms - since_first + RedisBackend::slack);
-  CHECK(denied.retry_after >= 400ms - since_first - RedisBackend::slack);
+  CHECK(denied.retry_after <= 400ms - since_first + TestType::slack);
+  CHECK(denied.retry_after >= 400ms - since_first - TestType::slack);
   std::this_thread::sleep_for(denied.retry_after);
   CHECK(limiter.allow(costing("alice", "m", 3)).allowed);
 }

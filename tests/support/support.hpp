@@ -80,6 +80,7 @@ inline RedisOptions shared_options(RedisMode mode, std::string key_prefix) {
 template <RedisMode Mode>
 struct RedisBackendIn {
   using Storage = RedisStorage;
+  static constexpr RedisMode mode = Mode;
   static constexpr const char* name = Mode == RedisMode::standalone ? "redis"
                                       : Mode == RedisMode::cluster  ? "redis-cluster"
                                                                     : "redis-sentinel";

@@ -133,18 +133,18 @@ class RedisConcurrencyStorage
       if (verdict[p] == 1) taken.push_back(p);
     }
     release_parts(parts, taken);
-    if (std::count(verdict.begin(), verdict.end(), -1) > 0) {
-      throw PermitIdInUse("airl: permit id already holds a lease in one of the scopes");
-    }
-    if (std::count(verdict.begin(), verdict.end(), -2) == 0) return *denial;
-    // Sent and failed: a stalled server may still run it and take a lease no permit owns. fail_open's
-    // permit releases it; otherwise a release is queued now.
+    // A part that failed after being sent may still take a lease on a stalled server, which no permit owns
+    // unless fail_open's permit (which releases everywhere) is what comes back: otherwise a release is queued.
+    const bool in_use = std::count(verdict.begin(), verdict.end(), -1) > 0;
+    const bool answered = in_use || denial.has_value();  // a part's refusal stands, whatever others did
     bool sent = false;
     for (std::size_t p = 0; p < parts.size(); ++p) {
       if (verdict[p] != -2 || !outcomes[p].sent) continue;
       sent = true;
-      if (core().fallback.policy() != FailurePolicy::fail_open) defer_release(parts[p]);
+      if (answered || core().fallback.policy() != FailurePolicy::fail_open) defer_release(parts[p]);
     }
+    if (in_use) throw PermitIdInUse("airl: permit id already holds a lease in one of the scopes");
+    if (denial) return *denial;
     ConcurrencyResult result = core().fallback.decide(
         [&] {  // nothing is known about what is in flight: admit, holding nothing confirmed
           return ConcurrencyResult{.acquired = true,
@@ -261,15 +261,11 @@ class RedisConcurrencyStorage
   // lease_us) per key | lease_us per key] (acquire takes both, renew the leases, release and count neither;
   // count takes no member). Throws std::invalid_argument when two slots name one scope.
   std::vector<Part> split(std::span<const ConcurrencySlot> slots, std::string_view op, const PermitId& id) const {
-    std::vector<Part> parts;
-    std::vector<std::uint16_t> cluster_slots;
+    detail::SlotParts<Part> split_parts;
     std::string key;
     for (std::size_t i = 0; i < slots.size(); ++i) {
       detail::redis_concurrency_key(key, core().options.key_prefix, slots[i].bucket);
-      const std::uint16_t cluster_slot = core().client.slot_of(key);
-      const auto found = std::find(cluster_slots.begin(), cluster_slots.end(), cluster_slot);
-      Part& part = found == cluster_slots.end() ? (cluster_slots.push_back(cluster_slot), parts.emplace_back())
-                                                : parts[static_cast<std::size_t>(found - cluster_slots.begin())];
+      Part& part = split_parts.of(core().client.slot_of(key));
       if (std::find(part.call.keys.begin(), part.call.keys.end(), key) != part.call.keys.end()) {
         throw std::invalid_argument("airl::RedisConcurrencyStorage: two slots name the same scope");
       }
@@ -279,6 +275,7 @@ class RedisConcurrencyStorage
       if (op == "acquire") part.call.numbers.push_back(std::to_string(slots[i].max_in_flight));
       if (op == "acquire" || op == "renew") part.call.numbers.push_back(std::to_string(micros(slots[i].lease)));
     }
+    std::vector<Part> parts = std::move(split_parts).take();
     const std::array<char, 32> hex = id.hex();
     for (Part& part : parts) {
       part.call.member.assign(hex.data(), hex.size());

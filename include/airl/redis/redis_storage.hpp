@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -207,14 +208,11 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // `charges` split by slot, in order of first appearance, with every part's keys filled in (refusing a
   // repeated bucket).
   std::vector<Part> split(std::span<const Charge> charges, std::string_view op) const {
-    std::vector<Part> parts;
-    std::vector<std::uint16_t> slots;
+    detail::SlotParts<Part> parts;
     std::string key;
     for (std::size_t i = 0; i < charges.size(); ++i) {
       detail::redis_bucket_key(key, core().options.key_prefix, charges[i].bucket);
-      const std::uint16_t slot = core().client.slot_of(key);
-      const auto found = std::find(slots.begin(), slots.end(), slot);
-      Part& part = found == slots.end() ? (slots.push_back(slot), parts.emplace_back()) : parts[static_cast<std::size_t>(found - slots.begin())];
+      Part& part = parts.of(core().client.slot_of(key));
       for (std::size_t k = 0; k < part.call.keys.size(); k += 2) {
         if (part.call.keys[k] == key) {
           throw std::invalid_argument("airl::RedisStorage::" + std::string(op) + ": two charges name the same bucket");
@@ -225,7 +223,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       part.call.keys.emplace_back();
       detail::redis_costs_key(part.call.keys.back(), key);
     }
-    return parts;
+    return std::move(parts).take();
   }
 
   static detail::Command command_of(const Part& part) {
@@ -236,12 +234,15 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   struct Pending {
     std::string member;
     std::vector<Part> parts;
-    std::vector<int> status;  // per part: 0 denied, 1 admitted, 2 replayed, -1 failed
+    std::vector<int> status;  // per part: 0 denied, 1 admitted, 2 replayed, -1 failed (sent[p]: maybe ran)
+    std::vector<bool> sent;
     std::vector<detail::WindowVerdict> verdicts;  // per charge
+    std::optional<AcquireResult> degraded;         // the failure policy's decision, when it decides
   };
 
   // The decisions of a batch (acquire() is a batch of one): every part of every request sent in one run,
-  // then, for requests admitted in some slots but not all, one more run undoing those slots.
+  // then one more run undoing the parts of requests that were not admitted everywhere. Off a cluster a
+  // request is one part, and the second run never happens.
   std::vector<AcquireResult> decide(std::span<const AcquireCall> calls) {
     for (const AcquireCall& call : calls) validate(call.charges);
     std::vector<Pending> pending(calls.size());
@@ -251,6 +252,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       make_member(calls[c].request_id, request.member);
       request.parts = split(calls[c].charges, "acquire");
       request.status.assign(request.parts.size(), -1);
+      request.sent.assign(request.parts.size(), false);
       request.verdicts.resize(calls[c].charges.size());
       for (Part& part : request.parts) {
         build_acquire_call(calls[c].charges, part, request.member, !calls[c].request_id.empty());
@@ -260,26 +262,33 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     std::vector<detail::Outcome> outcomes = core().client.run(commands);
     std::size_t next = 0;
     for (std::size_t c = 0; c < calls.size(); ++c) {
-      for (std::size_t p = 0; p < pending[c].parts.size(); ++p) {
+      Pending& request = pending[c];
+      for (std::size_t p = 0; p < request.parts.size(); ++p, ++next) {
+        request.sent[p] = outcomes[next].sent;
         try {
           const detail::Reply reply = outcomes[next].take();
           core().client.check(*reply);
-          pending[c].status[p] = parse_acquire_reply(*reply, pending[c].parts[p], pending[c].verdicts);
+          request.status[p] = parse_acquire_reply(*reply, request.parts[p], request.verdicts);
         } catch (const BackendError&) {
-          pending[c].status[p] = -1;
+          request.status[p] = -1;
         }
-        ++next;
       }
+      // A part that failed decides nothing where another denied or replayed: that answer stands, as one
+      // server's would. Only when no part answered so does the failure policy decide the request.
+      const auto& status = request.status;
+      const bool failed = std::count(status.begin(), status.end(), -1) > 0;
+      const bool answered = std::count(status.begin(), status.end(), 0) + std::count(status.begin(), status.end(), 2) > 0;
+      if (failed && !answered) request.degraded = degrade(calls[c].charges, calls[c].request_id);
     }
     undo_partial(calls, pending);
     std::vector<AcquireResult> results;
     results.reserve(calls.size());
     for (std::size_t c = 0; c < calls.size(); ++c) {
-      const std::vector<int>& status = pending[c].status;
-      if (std::count(status.begin(), status.end(), -1) > 0) {
-        results.push_back(degrade(calls[c].charges, calls[c].request_id));
+      if (pending[c].degraded) {
+        results.push_back(*pending[c].degraded);
         continue;
       }
+      const std::vector<int>& status = pending[c].status;
       const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
       AcquireResult result = detail::combine_verdicts(pending[c].verdicts, replayed);
       detail::note_other_group(result, pending[c].verdicts, calls[c].charges);
@@ -288,29 +297,43 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     return results;
   }
 
-  // A request split over slots that some slots admitted and another did not (denied, replayed, failed):
-  // the admitting slots take its entry back, by its member, and report their buckets as they are then, as
-  // one server would have (nothing charged). Undone slots whose undo fails keep the entry until their window
-  // passes: an over-charge, never an over-admission.
+  // The parts of a request that was not admitted everywhere take its entry back (by its member): those that
+  // admitted it, and those that failed after it was sent (they may have). Undone parts report their buckets
+  // as they are then, and parts that failed report room, so the Decision is one server's (nothing charged).
+  // A request the failure policy admitted keeps what its parts recorded. An undo that fails leaves the entry
+  // until its window passes: an over-charge, never an over-admission (docs/REDIS.md, "Across slots").
   void undo_partial(std::span<const AcquireCall> calls, std::vector<Pending>& pending) {
     std::vector<std::pair<std::size_t, std::size_t>> undone;  // (request, part)
     std::vector<detail::Command> commands;
     for (std::size_t c = 0; c < calls.size(); ++c) {
-      std::vector<int>& status = pending[c].status;
+      Pending& request = pending[c];
+      const std::vector<int>& status = request.status;
       const bool whole = std::all_of(status.begin(), status.end(), [](int s) { return s == 1; });
       const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
+      const bool admitted_anyway = request.degraded && (request.degraded->status == Status::allowed ||
+                                                        request.degraded->status == Status::replayed);
+      if (whole || admitted_anyway) continue;
       for (std::size_t p = 0; p < status.size(); ++p) {
-        Part& part = pending[c].parts[p];
-        if (replayed && status[p] == 0) {  // a replay charges nothing: what did not fit did not need to
-          for (const std::size_t i : part.charges) pending[c].verdicts[i].fits = true, pending[c].verdicts[i].retry_after = 0;
+        Part& part = request.parts[p];
+        for (const std::size_t i : part.charges) {
+          detail::WindowVerdict& verdict = request.verdicts[i];
+          const Charge& charge = calls[c].charges[i];
+          if (status[p] == -1) {  // unknown: reported as room, so it never binds a known answer
+            verdict = {.fits = true, .remaining = charge.quota.limit - std::min(charge.cost, charge.quota.limit),
+                       .reset_after = charge.quota.window.count() * 1'000'000};
+          }
+          if (replayed && status[p] == 0) {  // a replay charges nothing: what did not fit did not need to
+            verdict.fits = true;
+            verdict.retry_after = 0;
+          }
         }
-        if (whole || status[p] != 1) continue;
+        if (status[p] != 1 && !(status[p] == -1 && request.sent[p])) continue;
         part.call.numbers.clear();
         for (const std::size_t i : part.charges) {
           part.call.numbers.push_back(std::to_string(calls[c].charges[i].quota.limit));
           part.call.numbers.push_back(std::to_string(micros(calls[c].charges[i].quota.window)));
         }
-        part.call.finish("undo", {pending[c].member});
+        part.call.finish("undo", {request.member});
         commands.push_back(command_of(part));
         undone.emplace_back(c, p);
       }
@@ -320,6 +343,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     for (std::size_t u = 0; u < undone.size(); ++u) {
       const auto [c, p] = undone[u];
       const Part& part = pending[c].parts[p];
+      if (pending[c].status[p] != 1) continue;  // a failed part keeps its reported room
       try {
         const detail::Reply reply = outcomes[u].take();
         core().client.check(*reply);

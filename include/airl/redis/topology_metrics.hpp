@@ -18,6 +18,18 @@ struct RedisTopologyMetrics {
   std::uint64_t sentinel_rediscoveries = 0;  // masters asked of the Sentinels after the first
   std::uint64_t replica_ack_shortfalls = 0;  // writes fewer replicas acknowledged than wait_for_replicas asked
   std::size_t nodes = 0;                     // masters known: the slot map's (cluster), else 1 once known
+
+  // Adds another storage's counts (two storages on the same servers: nodes is the larger).
+  RedisTopologyMetrics& operator+=(const RedisTopologyMetrics& other) noexcept {
+    moved_redirects += other.moved_redirects;
+    ask_redirects += other.ask_redirects;
+    tryagain_retries += other.tryagain_retries;
+    topology_refreshes += other.topology_refreshes;
+    sentinel_rediscoveries += other.sentinel_rediscoveries;
+    replica_ack_shortfalls += other.replica_ack_shortfalls;
+    nodes = nodes > other.nodes ? nodes : other.nodes;
+    return *this;
+  }
 };
 
 namespace prometheus {

@@ -47,30 +47,42 @@ class RedisConnectionPool {
    public:
     Lease(RedisConnectionPool& pool, std::unique_ptr<RedisConnection> connection)
         : pool_(&pool), connection_(std::move(connection)) {}
-    Lease(Lease&& other) noexcept : pool_(std::exchange(other.pool_, nullptr)), connection_(std::move(other.connection_)) {}
+    Lease(Lease&& other) noexcept
+        : pool_(std::exchange(other.pool_, nullptr)), connection_(std::move(other.connection_)), settled_(other.settled_) {}
     Lease& operator=(Lease&& other) noexcept {
       if (this != &other) {
-        if (pool_ != nullptr && connection_) pool_->give_back(std::move(connection_));
+        Lease ended(std::move(*this));  // gives its connection back as its destructor says
         pool_ = std::exchange(other.pool_, nullptr);
         connection_ = std::move(other.connection_);
+        settled_ = other.settled_;
       }
       return *this;
     }
+    // A lease ended neither succeeded() nor failed() (an exception other than a BackendError, between
+    // writing commands and reading their replies) may leave replies unread: the connection is closed, so
+    // the next caller never reads another call's replies.
     ~Lease() {
-      if (pool_ != nullptr && connection_) pool_->give_back(std::move(connection_));
+      if (pool_ == nullptr || !connection_) return;
+      if (!settled_) connection_->close();
+      pool_->give_back(std::move(connection_));
     }
     RedisConnection& connection() noexcept { return *connection_; }
     RedisConnectionPool& pool() noexcept { return *pool_; }
-    void succeeded() { pool_->record_success(); }
+    void succeeded() {
+      settled_ = true;
+      pool_->record_success();
+    }
     // A lost connection is remade on its next use; only failed connects back off, so a restart of Redis that
     // leaves every pooled connection stale costs one failed call per connection, not a long backoff.
     void failed(const BackendError& error) {
+      settled_ = true;  // a fault closed the connection already, or left it usable (an error reply)
       if (!connection_->connected()) pool_->record_failure(error, /*connect_failed=*/false);
     }
 
    private:
     RedisConnectionPool* pool_;
     std::unique_ptr<RedisConnection> connection_;
+    bool settled_ = false;
   };
 
   // Borrows a connection and connects it if needed, by `deadline`. Thread safety: safe. Throws TimeoutError

@@ -62,6 +62,25 @@ struct ScriptCall {
   }
 };
 
+// A request split by Redis Cluster slot, as both storages split theirs: one part per slot its keys fall in,
+// in order of first appearance (one part off a cluster, where every key has slot 0).
+template <class Part>
+class SlotParts {
+ public:
+  // The part of `slot`, made if new (references stay valid until the next new part).
+  Part& of(std::uint16_t slot) {
+    const auto found = std::find(slots_.begin(), slots_.end(), slot);
+    if (found != slots_.end()) return parts_[static_cast<std::size_t>(found - slots_.begin())];
+    slots_.push_back(slot);
+    return parts_.emplace_back();
+  }
+  std::vector<Part> take() && { return std::move(parts_); }
+
+ private:
+  std::vector<Part> parts_;
+  std::vector<std::uint16_t> slots_;
+};
+
 // One command of a batch: a script call (the words after EVALSHA <sha>) or a plain command (all its words).
 // `key` routes it: in a cluster, to the master of its slot.
 struct Command {
@@ -123,6 +142,7 @@ class ScriptClient {
       bool again_later = false;
       for (Group& group : groups) send(group, commands, outcomes, deadline, pending);
       for (Group& group : groups) receive(group, commands, outcomes, pending, again_later);
+      groups.clear();  // the connections go back before any backoff
       if (again_later && !pending.empty()) {  // TRYAGAIN / CLUSTERDOWN: a short backoff, within the deadline
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
         if (left <= backoff) {
@@ -312,17 +332,19 @@ class ScriptClient {
       outcomes[attempt.index].sent = false;  // whatever it was, it did not run there
       pending.push_back(std::move(attempt));
     };
-    attempt.ask.reset();
     attempt.busy.clear();
     if (text.starts_with("NOSCRIPT") && commands[attempt.index].script && !attempt.as_text) {
-      attempt.as_text = true;
+      attempt.as_text = true;  // to the same node (an ASK target stays one)
       return again();
     }
+    attempt.ask.reset();
     const bool moved = text.starts_with("MOVED "), asked = text.starts_with("ASK ");
     const bool busy = text.starts_with("TRYAGAIN") || text.starts_with("CLUSTERDOWN");
     const bool readonly = text.starts_with("READONLY") || text.starts_with("MASTERDOWN");
-    if (readonly && attempt.redirects < max_redirects && topology_.fault()) {  // a new master was found
-      ++attempt.redirects;
+    if (readonly && topology_.follows_failovers()) {  // a demoted master: ask again, retry within the deadline
+      topology_.fault();
+      attempt.busy.assign(text);
+      again_later = true;
       return again();
     }
     if ((moved || asked) && attempt.redirects < max_redirects) {

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,6 +58,8 @@ class Topology {
   }
 
   bool clustered() const noexcept { return clustered_; }
+  // Whether the server of a key can change (Cluster, Sentinel): then READONLY means "ask again".
+  bool follows_failovers() const noexcept { return !seeds_.empty(); }
 
   // The slot that decides where `key` goes (0 unless clustered: then every key goes to one server).
   std::uint16_t slot_of(std::string_view key) const noexcept { return clustered() ? cluster_slot(key) : 0; }
@@ -175,70 +179,89 @@ class Topology {
     return next_check_.compare_exchange_strong(next, then, std::memory_order_relaxed);
   }
 
-  // Whether a refresh may run now: forced ones (nothing known yet) always, others once per interval.
-  // Requires refresh_mutex_.
-  bool due(bool forced) AIRL_REQUIRES(refresh_mutex_) {
-    const auto now = Clock::now();
-    if (!forced && now - last_refresh_ < min_refresh_interval) return false;
-    if (forced && now - last_refresh_ < min_refresh_interval / 10) return false;  // a thread just did it
-    last_refresh_ = now;
-    return true;
+  // One slot map read or Sentinel question at a time. Forced (nothing known yet): waits for the one under way
+  // and skips its own if that one finished meanwhile. Otherwise: none if one is under way, or if the last
+  // ended less than min_refresh_interval ago, so a burst of faults makes one refresh, never a storm.
+  // `look(deadline)` does it and returns whether it learnt anything.
+  template <class Look>
+  bool refresh_with(bool forced, Look&& look) {
+    const std::uint64_t seen = generation_.load(std::memory_order_acquire);
+    std::unique_lock<std::mutex> one(refresh_mutex_, std::defer_lock);
+    if (forced) one.lock();
+    else if (!one.try_lock()) return false;
+    const auto since = Clock::now() - Clock::time_point(Clock::duration(last_refresh_.load(std::memory_order_relaxed)));
+    if (generation_.load(std::memory_order_acquire) != seen) return false;  // another thread just did it
+    if (!forced && since < min_refresh_interval) return false;
+    if (forced && since < min_refresh_interval / 10) return false;  // nothing answered a moment ago
+    const bool learnt = look(Clock::now() + options_.connect_timeout);
+    last_refresh_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    return learnt;
   }
 
-  // Connects to `endpoint` without loading the script, with `options`'s credentials, within what is left
-  // of `deadline`; runs `words` and returns the reply. Throws BackendError subclasses.
-  static Reply ask(const RedisOptions& options, const Endpoint& endpoint, std::span<const std::string_view> words,
-                   Clock::time_point deadline) {
-    RedisConnection connection(options, endpoint);
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    connection.connect({}, std::max(left, std::chrono::milliseconds{1}));
-    connection.limit_timeout(std::max(left, std::chrono::milliseconds{1}));
-    Reply reply = connection.command(words);
-    RedisConnection::check_reply(*reply, words[0]);
-    return reply;
-  }
-
-  // Reads the slot map from the first node that answers (known masters first, then the seeds), within one
-  // connect_timeout in all. Returns whether it read one.
-  bool refresh(bool forced) {
-    Lock refreshing(refresh_mutex_);
-    if (!due(forced)) return false;
-    std::vector<Endpoint> candidates;
-    {
-      Lock lock(mutex_);
-      for (const auto& [name, pool] : pools_) candidates.push_back(pool->endpoint());
-    }
-    for (const Endpoint& seed : seeds_) {
-      if (std::find(candidates.begin(), candidates.end(), seed) == candidates.end()) candidates.push_back(seed);
-    }
-    const auto deadline = Clock::now() + options_.connect_timeout;
-    std::string error;
-    for (const Endpoint& node : candidates) {
-      if (Clock::now() >= deadline) break;
+  // Runs `words` on the candidates in order, each with its share of the time left before `deadline` (at
+  // least a quarter of connect_timeout, so one silent node cannot take it all), until `take(reply, node)`
+  // accepts an answer. Returns whether one did; `error` says what failed last.
+  template <class Take>
+  bool ask_first(const RedisOptions& options, const std::vector<Endpoint>& candidates,
+                 std::span<const std::string_view> words, Clock::time_point deadline, Take&& take, std::string& error) {
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const auto left = deadline - Clock::now();
+      if (left <= Clock::duration::zero()) break;
+      const auto share = std::max<Clock::duration>(left / static_cast<long>(candidates.size() - i), options.connect_timeout / 4);
       try {
-        const std::string_view words[] = {"CLUSTER", "SLOTS"};
-        const Reply reply = ask(options_, node, words, deadline);
-        std::vector<std::pair<std::array<long long, 2>, Endpoint>> ranges = parse_slots(*reply, node.host);
-        if (ranges.empty()) throw ReplyError("airl: CLUSTER SLOTS from " + node.text() + " named no slot");
-        Lock lock(mutex_);
-        std::fill(slots_.begin(), slots_.end(), nullptr);
-        std::vector<std::string> masters;
-        for (const auto& [range, endpoint] : ranges) {
-          const PoolPtr pool = pool_locked(endpoint);
-          for (long long slot = range[0]; slot <= range[1]; ++slot) slots_[static_cast<std::size_t>(slot)] = pool;
-          if (std::find(masters.begin(), masters.end(), endpoint.text()) == masters.end()) masters.push_back(endpoint.text());
-        }
-        nodes_.store(masters.size(), std::memory_order_relaxed);
-        last_error_.clear();
-        counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
-        return true;
+        RedisConnection connection(options, candidates[i]);
+        const auto budget = std::max(std::chrono::ceil<std::chrono::milliseconds>(std::min(share, left)), std::chrono::milliseconds{1});
+        connection.connect({}, budget);
+        connection.limit_timeout(budget);
+        const Reply reply = connection.command(words);
+        RedisConnection::check_reply(*reply, words[0]);
+        if (take(*reply, candidates[i], error)) return true;
       } catch (const BackendError& failure) {
         error = failure.what();
       }
     }
-    Lock lock(mutex_);
-    last_error_ = error;
     return false;
+  }
+
+  // Reads the slot map from the first node that answers: masters that answered last first, then the seeds,
+  // then masters that failed. Drops the pools of nodes the new map does not name. Returns whether it read one.
+  bool refresh(bool forced) {
+    return refresh_with(forced, [&](Clock::time_point deadline) {
+      std::vector<Endpoint> candidates, failing;
+      {
+        Lock lock(mutex_);
+        for (const auto& [name, pool] : pools_) (pool->healthy() ? candidates : failing).push_back(pool->endpoint());
+      }
+      for (const Endpoint& node : seeds_) {
+        if (std::find(candidates.begin(), candidates.end(), node) == candidates.end() &&
+            std::find(failing.begin(), failing.end(), node) == failing.end()) {
+          candidates.push_back(node);
+        }
+      }
+      candidates.insert(candidates.end(), failing.begin(), failing.end());
+      const std::string_view words[] = {"CLUSTER", "SLOTS"};
+      std::string error;
+      const bool read = ask_first(options_, candidates, words, deadline, [&](const redisReply& reply, const Endpoint& node, std::string&) {
+        const auto ranges = parse_slots(reply, node.host);
+        if (ranges.empty()) throw ReplyError("airl: CLUSTER SLOTS from " + node.text() + " named no slot");
+        Lock lock(mutex_);
+        std::map<std::string, PoolPtr> kept;
+        std::fill(slots_.begin(), slots_.end(), nullptr);
+        for (const auto& [range, endpoint] : ranges) {
+          PoolPtr& pool = kept[endpoint.text()];
+          if (!pool) pool = pool_locked(endpoint);
+          for (long long slot = range[0]; slot <= range[1]; ++slot) slots_[static_cast<std::size_t>(slot)] = pool;
+        }
+        pools_ = std::move(kept);  // a node the map no longer names (a dead master) keeps no pool
+        nodes_.store(pools_.size(), std::memory_order_relaxed);
+        counters_.refreshes.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }, error);
+      Lock lock(mutex_);
+      last_error_ = read ? std::string() : error;
+      return read;
+    });
   }
 
   // CLUSTER SLOTS: [[start, end, [host, port, id, ...], replicas...], ...] -> (range, master).
@@ -268,32 +291,23 @@ class Topology {
   }
 
   // Asks the Sentinels for the master's address (the first that answers) and points the pool there.
-  // Returns whether it asked. Throws ConnectionError when none named a master (forced: nothing known yet).
+  // Returns whether it learnt one. Throws ConnectionError when none named a master and none is known.
   bool discover(bool forced) {
-    Lock refreshing(refresh_mutex_);
-    if (forced && master_known_.load(std::memory_order_acquire)) return false;  // another thread found it
-    if (!due(forced)) {
-      if (forced) throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + last_refresh_error() + ")");
-      return false;
-    }
-    RedisOptions sentinel = options_;
-    sentinel.username = options_.sentinel_username;
-    sentinel.password = options_.sentinel_password;
-    sentinel.database = 0;
-    const auto deadline = Clock::now() + options_.connect_timeout;
-    std::string error = "no Sentinel answered";
-    for (const Endpoint& node : seeds_) {
-      if (Clock::now() >= deadline) break;
-      try {
-        const std::string_view words[] = {"SENTINEL", "GET-MASTER-ADDR-BY-NAME", options_.sentinel_master};
-        const Reply reply = ask(sentinel, node, words, deadline);
-        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-          error = "Sentinel " + node.text() + " knows no master named '" + options_.sentinel_master + "'";
-          continue;
+    if (forced && master_known_.load(std::memory_order_acquire)) return false;
+    const bool found = refresh_with(forced, [&](Clock::time_point deadline) {
+      RedisOptions sentinel = options_;
+      sentinel.username = options_.sentinel_username;
+      sentinel.password = options_.sentinel_password;
+      sentinel.database = 0;
+      const std::string_view words[] = {"SENTINEL", "GET-MASTER-ADDR-BY-NAME", options_.sentinel_master};
+      std::string error = "no Sentinel answered";
+      const bool named = ask_first(sentinel, seeds_, words, deadline, [&](const redisReply& reply, const Endpoint& node, std::string& why) {
+        if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 2) {
+          why = "Sentinel " + node.text() + " knows no master named '" + options_.sentinel_master + "'";
+          return false;
         }
-        const std::string address = std::string(reply_text(*reply->element[0])) + ":" +
-                                    std::string(reply_text(*reply->element[1]));
-        const Endpoint master = parse_endpoint(address, node.host);
+        const Endpoint master = parse_endpoint(
+            std::string(reply_text(*reply.element[0])) + ":" + std::string(reply_text(*reply.element[1])), node.host);
         const bool moved = main_->endpoint() != master;
         main_->retarget(master);
         if (master_known_.exchange(true, std::memory_order_acq_rel) && moved) {
@@ -301,16 +315,15 @@ class Topology {
         }
         nodes_.store(1, std::memory_order_relaxed);
         return true;
-      } catch (const BackendError& failure) {
-        error = failure.what();
-      }
-    }
-    {
+      }, error);
       Lock lock(mutex_);
-      last_error_ = error;
+      last_error_ = named ? std::string() : error;
+      return named;
+    });
+    if (forced && !master_known_.load(std::memory_order_acquire)) {
+      throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + last_refresh_error() + ")");
     }
-    if (forced) throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + error + ")");
-    return false;
+    return found;
   }
 
   RedisOptions options_;
@@ -323,8 +336,9 @@ class Topology {
   std::atomic<std::size_t> nodes_{0};
   Counters counters_;
 
-  Mutex refresh_mutex_;  // one slot map read or Sentinel question at a time
-  Clock::time_point last_refresh_ AIRL_GUARDED_BY(refresh_mutex_){};
+  std::mutex refresh_mutex_;  // one slot map read or Sentinel question at a time (guards no data)
+  std::atomic<Clock::rep> last_refresh_{0};       // when the last one ended (Clock ticks)
+  std::atomic<std::uint64_t> generation_{0};      // refreshes ended so far
 
   mutable Mutex mutex_;
   std::vector<PoolPtr> slots_ AIRL_GUARDED_BY(mutex_);  // cluster: slot -> its master's pool
