@@ -13,8 +13,9 @@
 //               each); fixed call counts with a time bound, in rounds; medians.
 //
 //   topologies  on a Redis Cluster of 3 masters + 3 replicas started for it (tests/support/redis_topology.hpp):
-//               allow() with one tier on the cluster against the same on the standalone server (target
-//               p50 <= 1.1x); three tiers in three slots on three masters against three tiers in one slot
+//               allow() with one tier for one user (one slot) on the cluster against the same on the
+//               standalone server (target p50 <= 1.1x), with raw EVALSHA on both (and on a standalone server
+//               with a replica) to show the servers' share; three tiers in three slots on three masters against three tiers in one slot
 //               (target p50 <= 1.3x); allow_many(64) over the 3 masters against raw pipelined EVALSHA to the
 //               same masters (each master's share pipelined, the masters written before any is read);
 //               decisions/s with 4 threads on 1 master (the standalone server) and on 3; what
@@ -405,6 +406,7 @@ ThreadsResult measure_threads(Bench& bench) {
 struct TopologyResult {
   Summary standalone, cluster;         // allow(), one tier, one call at a time
   Summary raw_cluster, cluster_again;  // raw EVALSHA to the slot's master, and allow() interleaved with it
+  Summary raw_standalone, raw_replicated;  // raw EVALSHA: the standalone server; one with a replica
   Summary one_slot, cross_slot;        // three tiers on the cluster: in one slot, in three slots
   Summary waiting;                     // allow(), one tier, cluster, wait_for_replicas = 1
   Summary raw_batch, airl_batch;       // 64 requests over the 3 masters, per batch
@@ -436,8 +438,10 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
 
   // 1. one call at a time, interleaved
   std::size_t i1 = 0, i2 = 0, i3 = 0, i4 = 0, i5 = 0;
+  // One call at a time for one user (its two models): one slot, so one master of the cluster serves the
+  // user's buckets (the three-slot limiter adds the model's and the global slot).
   const auto call = [&](airl::RedisMultiTierRateLimiter& limiter, std::size_t& i) {
-    return [&] { bench.check(limiter.allow(pair_of(i++))); };
+    return [&] { bench.check(limiter.allow(pair_of(32 * i++))); };
   };
   auto standalone_call = call(on_one, i1);
   auto cluster_call = call(on_cluster, i2);
@@ -516,21 +520,45 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   // The server floor of one call on the cluster: raw EVALSHA to the slot's master, interleaved with allow().
   std::size_t raw_single = 0, cluster_again = 0;
   const auto raw_one = [&] {
-    scripts[raw_single % 8]->fill(raw_single / 8, members[0], argv[0].data(), lengths[0].data());
+    scripts[0]->fill(4 * raw_single, members[0], argv[0].data(), lengths[0].data());  // one user, as allow() above
     ++raw_single;
     RawRedis& master = *masters[master_of_slot[airl::detail::cluster_slot(std::string_view(argv[0][3], lengths[0][3]))]];
     master.append(RawScriptCall::argc, argv[0].data(), lengths[0].data());
     bench.check(*master.get_reply());
   };
   auto cluster_again_call = call(on_cluster, cluster_again);
-  Samples raw_one_ns, cluster_again_ns;
+  // Where the server time goes: raw EVALSHA on the standalone server, and on a standalone server with one
+  // replica (every write also goes down a replication link, and the replica wakes to apply it).
+  airl::test::RedisServer replicated;
+  airl::test::RedisServer replica({"--replicaof", "127.0.0.1", std::to_string(replicated.port())});
+  RawRedis replicated_raw("127.0.0.1", replicated.port());
+  replicated_raw.command({"SCRIPT", "LOAD", airl::detail::sliding_window_script});
+  RawRedis standalone_raw(bench.options.host, bench.options.port);
+  std::size_t raw_standalone_calls = 0, raw_replicated_calls = 0;
+  const auto raw_on = [&](RawRedis& server, std::size_t& count) {
+    return [&] {
+      scripts[0]->fill(4 * count, members[1], argv[1].data(), lengths[1].data());
+      ++count;
+      server.append(RawScriptCall::argc, argv[1].data(), lengths[1].data());
+      bench.check(*server.get_reply());
+    };
+  };
+  auto raw_standalone = raw_on(standalone_raw, raw_standalone_calls);
+  auto raw_replicated = raw_on(replicated_raw, raw_replicated_calls);
+  Samples raw_one_ns, cluster_again_ns, raw_standalone_ns, raw_replicated_ns;
   time_calls(ignored, 300, raw_one);
+  time_calls(ignored, 300, raw_standalone);
+  time_calls(ignored, 300, raw_replicated);
   for (std::size_t round = 0; round < rounds; ++round) {
     time_calls(raw_one_ns, calls / rounds, raw_one);
     time_calls(cluster_again_ns, calls / rounds, cluster_again_call);
+    time_calls(raw_standalone_ns, calls / rounds, raw_standalone);
+    time_calls(raw_replicated_ns, calls / rounds, raw_replicated);
   }
   result.raw_cluster = summarize(raw_one_ns);
   result.cluster_again = summarize(cluster_again_ns);
+  result.raw_standalone = summarize(raw_standalone_ns);
+  result.raw_replicated = summarize(raw_replicated_ns);
 
   Samples raw_ns, airl_ns;
   time_calls(ignored, 20, raw_batch);
@@ -570,6 +598,8 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   print_row("allow(), 1 tier, standalone server", result.standalone);
   print_row("allow(), 1 tier, cluster", result.cluster);
   print_row("allow(), 1 tier, cluster, wait_for_replicas 1", result.waiting);
+  print_row("EVALSHA, raw hiredis, standalone server", result.raw_standalone);
+  print_row("EVALSHA, raw hiredis, standalone server + 1 replica", result.raw_replicated);
   print_row("EVALSHA to the slot's master, raw hiredis (cluster)", result.raw_cluster);
   print_row("allow(), 1 tier, cluster (interleaved with raw)", result.cluster_again);
   print_row("allow(), 3 tiers in one slot, cluster", result.one_slot);
@@ -615,8 +645,10 @@ void print_summary(const SequentialResult& seq, const BatchResult& batch, const 
     row("cluster allow() / standalone allow(), 1 tier, p50", cluster, "x", "<= 1.1", cluster <= 1.1);
     row("cluster allow() / raw EVALSHA to the slot's master, p50", t.cluster_again.p50_us / t.raw_cluster.p50_us, "x",
         "-", std::nullopt);
-    row("raw EVALSHA: cluster master / standalone server, p50", t.raw_cluster.p50_us / t.standalone.p50_us, "x", "-",
-        std::nullopt);
+    row("raw EVALSHA: cluster master / standalone server, p50", t.raw_cluster.p50_us / t.raw_standalone.p50_us, "x",
+        "-", std::nullopt);
+    row("raw EVALSHA: standalone + replica / standalone, p50", t.raw_replicated.p50_us / t.raw_standalone.p50_us, "x",
+        "-", std::nullopt);
     row("3 tiers in 3 slots / 3 tiers in 1 slot, cluster, p50", cross, "x", "<= 1.3", cross <= 1.3);
     row("wait_for_replicas 1 / none, cluster allow(), p50", t.waiting.p50_us / t.cluster.p50_us, "x", "-", std::nullopt);
     row("cluster allow_many(64) / raw per-master pipelines, p50", t.airl_batch.p50_us / t.raw_batch.p50_us, "x", "-",
