@@ -100,7 +100,10 @@ TEST_CASE("sentinel: decisions follow a SENTINEL FAILOVER under traffic, the old
               static_cast<unsigned long long>(traffic.admitted.load()), static_cast<unsigned long long>(held),
               traffic.degraded.load(), static_cast<unsigned long long>(metrics.sentinel_rediscoveries));
   CHECK(metrics.sentinel_rediscoveries >= 1);
-  CHECK(traffic.degraded == 0);  // READONLY from the demoted master: asked again and retried in time
+  // READONLY from the demoted master is asked again and retried within the deadline. When the Sentinels
+  // reconfigure the old master they also kill its clients' connections (CLIENT KILL TYPE normal): a call in
+  // flight on one at that moment fails, so at most a couple of degraded decisions, not a window of them.
+  CHECK(traffic.degraded <= 2);
   CHECK(held <= traffic.admitted);
   // The old master takes writes until the Sentinels demote it, seconds after they promote the replica;
   // asking the Sentinels every sentinel_check_interval (500 ms) bounds what goes there and is lost to that
