@@ -187,9 +187,23 @@ TEST_CASE("two gateway processes sharing a Redis Cluster admit the limit between
     });
   }
   for (std::thread& client : clients) client.join();
-  CHECK(admitted == 15);  // the model's 15 bind (alice and bob could take 10 each)
-  CHECK(refused == 25);
   CHECK(other == 0);
+  CHECK(admitted <= 15);  // the model's 15 bind (alice and bob could take 10 each): never more
+  // A request may be refused while another's reservation, about to be undone, fills the model's bucket for a
+  // moment (docs/REDIS.md, "Across slots"). One at a time now, each user tries until refused: the model's
+  // bucket then holds exactly its 15, none of them a reservation left behind.
+  for (const char* key : {"sk-alice", "sk-bob"}) {
+    for (int i = 0; i < 10; ++i) {
+      auto res = b.chat(key, chat_body("llama", 5));
+      REQUIRE(res);
+      if (res->status != 200) {
+        CHECK(res->status == 429);
+        break;
+      }
+      ++admitted;
+    }
+  }
+  CHECK(admitted == 15);
   const std::string metrics = a.metrics();
   CHECK(metric_value(metrics, "airl_redis_nodes").value_or(-1) == Approx(3));
   CHECK(metric_value(metrics, "airl_redis_topology_refreshes_total").value_or(0) >= 1);
