@@ -90,7 +90,7 @@ TEST_CASE("slots: airl computes the slot CLUSTER KEYSLOT answers, for every kind
                                    "{user1000}.following", "123456789", std::string("\0{\0}", 4), "\xff{\xfe}"};
   for (int i = 0; i < 400; ++i) {
     std::string key(random() % 40, '\0');
-    for (char& c : key) c = static_cast<char>(random() % 8 == 0 ? "{}"[random() % 2] : random() % 256);
+    for (char& c : key) c = random() % 8 == 0 ? "{}"[random() % 2] : static_cast<char>(random() % 256);
     keys.push_back(key);
   }
   for (const std::string& user : {"alice", "bob", "a:b", "u=x", "\x01\x02"}) {
