@@ -7,8 +7,10 @@
 // is destroyed first.
 //
 // renew() and release() may race on one permit (a heartbeat thread renewing while the request thread
-// finishes): they take the permit's own small lock, so exactly one of them ends the permit. Moving or
-// destroying a permit while another thread still uses it remains a caller error, as for any object.
+// finishes): they take the permit's own small lock, so exactly one of them ends the permit. A release first
+// raises `ending_`, so a heartbeat looping on renew() stops taking the lock: the lock is held across a store
+// call and is not fair, and a renew loop would otherwise starve the release for as long as it runs. Moving
+// or destroying a permit while another thread still uses it remains a caller error, as for any object.
 
 #include <atomic>
 #include <chrono>
@@ -124,6 +126,7 @@ class Permit {
   // release() on the same permit (one of them ends it; a release waits for a renew in progress). Never
   // throws (a backend fault is swallowed and counted: the leases run out on their own).
   void release() noexcept {
+    ending_.store(true, std::memory_order_release);
     detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
@@ -134,12 +137,14 @@ class Permit {
   // Extends every lease to its cap's full lease from now, for a holder still working (a long stream).
   // Returns true when renewed (or, during an outage, when the failure policy assumes the leases hold; and
   // for a degraded fail_open permit, which holds no confirmed lease); false when a lease had already run
-  // out or was gone, or the permit was released meanwhile: the permit then holds nothing (acquired() is
-  // false) and the holder should stop, since its slot may have gone to someone else. Thread safety: safe
-  // to call while another thread calls release() or renew() on the same permit (e.g. a heartbeat thread).
+  // out or was gone, or the permit was released meanwhile (or a release has begun): the permit then holds
+  // nothing (acquired() is false once that release returns) and the holder should stop, since its slot may
+  // have gone to someone else. Thread safety: safe to call while another thread calls release() or renew()
+  // on the same permit (e.g. a heartbeat thread).
   // Throws airl::BackendError when the store fails and its failure policy is fail_closed (the permit keeps
   // its state; its destructor still tries to release).
   bool renew() {
+    if (ending_.load(std::memory_order_acquire)) return false;  // a release or abandon waits for the lock
     detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return false;
     if (owner_->renew(ticket_) != RenewStatus::lost) return true;
@@ -152,6 +157,7 @@ class Permit {
   // the holder had crashed. For tests and failure drills. Afterwards acquired() is false. Thread safety: as
   // release(). Throws nothing.
   void abandon() noexcept {
+    ending_.store(true, std::memory_order_release);
     detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
@@ -173,6 +179,7 @@ class Permit {
     acquired_.store(other.acquired_.exchange(false, std::memory_order_acq_rel), std::memory_order_relaxed);
     degraded_ = other.degraded_;
     status_ = other.status_;
+    ending_.store(false, std::memory_order_relaxed);  // `other` may be ending (a release waiting for its lock)
   }
 
   void swap_state(Permit& other) noexcept {
@@ -187,6 +194,9 @@ class Permit {
     other.acquired_.store(mine, std::memory_order_relaxed);
     swap(degraded_, other.degraded_);
     swap(status_, other.status_);
+    const bool ending = ending_.load(std::memory_order_relaxed);
+    ending_.store(other.ending_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    other.ending_.store(ending, std::memory_order_relaxed);
   }
 
   detail::ShardMutex mutex_;  // serialises release(), renew(), abandon() and moves
@@ -196,6 +206,7 @@ class Permit {
   std::chrono::milliseconds retry_after_{0};
   std::size_t denied_by_ = 0;
   std::atomic<bool> acquired_{false};
+  std::atomic<bool> ending_{false};  // a release() or abandon() has begun: renew() stops contending
   bool degraded_ = false;
   Status status_ = Status::denied;
 };

@@ -666,6 +666,66 @@ static_assert(airl::ConcurrencyStoragePolicy<ClashingStorage>);
 
 }  // namespace
 
+namespace {
+
+// The in-memory storage with a renew that takes as long as a Redis round trip, counting store renews.
+struct SlowRenewStorage {
+  ManualConcurrencyStorage inner;
+  std::shared_ptr<std::atomic<int>> renews = std::make_shared<std::atomic<int>>(0);
+
+  airl::ConcurrencyResult try_acquire(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id) {
+    return inner.try_acquire(slots, id);
+  }
+  void release(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id, airl::LeaseLocation where) {
+    inner.release(slots, id, where);
+  }
+  airl::RenewStatus renew(std::span<const airl::ConcurrencySlot> slots, const airl::PermitId& id,
+                          airl::LeaseLocation where) {
+    ++*renews;
+    std::this_thread::sleep_for(200us);
+    return inner.renew(slots, id, where);
+  }
+  std::uint64_t in_flight(const airl::ConcurrencySlot& slot) { return inner.in_flight(slot); }
+  std::size_t purge_expired() { return inner.purge_expired(); }
+  std::size_t active_keys() const noexcept { return inner.active_keys(); }
+};
+static_assert(airl::ConcurrencyStoragePolicy<SlowRenewStorage>);
+
+}  // namespace
+
+TEST_CASE("a heartbeat renewing in a tight loop cannot starve release(): at most one store renew after it begins",
+          "[concurrency][threads]") {
+  // The permit's lock is held across the store call and is not fair: the renewing thread unlocks and locks
+  // again before a woken releaser runs. This hung CI for 120 s on Redis; here the renew is slowed instead.
+  SlowRenewStorage slow;
+  const auto renews = slow.renews;
+  airl::ConcurrencyLimiter<SlowRenewStorage> limiter({{"user", Scope::user, 1, 60s}}, std::move(slow));
+  for (int round = 0; round < 20; ++round) {
+    Permit permit = limiter.try_acquire("alice", "m");
+    REQUIRE(permit);
+    std::atomic<bool> released{false};
+    std::atomic<int> renews_at_release{0};
+    std::atomic<int> loops{0};
+    std::thread heartbeat([&] {
+      // Bounded, so the test fails rather than hangs when release() starves: 2000 renews of 200 µs.
+      for (int loop = 0; loop < 2000 && !released.load(); ++loop) {
+        permit.renew();
+        ++loops;
+      }
+    });
+    while (loops.load() < 2) std::this_thread::yield();
+    renews_at_release = renews->load();
+    permit.release();
+    const int renews_during_release = renews->load() - renews_at_release.load();
+    released = true;
+    heartbeat.join();
+    CHECK(renews_during_release <= 1);
+    CHECK_FALSE(permit.acquired());
+    CHECK(limiter.in_flight("user", "alice", "m") == 0);
+  }
+  CHECK(limiter.metrics().held == 0);
+}
+
 TEST_CASE("an id the store already holds is retried with a freshly drawn base, at most three times",
           "[concurrency]") {
   ClashingStorage clashing;
