@@ -8,8 +8,10 @@ GATEWAY_PACKAGES := $(BUILD_PACKAGES) pkg-config libhiredis-dev libcpp-httplib-d
 # python3-yaml check the Kubernetes manifests.
 TEST_PACKAGES := $(GATEWAY_PACKAGES) catch2 redis-server prometheus nginx wrk yamllint python3 python3-yaml
 BENCH_PACKAGES := $(BUILD_PACKAGES) libbenchmark-dev python3
+# libFuzzer comes with clang's runtime libraries (libclang-rt-dev; clang only recommends it).
+FUZZ_PACKAGES := $(BUILD_PACKAGES) clang libclang-rt-dev pkg-config libhiredis-dev nlohmann-json3-dev
 
-.PHONY: demo gateway bench-gateway test test-asan test-tsan test-clang test-core bench bench-redis bench-compile \
+.PHONY: demo gateway bench-gateway soak test test-asan test-tsan test-clang test-core fuzz bench bench-redis bench-compile \
   bench-instructions sdk-packages clean
 
 # Builds and runs the simulated serving binary on the in-memory backend.
@@ -34,6 +36,19 @@ gateway:
 sdk-packages:
 	@command -v npm >/dev/null 2>&1 || .ci/ensure-packages nodejs npm
 	npm ci --prefix tests/gateway/sdk --no-audit --no-fund --loglevel=error
+
+# The soak (docs/RELIABILITY.md): the gateway on a private redis-server for SOAK_SECONDS under a mixed load
+# while Redis is restarted and SIGSTOPped at seeded random moments (SOAK_SEED=N replays a run); fails on
+# resource growth after the warm-up, an over-admitted bucket or a settled cost Redis does not hold.
+# Builds only the gateway and the driver, in Release. CI: make soak SOAK_SECONDS=60
+SOAK_SECONDS ?= 600
+SOAK_SEED ?=
+soak:
+	@.ci/ensure-packages $(GATEWAY_PACKAGES) catch2 redis-server python3
+	cmake -S . -B build/soak -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=ON -DAIRL_BUILD_EXAMPLES=ON \
+	  -DAIRL_BUILD_BENCH=OFF
+	cmake --build build/soak -j$(JOBS) --target airl_soak
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) ./build/soak/tests/soak/airl_soak
 
 # Installs missing packages (as root), builds everything, runs every test.
 test: sdk-packages
@@ -70,6 +85,19 @@ test-core:
 	cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Debug -DAIRL_REDIS=OFF -DAIRL_BUILD_GATEWAY=OFF -DAIRL_BUILD_BENCH=OFF
 	cmake --build build/core -j$(JOBS)
 	ctest --test-dir build/core --output-on-failure -j$(JOBS)
+
+# The libFuzzer targets of tests/fuzz (clang, ASan + UBSan), each run for FUZZ_SECONDS on a scratch copy of its
+# committed corpus; fails on any finding (reproducers in build/fuzz/fuzz-work/<target>/artifacts/).
+# FUZZ_TARGETS="http_text gateway" runs some; FUZZ_MERGE=1 merges new coverage into the committed corpus.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+FUZZ_MERGE ?= 0
+fuzz:
+	@.ci/ensure-packages $(FUZZ_PACKAGES)
+	CXX=clang++ cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRL_BUILD_FUZZ=ON -DAIRL_REDIS=ON \
+	  -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF -DAIRL_BUILD_BENCH=OFF -DAIRL_INSTALL=OFF
+	cmake --build build/fuzz -j$(JOBS) --target airl_fuzzers
+	FUZZ_MERGE=$(FUZZ_MERGE) tests/fuzz/run_fuzzers.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Builds the benchmarks in Release, runs them (5 repetitions, medians) and prints the ratio table.
 bench:

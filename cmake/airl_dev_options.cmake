@@ -6,6 +6,8 @@ add_library(airl_dev_options INTERFACE)
 option(AIRL_WARNINGS_AS_ERRORS "Treat warnings in airl's own tests, examples and benchmarks as errors" OFF)
 
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  # One set for both compilers: each adds its own checks under these names (clang's -Wall holds
+  # -Wbitwise-instead-of-logical, which g++ lacks), and make test-clang builds with AIRL_WARNINGS_AS_ERRORS=ON.
   target_compile_options(airl_dev_options INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wconversion
     -Wsign-conversion -Wnon-virtual-dtor -Wold-style-cast)
   # Clang checks the locking rules the headers state (detail/thread_annotations.hpp).

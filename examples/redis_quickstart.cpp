@@ -10,6 +10,7 @@
 // Start a throwaway server first:  redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no
 // Exit code: 0 as documented, 1 the limiter misbehaved, 2 bad arguments or Redis unreachable.
 
+#include <airl/http.hpp>
 #include <airl/redis.hpp>
 
 #include <chrono>
@@ -35,14 +36,16 @@ long long retry_after_seconds(const airl::Decision& decision) {
   return std::chrono::ceil<std::chrono::seconds>(decision.retry_after).count();
 }
 
+// The status is http::status_code's: 200, 429 for a quota, 503 when the store was unavailable (fail_closed).
 void print_response(const char* replica, const airl::Decision& decision) {
   if (decision) {
-    std::printf("  %s: HTTP 200  remaining=%llu limit=%llu%s%s\n", replica, ull(decision.remaining),
-                ull(decision.limit), decision.replayed ? "  (replayed: not charged again)" : "",
+    std::printf("  %s: HTTP %d  remaining=%llu limit=%llu%s%s\n", replica, airl::http::status_code(decision),
+                ull(decision.remaining), ull(decision.limit), decision.replayed ? "  (replayed: not charged again)" : "",
                 decision.degraded ? "  (degraded)" : "");
   } else {
-    std::printf("  %s: HTTP 429  Retry-After: %llds (%lld ms)  remaining=%llu limit=%llu reason=%s%s\n", replica,
-                retry_after_seconds(decision), static_cast<long long>(decision.retry_after.count()),
+    std::printf("  %s: HTTP %d  Retry-After: %llds (%lld ms)  remaining=%llu limit=%llu reason=%s%s\n", replica,
+                airl::http::status_code(decision), retry_after_seconds(decision),
+                static_cast<long long>(decision.retry_after.count()),
                 ull(decision.remaining), ull(decision.limit), decision.reason.c_str(),
                 decision.degraded ? "  (degraded)" : "");
   }
@@ -128,13 +131,14 @@ void failure_policies(Checks& checks) {
       admitted += last ? 1 : 0;
       all_degraded = all_degraded && last.degraded;
     }
-    std::printf("  %s admitted %d of 7; last: %s reason=%s, backend_errors=%llu\n", row.name, admitted,
-                last ? "HTTP 200" : "HTTP 429", last.reason.empty() ? "-" : last.reason.c_str(),
+    std::printf("  %s admitted %d of 7; last: HTTP %d reason=%s, backend_errors=%llu\n", row.name, admitted,
+                airl::http::status_code(last), last.reason.empty() ? "-" : last.reason.c_str(),
                 ull(limiter.metrics().backend_errors));
     checks.expect(admitted == row.expected_admitted, "a failure policy admitted an unexpected number of requests");
     checks.expect(all_degraded && limiter.metrics().backend_errors == 7, "every decision should be degraded");
     if (row.policy == airl::FailurePolicy::fail_closed) {
       checks.expect(last.reason == airl::backend_unavailable_reason, "fail_closed should say backend_unavailable");
+      checks.expect(airl::http::status_code(last) == 503, "a backend_unavailable denial is an HTTP 503, not a 429");
     }
   }
   // Administrative calls have no policy to fall back on: they throw.

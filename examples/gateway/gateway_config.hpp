@@ -13,6 +13,9 @@
 //   plan pro user_model_rpm=600 user_tpm=400000   a plan's limits for the per-user tiers
 //   key sk-alice-123 alice [plan]            an API key, the user it belongs to, and the user's plan
 // Errors name the file and line; nothing is half-applied because the file is parsed before anything starts.
+// Whatever the limiters or a request would refuse later is refused here, at its line, so a config that parses
+// starts (tests/fuzz/gateway_fuzz.cpp checks it): windows and leases of 1 ms to 366 days, limits and caps of
+// at most 2^53, each in_flight scope and plan tier once, model names in valid UTF-8, ids of at most 4096 bytes.
 
 #include <airl/airl.hpp>
 
@@ -81,6 +84,27 @@ inline std::uint64_t parse_number(std::string_view text, std::string_view what) 
   return value;
 }
 
+// A limit, plan limit or cap: at most 2^53, what every storage decides exactly (Redis refuses more).
+inline std::uint64_t parse_limit(std::string_view text, std::string_view what) {
+  const std::uint64_t value = parse_number(text, what);
+  if (value > airl::max_exact_count) throw std::invalid_argument(std::string(what) + " must be at most 2^53");
+  return value;
+}
+
+// A window or lease in milliseconds: 1 ms to 366 days, as the limiters take it.
+inline std::chrono::milliseconds parse_duration(std::string_view text, std::string_view what) {
+  const std::uint64_t ms = parse_number(text, what);
+  if (ms == 0 || ms > static_cast<std::uint64_t>(airl::max_window.count())) {
+    throw std::invalid_argument(std::string(what) + " must be 1 to " + std::to_string(airl::max_window.count()) +
+                                " (366 days)");
+  }
+  return std::chrono::milliseconds(ms);
+}
+
+// The largest max_tokens: a request's charge (its prompt estimate, bounded by the body, plus max_tokens)
+// then stays within 2^53.
+inline constexpr std::uint64_t max_tokens_limit = airl::max_exact_count / 2;
+
 inline std::size_t tier_index(std::string_view name) {
   for (std::size_t i = 0; i < gateway_tier_names.size(); ++i) {
     if (gateway_tier_names[i] == name) return i;
@@ -88,6 +112,17 @@ inline std::size_t tier_index(std::string_view name) {
   std::string known;
   for (const std::string_view tier : gateway_tier_names) known += " " + std::string(tier);
   throw std::invalid_argument("unknown tier '" + std::string(name) + "' (tiers:" + known + ")");
+}
+
+// Whether `text` can go into JSON as it is (valid UTF-8): model names are sent back in every reply and in
+// GET /v1/models, whose serialisation would throw on anything else.
+inline bool json_text(const std::string& text) {
+  try {
+    (void)nlohmann::json(text).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
 }
 
 inline airl::Scope in_flight_scope(std::string_view name) {
@@ -108,31 +143,38 @@ inline void apply_line(Config& config, const std::vector<std::string>& words) {
   if (directive == "model") {
     need(2, 2);
     if (words[1].size() > config.chat.max_model_length) throw std::invalid_argument("model names are at most 256 bytes");
+    if (!json_text(words[1])) throw std::invalid_argument("model names must be valid UTF-8 (replies name them in JSON)");
     if (config.serves(words[1])) throw std::invalid_argument("model '" + words[1] + "' is listed twice");
     config.models.push_back(words[1]);
   } else if (directive == "max_tokens") {
     need(2, 2);
     config.chat.max_tokens_cap = parse_number(words[1], "max_tokens");
-    if (config.chat.max_tokens_cap == 0) throw std::invalid_argument("max_tokens must be at least 1");
+    if (config.chat.max_tokens_cap == 0 || config.chat.max_tokens_cap > max_tokens_limit) {
+      throw std::invalid_argument("max_tokens must be 1 to 2^52");
+    }
   } else if (directive == "default_max_tokens") {
     need(2, 2);
     config.chat.default_max_tokens = parse_number(words[1], "default_max_tokens");
     if (config.chat.default_max_tokens == 0) throw std::invalid_argument("default_max_tokens must be at least 1");
   } else if (directive == "window_ms") {
     need(2, 2);
-    config.window = std::chrono::milliseconds(parse_number(words[1], "window_ms"));
+    config.window = parse_duration(words[1], "window_ms");
   } else if (directive == "lease_ms") {
     need(2, 2);
-    config.lease = std::chrono::milliseconds(parse_number(words[1], "lease_ms"));
+    config.lease = parse_duration(words[1], "lease_ms");
   } else if (directive == "limit") {
     need(3, 3);
-    config.limits[tier_index(words[1])] = parse_number(words[2], "limit");
+    config.limits[tier_index(words[1])] = parse_limit(words[2], "limit");
   } else if (directive == "in_flight") {
     need(3, 3);
     const airl::Scope scope = in_flight_scope(words[1]);
-    config.in_flight.push_back({words[1] + "_in_flight", scope, parse_number(words[2], "in_flight"), config.lease});
+    for (const airl::ConcurrencyCap& cap : config.in_flight) {
+      if (cap.scope == scope) throw std::invalid_argument("in_flight " + words[1] + " is set twice");
+    }
+    config.in_flight.push_back({words[1] + "_in_flight", scope, parse_limit(words[2], "in_flight"), config.lease});
   } else if (directive == "plan") {
     need(2, 2 + gateway_tier_names.size());
+    if (words[1].size() > airl::max_id_length) throw std::invalid_argument("plan names are at most 4096 bytes");
     std::vector<airl::PlanLimit> limits;
     for (std::size_t i = 2; i < words.size(); ++i) {
       const std::size_t equals = words[i].find('=');
@@ -142,7 +184,10 @@ inline void apply_line(Config& config, const std::vector<std::string>& words) {
       if (index >= per_user_tiers) {
         throw std::invalid_argument("plans set per-user tiers only, not the shared '" + tier + "'");
       }
-      limits.push_back({tier, parse_number(std::string_view(words[i]).substr(equals + 1), tier)});
+      for (const airl::PlanLimit& earlier : limits) {
+        if (earlier.tier == tier) throw std::invalid_argument("plan '" + words[1] + "' sets '" + tier + "' twice");
+      }
+      limits.push_back({tier, parse_limit(std::string_view(words[i]).substr(equals + 1), tier)});
     }
     if (!config.plans.emplace(words[1], std::move(limits)).second) {
       throw std::invalid_argument("plan '" + words[1] + "' is defined twice");
@@ -150,6 +195,7 @@ inline void apply_line(Config& config, const std::vector<std::string>& words) {
   } else if (directive == "key") {
     need(3, 4);
     ApiKey key{words[2], words.size() == 4 ? words[3] : ""};
+    if (key.user.size() > airl::max_id_length) throw std::invalid_argument("user names are at most 4096 bytes");
     if (!key.plan.empty() && !config.plans.contains(key.plan)) {
       throw std::invalid_argument("key for '" + key.user + "' names plan '" + key.plan + "', not defined above");
     }

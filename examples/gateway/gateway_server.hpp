@@ -31,6 +31,7 @@
 #include <string_view>
 
 #include "api_error.hpp"
+#include "api_keys.hpp"
 #include "chat_request.hpp"
 #include "gateway_config.hpp"
 #include "gateway_limits.hpp"
@@ -55,7 +56,7 @@ class GatewayServer {
   // `limits` null: serve completions with no limits at all (the model server behind nginx in the sidecar
   // setup). Keeps references: config, pool and metrics outlive the server.
   GatewayServer(const Config& config, Limits* limits, GpuPool& pool, GatewayMetrics& metrics, ServerOptions options)
-      : config_(config), limits_(limits), pool_(pool), metrics_(metrics), options_(options),
+      : config_(config), keys_(config.keys), limits_(limits), pool_(pool), metrics_(metrics), options_(options),
         id_prefix_(random_id_prefix()) {}
 
   // The API routes.
@@ -180,15 +181,15 @@ class GatewayServer {
   std::optional<Caller> authenticate(const httplib::Request& req, httplib::Response& res) {
     const std::string header = req.get_header_value("Authorization");
     constexpr std::string_view scheme = "Bearer ";
-    const auto found = header.starts_with(scheme) ? config_.keys.find(header.substr(scheme.size())) : config_.keys.end();
-    if (found == config_.keys.end()) {
+    const ApiKey* found = header.starts_with(scheme) ? keys_.find(std::string_view(header).substr(scheme.size())) : nullptr;
+    if (found == nullptr) {
       res.set_header("WWW-Authenticate", "Bearer");
       reply_error(req, res, {401, "invalid_request_error", "invalid_api_key",
                              "Incorrect or missing API key: send Authorization: Bearer <a key from the gateway's config>"});
       metrics_.count_refusal("unauthenticated");
       return std::nullopt;
     }
-    return Caller{&found->second.user, &found->second.plan};
+    return Caller{&found->user, &found->plan};
   }
 
   // Reads the whole body, at most max_body_bytes and within the request's deadline: true with `out` filled,
@@ -532,6 +533,7 @@ class GatewayServer {
   }
 
   const Config& config_;
+  const ApiKeys keys_;  // the bearer keys, compared in constant time
   Limits* limits_;
   GpuPool& pool_;
   GatewayMetrics& metrics_;

@@ -27,6 +27,7 @@
 #include "decision.hpp"
 #include "detail/limiter/counters.hpp"
 #include "detail/limiter/permit_ids.hpp"
+#include "detail/moved_from.hpp"
 #include "detail/part_array.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
@@ -84,6 +85,8 @@ class ConcurrencyLimiter {
     core_ = std::make_shared<Core>(std::move(caps), std::move(storage));
   }
 
+  // Movable. Every member of a moved-from limiter throws std::logic_error naming it (besides what it lists);
+  // destroying it or assigning to it works. Its permits keep working: they share its core, not the object.
   ConcurrencyLimiter(ConcurrencyLimiter&&) noexcept = default;
   ConcurrencyLimiter& operator=(ConcurrencyLimiter&&) noexcept = default;
 
@@ -96,8 +99,8 @@ class ConcurrencyLimiter {
   // airl::PermitIdInUse if three fresh ids were all held already (never expected); std::logic_error when
   // the limiter was moved from.
   [[nodiscard]] Permit try_acquire(std::string_view user, std::string_view model) {
+    Core& core = live("try_acquire");
     detail::validate_request(user, model, 1, {});
-    Core& core = require_usable();
     Permit permit;
     ConcurrencyResult result;
     for (int attempt = 1;; ++attempt) {
@@ -148,8 +151,8 @@ class ConcurrencyLimiter {
   // Thread safety: safe. Throws std::invalid_argument on an unknown cap or an invalid id; airl::BackendError
   // when the store fails.
   std::uint64_t in_flight(std::string_view cap, std::string_view user, std::string_view model) {
+    Core& core = live("in_flight");
     detail::validate_request(user, model, 1, {});
-    Core& core = require_usable();
     const ConcurrencyCap& found = core.cap_named(cap);
     const ConcurrencySlot slot{BucketRef{found.scope, found.name, user, model}, found.max_in_flight, found.lease};
     return core.counting_backend_errors([&] { return core.storage.in_flight(slot); });
@@ -157,37 +160,38 @@ class ConcurrencyLimiter {
 
   // Drops run-out leases and empty scopes held in process; returns how many scopes went. Thread safety: safe.
   std::size_t purge_expired() {
-    Core& core = require_usable();
+    Core& core = live("purge_expired");
     return core.counting_backend_errors([&] { return core.storage.purge_expired(); });
   }
 
-  // A snapshot of the counters. Thread safety: safe. Throws only std::bad_alloc.
+  // A snapshot of the counters. Thread safety: safe. Throws only std::bad_alloc (and std::logic_error when
+  // moved from).
   ConcurrencyMetrics metrics() const {
+    const Core& core = live("metrics");
     ConcurrencyMetrics metrics;
-    if (!core_) return metrics;
-    const auto totals = core_->counters.totals();
+    const auto totals = core.counters.totals();
     const auto read = [](const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); };
     metrics.acquired = totals.allowed;
     metrics.denied = totals.denied;
-    metrics.held = read(core_->held_count);
-    metrics.renewed = read(core_->renewed_count);
-    metrics.leases_lost = read(core_->lost_count);
+    metrics.held = read(core.held_count);
+    metrics.renewed = read(core.renewed_count);
+    metrics.leases_lost = read(core.lost_count);
     metrics.degraded = totals.degraded;
     metrics.backend_errors = totals.backend_errors;
-    metrics.release_errors = read(core_->release_error_count);
+    metrics.release_errors = read(core.release_error_count);
     metrics.denied_key_capacity = totals.key_capacity;
     metrics.denied_backend_unavailable = totals.backend_unavailable;
-    for (std::size_t i = 0; i < totals.denied_by_tier.size() && i < core_->caps.size(); ++i) {
-      metrics.denied_by_cap.push_back({core_->caps[i].name, totals.denied_by_tier[i]});
+    for (std::size_t i = 0; i < totals.denied_by_tier.size() && i < core.caps.size(); ++i) {
+      metrics.denied_by_cap.push_back({core.caps[i].name, totals.denied_by_tier[i]});
     }
     return metrics;
   }
 
   // The caps, in declared order (Permit::denied_by() indexes them). Throws std::logic_error when moved from.
-  const std::vector<ConcurrencyCap>& caps() const { return require_usable().caps; }
+  const std::vector<ConcurrencyCap>& caps() const { return live("caps").caps; }
   // The storage, shared with the permits this limiter granted. Throws std::logic_error when moved from.
-  Storage& storage() { return require_usable().storage; }
-  const Storage& storage() const { return require_usable().storage; }
+  Storage& storage() { return live("storage").storage; }
+  const Storage& storage() const { return live("storage").storage; }
 
  private:
   using PermitTicket = detail::PermitTicket;
@@ -271,7 +275,7 @@ class ConcurrencyLimiter {
       for (const ConcurrencyCap& cap : caps) {
         if (cap.name == name) return cap;
       }
-      throw std::invalid_argument("airl: no concurrency cap named '" + std::string(name) + "'");
+      detail::refuse("no concurrency cap named '{}'", {name});
     }
 
     static void count(std::atomic<std::uint64_t>& counter) noexcept { counter.fetch_add(1, std::memory_order_relaxed); }
@@ -293,11 +297,9 @@ class ConcurrencyLimiter {
     return status == Status::key_capacity || status == Status::backend_unavailable ? status : Status::denied;
   }
 
-  // A moved-from limiter has no core: using it is a caller mistake, reported instead of crashing.
-  Core& require_usable() const {
-    if (!core_) throw std::logic_error("airl: concurrency limiter used after being moved from");
-    return *core_;
-  }
+  // The one way every member reaches the core: a moved-from limiter has none, and `member` throws
+  // std::logic_error (detail/moved_from.hpp).
+  Core& live(const char* member) const { return detail::live_state(core_.get(), "airl::ConcurrencyLimiter", member); }
 
   std::shared_ptr<Core> core_;
 };

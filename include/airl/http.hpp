@@ -18,7 +18,10 @@
 //   x-ratelimit-limit-<unit>,         OpenAI's names, for the same tiers, <unit> being "requests" or
 //   x-ratelimit-remaining-<unit>,     "tokens" by what the tier counts; the reset as a duration ("1s", "6m0s"),
 //   x-ratelimit-reset-<unit>          when the window is empty again (as OpenAI describes it)
-// The binding tier is the denying one, or on admission the one with the least remaining; Decision::other_unit
+// A degraded decision (the store unreachable, decided by its failure policy) gets RateLimit-Policy and, when
+// refused, the retry headers, but no RateLimit and no x-ratelimit-* counters: the shared quota's are unknown
+// (fail_open's would be made up, local's count one replica).
+// The binding tier is the denying one, or on admission the one closest to its limit (as a fraction); Decision::other_unit
 // is the same choice among the tiers of the other unit, so with a requests tier and a tokens tier both kinds
 // of x-ratelimit-* headers are present.
 // Names and parameters are written as Structured Fields: a tier name's '"' and '\' are escaped and bytes
@@ -122,8 +125,11 @@ inline std::vector<Header> response_headers(const Decision& decision, std::span<
   std::vector<Header> headers;
   if (!decision.allowed) detail::add_retry_headers(headers, decision.retry_after);
   headers.push_back({"RateLimit-Policy", policy_header_value(tiers)});
-  const bool from_tier = decision.status != Status::key_capacity && decision.status != Status::backend_unavailable;
-  if (!from_tier) return headers;  // no tier's counters: the store or the backend refused
+  // No tier's counters when the store or the backend refused, or when a failure policy decided without the
+  // store (degraded): fail_open's are made up (as if empty) and local's count one replica, not the quota.
+  const bool from_tier = !decision.degraded && decision.status != Status::key_capacity &&
+                         decision.status != Status::backend_unavailable;
+  if (!from_tier) return headers;
   const TierState binding{decision.binding_tier, decision.limit, decision.remaining, decision.reset_after};
   std::vector<TierState> described{binding};
   if (decision.other_unit && tiers[decision.other_unit->tier].unit != tiers[binding.tier].unit) {

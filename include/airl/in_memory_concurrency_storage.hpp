@@ -20,6 +20,7 @@
 #include "decision.hpp"
 #include "detail/memory/lease_set.hpp"
 #include "detail/memory/sharded_store.hpp"
+#include "detail/moved_from.hpp"
 #include "detail/ticks.hpp"
 #include "detail/validate.hpp"
 
@@ -40,6 +41,8 @@ class InMemoryConcurrencyStorage {
   explicit InMemoryConcurrencyStorage(InMemoryConcurrencyOptions options = {}, Clock clock = Clock{})
       : clock_(std::move(clock)), store_(options.shards, options.max_keys, "airl::InMemoryConcurrencyOptions") {}
 
+  // Movable. Every member of a moved-from storage throws std::logic_error naming it (besides what it lists);
+  // destroying it or assigning to it works.
   InMemoryConcurrencyStorage(InMemoryConcurrencyStorage&&) noexcept = default;
   InMemoryConcurrencyStorage& operator=(InMemoryConcurrencyStorage&&) noexcept = default;
 
@@ -48,6 +51,7 @@ class InMemoryConcurrencyStorage {
   // Throws std::invalid_argument on bad slots (see detail::validate_slots) or two slots naming one scope;
   // std::bad_alloc (nothing taken); std::logic_error when moved from.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
+    require_usable("try_acquire");
     detail::validate_slots(slots, name);
     Call call(store_, slots.size(), key_of(slots), name);
     ConcurrencyResult result = call.run(read_clock(), [&](Call& locked) {
@@ -77,6 +81,7 @@ class InMemoryConcurrencyStorage {
   // static object's destructor at exit. Throws std::invalid_argument on bad slots; std::logic_error when
   // moved from; std::bad_alloc only beyond 8 slots (nothing released).
   void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation = LeaseLocation::store) {
+    require_usable("release");
     detail::validate_slots(slots, name);
     Call call(store_, slots.size(), key_of(slots), name);
     call.run(read_clock(), [&](Call& locked) {
@@ -91,6 +96,7 @@ class InMemoryConcurrencyStorage {
   // whatever `id` still holds (lost). Thread safety: safe, also at exit (as release()). Throws
   // std::invalid_argument on bad slots; std::logic_error when moved from; std::bad_alloc as release().
   RenewStatus renew(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation = LeaseLocation::store) {
+    require_usable("renew");
     detail::validate_slots(slots, name);
     Call call(store_, slots.size(), key_of(slots), name);
     return call.run(read_clock(), [&](Call& locked) {
@@ -118,6 +124,7 @@ class InMemoryConcurrencyStorage {
   // Live leases in `slot`'s scope now. Thread safety: safe. Throws std::invalid_argument on a bad slot;
   // std::logic_error when moved from.
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
+    require_usable("in_flight");
     const std::span<const ConcurrencySlot> one(&slot, 1);
     detail::validate_slots(one, name);
     Call call(store_, 1, key_of(one), name);
@@ -131,15 +138,24 @@ class InMemoryConcurrencyStorage {
   // Drops the scopes whose leases have all run out, one shard at a time; returns how many. Thread safety:
   // safe (blocks each shard briefly). Throws std::logic_error when moved from.
   std::size_t purge_expired() {
-    if (!store_.usable()) throw std::logic_error("airl::InMemoryConcurrencyStorage: used after being moved from");
+    require_usable("purge_expired");
     return store_.purge_expired(read_clock());
   }
 
   // Scopes held now (including ones holding only run-out leases until they are next touched or swept).
-  // Thread safety: safe. Throws nothing.
-  std::size_t active_keys() const noexcept { return store_.keys(); }
+  // Thread safety: safe. Throws only std::logic_error, when moved from.
+  std::size_t active_keys() const {
+    require_usable("active_keys");
+    return store_.keys();
+  }
 
  private:
+  // Every public member calls this first: a moved-from storage (its store's shards went with the move) throws
+  // std::logic_error naming `member` (detail/moved_from.hpp).
+  void require_usable(const char* member) const {
+    detail::require_not_moved_from(store_.usable(), name, member);
+  }
+
   auto read_clock() const noexcept {
     return [this] { return clock_.now().count(); };
   }
@@ -150,9 +166,7 @@ class InMemoryConcurrencyStorage {
 
   // now + the slot's lease, saturated at the largest time (a lease > 0 never overflows into the past).
   static std::int64_t deadline_after(std::int64_t now, const ConcurrencySlot& slot) noexcept {
-    constexpr std::int64_t latest = std::numeric_limits<std::int64_t>::max();
-    const std::int64_t lease = detail::to_ticks(slot.lease);
-    return now > latest - lease ? latest : now + lease;
+    return detail::saturating_add(now, detail::to_ticks(slot.lease));
   }
 
   // a - b, saturated (a clock may start anywhere, even below zero). Throws nothing.

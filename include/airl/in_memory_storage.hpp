@@ -21,6 +21,7 @@
 #include "detail/memory/sharded_store.hpp"
 #include "detail/part_array.hpp"
 #include "detail/memory/window_log.hpp"
+#include "detail/moved_from.hpp"
 #include "detail/ticks.hpp"
 #include "detail/verdict.hpp"
 #include "storage_policy.hpp"
@@ -53,15 +54,18 @@ class InMemoryStorage {
   explicit InMemoryStorage(InMemoryOptions options = {}, Clock clock = Clock{})
       : options_(options), clock_(std::move(clock)), store_(options.shards, options.max_keys, "airl::InMemoryOptions") {}
 
+  // Movable. Every member of a moved-from storage throws std::logic_error naming it (besides what it lists);
+  // destroying it or assigning to it works.
   InMemoryStorage(InMemoryStorage&&) noexcept = default;
   InMemoryStorage& operator=(InMemoryStorage&&) noexcept = default;
 
   // Decides the charges all-or-nothing and records the request in every bucket if all have room.
   // Thread safety: safe from any thread. Throws std::invalid_argument on no charges, two charges naming one
-  // bucket, an unknown scope, a window outside (0, max_window], cost 0, or a tier, user or model longer than
-  // 65535 bytes; std::bad_alloc or std::length_error (more than 65535 windows in a shard, or 2^28 - 1 live
+  // bucket, an unknown scope, a window outside (0, max_window], cost 0, a limit above 2^53, or a tier, user or
+  // model longer than 65535 bytes (a cost above 2^53 is a 'never' denial); std::bad_alloc or std::length_error (more than 65535 windows in a shard, or 2^28 - 1 live
   // entries in a bucket), and then nothing was recorded; std::logic_error on a moved-from storage.
   AIRL_DETAIL_HOT_INLINE AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
+    require_usable("acquire");
     detail::validate_charges(charges, name);
     return decide(charges, request_id);
   }
@@ -70,6 +74,7 @@ class InMemoryStorage {
   template <std::size_t Extent>
     requires(Extent == 1)  // a template, so only a std::span<const Charge, 1> picks it
   AIRL_DETAIL_HOT_INLINE AcquireResult acquire(std::span<const Charge, Extent> charges, std::string_view request_id) {
+    require_usable("acquire");
     detail::validate_charges(charges, name);
     return decide(charges, request_id);
   }
@@ -77,15 +82,18 @@ class InMemoryStorage {
   // Replaces, in every charge's bucket that still holds `request_id`, that entry's cost by the charge's cost
   // (see SettlingStoragePolicy); all buckets under their locks at once. Returns how many held it.
   // Thread safety: safe from any thread. Throws std::invalid_argument on an unknown scope, a window outside
-  // (0, max_window], a part longer than 65535 bytes or a repeated bucket; std::bad_alloc, and then nothing
-  // changed; std::logic_error on a moved-from storage.
+  // (0, max_window], a part longer than 65535 bytes, a repeated bucket, or a bucket's total that would pass
+  // 2^53 (then nothing changed); std::bad_alloc, and then nothing changed; std::logic_error on a moved-from
+  // storage.
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
+    require_usable("settle");
     return change_costs(charges, request_id, /*forget_id=*/false);
   }
 
   // settle(), then every bucket that held `request_id` forgets it (see RefundingStoragePolicy): the same id is
   // decided afresh. Thread safety and throws: as settle().
   std::size_t refund(std::span<const Charge> charges, std::string_view request_id) {
+    require_usable("refund");
     return change_costs(charges, request_id, /*forget_id=*/true);
   }
 
@@ -93,6 +101,7 @@ class InMemoryStorage {
   // Throws std::invalid_argument on a window outside (0, max_window], an unknown scope or a part longer than
   // 65535 bytes; std::logic_error on a moved-from storage.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
+    require_usable("usage");
     detail::validate_quota(quota, bucket.name);
     detail::validate_bucket(bucket, "airl::InMemoryStorage::usage");
     Call call(store_, 1, one_key(bucket, quota.window), name);
@@ -105,7 +114,7 @@ class InMemoryStorage {
   // Throws std::invalid_argument on an unknown scope or a part longer than 65535 bytes (before dropping any);
   // std::logic_error on a moved-from storage.
   void erase(std::span<const BucketRef> buckets) {
-    require_usable();
+    require_usable("erase");
     for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::InMemoryStorage::erase");
     for (const BucketRef& bucket : buckets) {
       Call call(store_, 1, one_key(bucket, std::chrono::milliseconds{1}), name);
@@ -120,7 +129,7 @@ class InMemoryStorage {
   // one shard lock at a time: an administrative call, not for the request path. Thread safety: safe.
   // Throws std::logic_error on a moved-from storage.
   void erase_user(std::string_view user) {
-    require_usable();
+    require_usable("erase_user");
     store_.erase_if([user](const detail::Entry<detail::WindowLog>& entry) {
       const auto owner = detail::user_of_key(entry.key());
       return owner && *owner == user;
@@ -131,15 +140,25 @@ class InMemoryStorage {
   // Thread safety: safe from any thread. Throws std::logic_error on a moved-from storage, else only what the
   // clock throws.
   std::size_t purge_expired() {
-    require_usable();
+    require_usable("purge_expired");
     return store_.purge_expired(read_clock());
   }
 
-  // Buckets held now (expired ones count until swept). Thread safety: safe. Throws nothing.
-  std::size_t active_keys() const noexcept { return store_.keys(); }
+  // Buckets held now (expired ones count until swept). Thread safety: safe. Throws only std::logic_error (as
+  // options() and clock()), when moved from.
+  std::size_t active_keys() const {
+    require_usable("active_keys");
+    return store_.keys();
+  }
 
-  const InMemoryOptions& options() const noexcept { return options_; }
-  const Clock& clock() const noexcept { return clock_; }
+  const InMemoryOptions& options() const {
+    require_usable("options");
+    return options_;
+  }
+  const Clock& clock() const {
+    require_usable("clock");
+    return clock_;
+  }
 
  private:
   std::size_t change_costs(std::span<const Charge> charges, std::string_view request_id, bool forget_id) {
@@ -175,8 +194,10 @@ class InMemoryStorage {
     });
   }
 
-  void require_usable() const {
-    if (!store_.usable()) throw std::logic_error("airl::InMemoryStorage: used after being moved from");
+  // Every public member calls this first: a moved-from storage (its store's shards went with the move) throws
+  // std::logic_error naming `member` (detail/moved_from.hpp).
+  AIRL_DETAIL_HOT_INLINE void require_usable(const char* member) const {
+    detail::require_not_moved_from(store_.usable(), name, member);
   }
 
   auto read_clock() const noexcept {
@@ -228,7 +249,7 @@ class InMemoryStorage {
       verdicts.set(i, replayed ? log(i).peek(now, window, charge.quota.limit)
                                : log(i).check(now, window, charge.quota.limit, charge.cost));
     }
-    AcquireResult result = detail::combine_verdicts(verdicts.span(), replayed);
+    AcquireResult result = detail::combine_verdicts(verdicts.span(), charges, replayed);
     if (result.status == Status::denied) {  // nothing charged: tiers that had room report it as is
       for (std::size_t i = 0; i < charges.size(); ++i) {
         if (verdicts[i].fits) verdicts.set(i, log(i).peek(now, detail::to_ticks(charges[i].quota.window), charges[i].quota.limit));

@@ -22,6 +22,7 @@
 #include "detail/limiter/quota_book.hpp"
 #include "detail/limiter/reason_text.hpp"
 #include "detail/limiter/request_id.hpp"
+#include "detail/moved_from.hpp"
 #include "detail/part_array.hpp"
 #include "detail/validate.hpp"
 #include "errors.hpp"
@@ -44,8 +45,11 @@ class MultiTierLimiter {
                                         "(see include/airl/storage_policy.hpp)");
 
  public:
-  // Throws std::invalid_argument on an empty tier list, an empty, reserved or duplicate tier name, or a
-  // window <= 0 (or above max_window).
+  // Movable. Every member of a moved-from limiter throws std::logic_error (besides what it lists); destroying
+  // it or assigning to it works.
+
+  // Throws std::invalid_argument on an empty tier list, an empty, reserved or duplicate tier name, a
+  // window <= 0 (or above max_window), or a limit above 2^53 (max_exact_count, as set_quota), on every storage.
   explicit MultiTierLimiter(std::vector<Tier> tiers, Storage storage = Storage{}, LimiterOptions options = {})
       : tiers_(std::move(tiers)), storage_(std::move(storage)), options_(options), counters_(tiers_.size()) {
     detail::validate_tiers(tiers_);
@@ -66,31 +70,36 @@ class MultiTierLimiter {
   // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
   // before any is decided. Thread safety: safe. Throws like allow().
   std::vector<Decision> allow_many(std::span<const Request> requests) {
+    require_usable("allow_many");
     for (const Request& request : requests) {
       detail::validate_request(request.user, request.model, request.cost, request.request_id);
     }
-    require_usable();
+    // Every request's rules are resolved (an unknown plan refused) before any is decided: a batch is refused
+    // whole or decided whole, never half-recorded behind an exception.
+    std::vector<Charge> charges(requests.size() * tiers_.size());
+    std::vector<std::string> ids(requests.size());
+    std::vector<AcquireCall> calls(requests.size());
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      std::span<Charge> mine(charges.data() + i * tiers_.size(), tiers_.size());
+      for (std::size_t t = 0; t < tiers_.size(); ++t) mine[t] = charge_of(t, requests[i]);
+      resolve_rules(mine, requests[i]);
+      if (!requests[i].request_id.empty()) {
+        detail::encode_request_id(ids[i], requests[i].user, requests[i].model, requests[i].request_id);
+      }
+      calls[i] = AcquireCall{mine, ids[i]};
+    }
     std::vector<Decision> decisions;
     decisions.reserve(requests.size());
     if constexpr (BatchStoragePolicy<Storage>) {
-      std::vector<Charge> charges(requests.size() * tiers_.size());
-      std::vector<std::string> ids(requests.size());
-      std::vector<AcquireCall> calls(requests.size());
-      for (std::size_t i = 0; i < requests.size(); ++i) {
-        std::span<Charge> mine(charges.data() + i * tiers_.size(), tiers_.size());
-        for (std::size_t t = 0; t < tiers_.size(); ++t) mine[t] = charge_of(t, requests[i]);
-        resolve_rules(mine, requests[i]);
-        if (!requests[i].request_id.empty()) {
-          detail::encode_request_id(ids[i], requests[i].user, requests[i].model, requests[i].request_id);
-        }
-        calls[i] = AcquireCall{mine, ids[i]};
-      }
       const std::vector<AcquireResult> results = counting_backend_errors([&] { return storage_.acquire_many(calls); });
       for (std::size_t i = 0; i < results.size() && i < calls.size(); ++i) {
         decisions.push_back(to_decision(results[i], calls[i].charges));
       }
     } else {
-      for (const Request& request : requests) decisions.push_back(allow(request));
+      for (const AcquireCall& call : calls) {
+        const AcquireResult result = counting_backend_errors([&] { return storage_.acquire(call.charges, call.request_id); });
+        decisions.push_back(to_decision(result, call.charges));
+      }
     }
     return decisions;
   }
@@ -109,6 +118,7 @@ class MultiTierLimiter {
   bool settle(std::string_view user, std::string_view model, std::string_view request_id, std::uint64_t actual_cost)
     requires SettlingStoragePolicy<Storage>
   {
+    require_usable("settle");
     if (actual_cost > max_exact_count) detail::refuse("actual_cost must be at most 2^53");
     const auto& settling = settle_charges(user, model, request_id, actual_cost, /*every_tier=*/false);
     return counting_backend_errors([&] { return storage_.settle(settling.charges, settling.id); }) != 0;
@@ -123,6 +133,7 @@ class MultiTierLimiter {
   bool refund(std::string_view user, std::string_view model, std::string_view request_id)
     requires RefundingStoragePolicy<Storage>
   {
+    require_usable("refund");
     const auto& refunding = settle_charges(user, model, request_id, 0, /*every_tier=*/true);
     return counting_backend_errors([&] { return storage_.refund(refunding.charges, refunding.id); }) != 0;
   }
@@ -130,8 +141,8 @@ class MultiTierLimiter {
   // Cost units counting now in `tier`'s bucket for (user, model). Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier or an invalid id.
   std::uint64_t usage(std::string_view tier, std::string_view user, std::string_view model) {
+    require_usable("usage");
     detail::validate_request(user, model, 1, {});
-    require_usable();
     const std::size_t index = index_of(tier);
     const Quota quota = current(index);  // the window is the tier's, whoever asks
     return counting_backend_errors([&] { return storage_.usage(bucket_of(tiers_[index], user, model), quota); });
@@ -140,16 +151,16 @@ class MultiTierLimiter {
   // Clears every bucket of `user` (its user and user_model tiers, all models); nothing of other users.
   // Metrics are kept. Thread safety: safe. Throws std::invalid_argument on an empty or over-long user.
   void reset(std::string_view user) {
+    require_usable("reset");
     detail::validate_id(user, "user");
-    require_usable();
     counting_backend_errors([&] { storage_.erase_user(user); });
   }
 
   // Clears the user_model buckets of this pair only. Thread safety: safe.
   // Throws std::invalid_argument on an empty or over-long id.
   void reset(std::string_view user, std::string_view model) {
+    require_usable("reset");
     detail::validate_request(user, model, 1, {});
-    require_usable();
     std::vector<BucketRef> buckets;
     for (const Tier& tier : tiers_) {
       if (tier.scope == Scope::user_model) buckets.push_back(bucket_of(tier, user, model));
@@ -159,12 +170,14 @@ class MultiTierLimiter {
 
   // Drops buckets whose window holds nothing; returns how many. Thread safety: safe.
   std::size_t purge_expired() {
-    require_usable();
+    require_usable("purge_expired");
     return counting_backend_errors([&] { return storage_.purge_expired(); });
   }
 
-  // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws only std::bad_alloc.
+  // A snapshot of the counters. Thread safety: safe; never blocks deciding threads. Throws only std::bad_alloc
+  // (and std::logic_error when moved from, as every member).
   Metrics metrics() const {
+    require_usable("metrics");
     const auto totals = counters_.totals();
     Metrics metrics;
     metrics.allowed = totals.allowed;
@@ -193,7 +206,7 @@ class MultiTierLimiter {
   // Changes a tier's quota (limit and window) for everyone. Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier, a window outside (0, max_window] or a limit above 2^53.
   void set_quota(std::string_view tier, Quota quota) {
-    require_usable();
+    require_usable("set_quota");
     book().set_quota(index_of(tier), quota);
   }
   // Adds or replaces a plan: limits for some of the tiers (the others keep theirs). A request uses the plan
@@ -201,38 +214,38 @@ class MultiTierLimiter {
   // std::invalid_argument on an empty or over-long name, an unknown or repeated tier, a tier shared
   // between users (Scope::model, Scope::global), or a limit above 2^53.
   void set_plan(std::string_view plan, const std::vector<PlanLimit>& limits) {
-    require_usable();
+    require_usable("set_plan");
     book().set_plan(plan, limits);
   }
   // Removes a plan; returns whether it existed. Requests still naming it are then refused
   // (std::invalid_argument), so reassign users first. Thread safety: safe.
   bool remove_plan(std::string_view plan) {
-    require_usable();
+    require_usable("remove_plan");
     return book().remove_plan(plan);
   }
   // Sets the function mapping a user to a plan for requests that name none (an empty function removes it).
   // See PlanResolver for what it may do. Thread safety: safe.
   void set_plan_resolver(PlanResolver resolver) {
-    require_usable();
+    require_usable("set_plan_resolver");
     book().set_resolver(std::move(resolver));
   }
   // Sets the limit of one tier for one user, model or user+model, above any plan. Thread safety: safe.
   // Throws std::invalid_argument on an unknown tier, no user and no model, an id the tier's scope does not
   // have (a model on a user tier, say), an over-long id, or a limit above 2^53.
   void set_override(const LimitTarget& target, std::uint64_t limit) {
-    require_usable();
+    require_usable("set_override");
     book().set_override(target, limit);
   }
   // Removes an override; returns whether it existed. Thread safety: safe. Throws like set_override.
   bool clear_override(const LimitTarget& target) {
-    require_usable();
+    require_usable("clear_override");
     return book().clear_override(target);
   }
   // The tiers as they apply to this request now: each with the limit the rules above give it (for
   // <airl/http.hpp>'s headers, which then advertise the user's own limits). Thread safety: safe.
   // Throws std::invalid_argument on an unknown plan; whatever the resolver throws.
   std::vector<Tier> tiers_for(std::string_view user, std::string_view model, std::string_view plan = {}) const {
-    require_usable();
+    require_usable("tiers_for");
     std::vector<Tier> tiers = tiers_;
     std::vector<Charge> charges(tiers_.size());
     for (std::size_t i = 0; i < tiers_.size(); ++i) charges[i].quota = tiers_[i].quota;
@@ -242,22 +255,36 @@ class MultiTierLimiter {
   }
 
   // The tiers as constructed (names, scopes, units and initial quotas); tiers_for() gives the ones in force.
-  const std::vector<Tier>& tiers() const noexcept { return tiers_; }
-  const LimiterOptions& options() const noexcept { return options_; }
-  Storage& storage() noexcept { return storage_; }
-  const Storage& storage() const noexcept { return storage_; }
+  // These four throw std::logic_error when the limiter was moved from, else nothing.
+  const std::vector<Tier>& tiers() const {
+    require_usable("tiers");
+    return tiers_;
+  }
+  const LimiterOptions& options() const {
+    require_usable("options");
+    return options_;
+  }
+  Storage& storage() {
+    require_usable("storage");
+    return storage_;
+  }
+  const Storage& storage() const {
+    require_usable("storage");
+    return storage_;
+  }
 
  private:
   template <class>
   friend class SlidingWindowLimiter;  // decides in one tier: allow_in<1>
 
   // allow() for `Extent` tiers (std::dynamic_extent: any number). SlidingWindowLimiter decides in exactly one:
-  // its charge count is known at compile time, and only that path is compiled (and run) for it.
+  // its charge count is known at compile time, and only that path is compiled (and run) for it. `owner` names
+  // the class a moved-from refusal names (the one check of the path).
   template <std::size_t Extent>
-  Decision allow_in(const Request& request) {
+  Decision allow_in(const Request& request, const char* owner = name) {
+    require_usable("allow", owner);
     if (counters_.sample_latency()) [[unlikely]] return timed_allow<Extent>(request);
     detail::validate_request(request.user, request.model, request.cost, request.request_id);
-    require_usable();
     return decide<Extent>(request);
   }
 
@@ -301,7 +328,6 @@ class MultiTierLimiter {
                             std::uint64_t cost, bool every_tier) {
     detail::validate_request(user, model, 1, request_id);
     detail::validate_id(request_id, "request_id");
-    require_usable();
     thread_local std::string id;
     detail::encode_request_id(id, user, model, request_id);
     thread_local std::vector<Charge> charges;
@@ -326,9 +352,12 @@ class MultiTierLimiter {
     }
   }
 
-  // A moved-from limiter has no tiers: using it is a caller mistake, reported instead of misbehaving.
-  void require_usable() const {
-    if (tiers_.empty()) throw std::logic_error("airl: limiter used after being moved from");
+  static constexpr const char* name = "airl::MultiTierLimiter";
+
+  // Every public member calls this first: a moved-from limiter (its rules_ went with the move) throws
+  // std::logic_error naming `owner` and `member` (detail/moved_from.hpp).
+  AIRL_DETAIL_HOT_INLINE void require_usable(const char* member, const char* owner = name) const {
+    detail::require_not_moved_from(rules_ != nullptr, owner, member);
   }
 
   static BucketRef bucket_of(const Tier& tier, std::string_view user, std::string_view model) noexcept {

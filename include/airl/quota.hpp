@@ -13,7 +13,8 @@ struct Quota {
   std::chrono::milliseconds window;
 };
 
-// Longest window accepted (366 days): keeps every timestamp sum far from overflowing 64-bit nanoseconds.
+// Longest window accepted (366 days): a window fits 64-bit nanoseconds many times over. A time plus a window
+// can still pass the end of a clock that runs near it; the in-memory store saturates those sums (detail/ticks.hpp).
 inline constexpr std::chrono::milliseconds max_window = std::chrono::hours(24 * 366);
 
 // Largest limit, cost or cap every storage counts exactly: 2^53 (Redis's Lua numbers are doubles). Limits set

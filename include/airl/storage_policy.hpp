@@ -54,7 +54,7 @@ struct GroupBinding {
 };
 
 // What acquire() decided. `binding` indexes the charges: on denial the first denying one, otherwise the one
-// with the least remaining (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
+// closest to its limit as a fraction, remaining / limit (the first of equals). Times are rounded up to whole milliseconds. `degraded` means
 // the store was not reached (a failure policy decided); it counts as a backend error in the metrics.
 struct AcquireResult {
   AcquireStatus status = AcquireStatus::denied;

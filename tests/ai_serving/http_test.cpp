@@ -2,8 +2,8 @@
 // <airl/http.hpp>: the exact header and body strings a serving binary sends. The text forms are checked
 // directly (Structured Field strings, JSON strings, durations); the headers of real decisions are checked
 // exactly on the in-memory backend (time moves only when told), and on every test backend for which tier a
-// decision binds (the Redis script reports it too). A decision degraded by an unreachable Redis is checked in
-// tests/redis/redis_http_test.cpp.
+// decision binds (the Redis script reports it too). A degraded decision carries no counters (checked on
+// hand-made decisions here, and on one degraded by an unreachable Redis in tests/redis/redis_http_test.cpp).
 
 #include <catch2/catch.hpp>
 
@@ -296,6 +296,34 @@ TEST_CASE("a backend_unavailable denial is a 503 that says the store is unavaila
         R"("code":"rate_limit_store_unavailable"}})");
 }
 
+TEST_CASE("a degraded decision gets no counters: the policy, and a refusal's wait, but no RateLimit or x-ratelimit-*",
+          "[http]") {
+  // As a Redis storage's failure policy decides while Redis is unreachable: fail_open admits as if the buckets
+  // were empty (made-up counters), local decides with one replica's in-process store (not the shared quota).
+  airl::test::InMemoryBackend backend;
+  airl::MultiTierLimiter<airl::test::ManualStorage> limiter(rpm_and_tpm(), backend.make_storage());
+  airl::Decision admitted = limiter.allow({.user = "u", .model = "m", .cost = 300});
+  REQUIRE(admitted.allowed);
+  REQUIRE(airl::http::response_headers(admitted, limiter.tiers()).size() == 8);  // counted: every counter
+  admitted.degraded = true;
+  CHECK(airl::http::status_code(admitted) == 200);
+  CHECK(airl::http::response_headers(admitted, limiter.tiers()) ==
+        std::vector<Header>{{"RateLimit-Policy", std::string(both_policies)}});
+
+  REQUIRE(limiter.allow({.user = "u", .model = "m", .cost = 300}).allowed);
+  airl::Decision refused = limiter.allow({.user = "u", .model = "m", .cost = 500});  // tpm: 400 left
+  REQUIRE_FALSE(refused.allowed);
+  REQUIRE(header(airl::http::response_headers(refused, limiter.tiers()), "RateLimit") != "(absent)");
+  refused.degraded = true;
+  const std::vector<Header> expected = {
+      {"Retry-After", "90"},
+      {"retry-after-ms", "90000"},
+      {"RateLimit-Policy", std::string(both_policies)},
+  };
+  CHECK(airl::http::response_headers(refused, limiter.tiers()) == expected);
+  CHECK(airl::http::status_code(refused) == 429);
+}
+
 TEST_CASE("headers refuse tiers that cannot have made the decision", "[http][validation]") {
   airl::Decision decision;
   decision.allowed = true;
@@ -366,6 +394,34 @@ TEMPLATE_LIST_TEST_CASE("replayed and batched decisions carry the other unit too
   CHECK_FALSE(decisions[1]);
   REQUIRE(decisions[1].other_unit.has_value());
   CHECK(decisions[1].other_unit->remaining == 4);  // denied: rpm reports its room, uncharged
+}
+
+TEMPLATE_LIST_TEST_CASE("a RateLimiter built with Unit::requests counts requests, and its headers say requests",
+                        "[http][tier_unit]", airl::test::Backends) {
+  using Limiter = airl::SlidingWindowLimiter<typename TestType::Storage>;
+  TestType backend;
+  const std::string user = std::string("one-tier-") + TestType::name;
+  Limiter limiter({60, 1min}, Unit::requests, backend.make_storage());  // README: 60 requests per minute
+  const airl::Decision first = limiter.allow({.user = user, .model = "m", .cost = 1'200});
+  REQUIRE(first.allowed);
+  CHECK(first.remaining == 59);
+  CHECK(limiter.usage(user, "m") == 1);
+  CHECK(limiter.tiers().front().unit == Unit::requests);
+  const auto headers = airl::http::response_headers(first, limiter.tiers());
+  CHECK(header(headers, "x-ratelimit-limit-requests") == "60");
+  CHECK(header(headers, "x-ratelimit-remaining-requests") == "59");
+  CHECK(header(headers, "x-ratelimit-limit-tokens") == "(absent)");
+  CHECK(header(headers, "RateLimit-Policy") == R"("default";q=60;w=60;qu="requests")");
+
+  // Built without a unit it counts cost, as before: tokens in the headers.
+  Limiter tokens({60, 1min}, backend.make_storage());
+  const airl::Decision charged = tokens.allow({.user = user + "-tokens", .model = "m", .cost = 12});
+  REQUIRE(charged.allowed);
+  CHECK(charged.remaining == 48);
+  const auto token_headers = airl::http::response_headers(charged, tokens.tiers());
+  CHECK(header(token_headers, "x-ratelimit-limit-tokens") == "60");
+  CHECK(header(token_headers, "x-ratelimit-limit-requests") == "(absent)");
+  CHECK(header(token_headers, "RateLimit-Policy") == R"("default";q=60;w=60;qu="airl-tokens")");
 }
 
 TEST_CASE("a refused permit is answered with a short hint in ms and seconds, in OpenAI's shape or as a problem",

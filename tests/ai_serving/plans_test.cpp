@@ -57,6 +57,33 @@ TEMPLATE_LIST_TEST_CASE("users on plans get their plan's limits and other tiers 
   CHECK(pro_full.limit == 5);
 }
 
+TEMPLATE_LIST_TEST_CASE("the longest plan name, tier name and override ids are accepted, and one byte more is refused",
+                        "[plans][validation]", airl::test::Backends) {
+  TestType backend;
+  const std::string longest_tier(airl::max_id_length, 't');
+  airl::MultiTierLimiter<typename TestType::Storage> limiter(
+      {airl::Tier{longest_tier, airl::Scope::user_model, {2, 60'000ms}}}, backend.make_storage());
+  const std::string plan(airl::max_id_length, 'p'), user(airl::max_id_length, 'u'), model(airl::max_id_length, 'm');
+  limiter.set_plan(plan, {{longest_tier, 1}});
+  CHECK(limiter.allow({.user = user, .model = model, .plan = plan}).allowed);
+  const airl::Decision full = limiter.allow({.user = user, .model = model, .plan = plan});
+  CHECK_FALSE(full.allowed);
+  CHECK(full.reason == longest_tier);
+  limiter.set_override({.tier = longest_tier, .user = user, .model = model}, 3);
+  CHECK(limiter.allow({.user = user, .model = model, .plan = plan}).allowed);
+  CHECK(limiter.usage(longest_tier, user, model) == 2);
+
+  const std::string longer(airl::max_id_length + 1, 'x');
+  CHECK_THROWS_AS(limiter.set_plan(longer, {{longest_tier, 1}}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.allow({.user = user, .model = model, .plan = longer}), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_override({.tier = longest_tier, .user = longer}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(limiter.set_override({.tier = longest_tier, .model = longer}, 1), std::invalid_argument);
+  CHECK_THROWS_AS(airl::MultiTierLimiter<typename TestType::Storage>(
+                      {airl::Tier{longer, airl::Scope::user, {1, 1000ms}}}, backend.make_storage()),
+                  std::invalid_argument);
+  CHECK(limiter.usage(longest_tier, user, model) == 2);  // the refusals changed nothing
+}
+
 TEMPLATE_LIST_TEST_CASE("a resolver maps users to plans and a plan named in the request wins",
                         "[plans]", airl::test::Backends) {
   TestType backend;

@@ -248,8 +248,62 @@ TEST_CASE("settle refuses an actual cost above 2^53 on every backend", "[settle]
   CHECK_THROWS_AS(limiter.settle("ned", "m", "a", std::numeric_limits<std::uint64_t>::max()), std::invalid_argument);
   CHECK_THROWS_AS(limiter.settle("ned", "m", "a", (std::uint64_t{1} << 53) + 1), std::invalid_argument);
   CHECK(limiter.usage("tpm", "ned", "m") == 20);
-  CHECK(limiter.settle("ned", "m", "a", std::uint64_t{1} << 53));  // 2^53 itself is accepted
+  CHECK(limiter.settle("ned", "m", "b", 0));
+  CHECK(limiter.settle("ned", "m", "a", std::uint64_t{1} << 53));  // 2^53 itself is accepted, as a total too
   CHECK_FALSE(limiter.allow(costing("ned", "m", 1)));
+}
+
+TEMPLATE_LIST_TEST_CASE("settled costs never bring a total above 2^53: that settle is refused and changes nothing",
+                        "[settle][validation]", airl::test::Backends) {
+  constexpr std::uint64_t two_to_53 = std::uint64_t{1} << 53;
+  TestType backend;
+  SECTION("the issue's case: 2048 reservations of 1 under a limit of 2048, each settled to 2^53") {
+    // Before: in memory the total wrapped to 0 after the 2048th settle and allow(2048) was admitted; on Redis
+    // settle 1024 onward failed with an HINCRBY overflow after writing the entry's new cost.
+    airl::MultiTierLimiter<typename TestType::Storage> limiter({{"tpm", airl::Scope::user, {2048, 60s}}},
+                                                             backend.make_storage());
+    std::vector<airl::Request> batch;
+    std::vector<std::string> ids;
+    for (int i = 0; i < 2048; ++i) ids.push_back(id("r", i));
+    for (const std::string& request_id : ids) batch.push_back(reserve("ivy", "m", 1, request_id));
+    for (const airl::Decision& decision : limiter.allow_many(batch)) REQUIRE(decision.allowed);
+    int refused = 0;
+    for (const std::string& request_id : ids) {
+      try {
+        limiter.settle("ivy", "m", request_id, two_to_53);
+      } catch (const std::invalid_argument&) {
+        ++refused;
+      }
+    }
+    CHECK(refused == 2048);  // each would make the total 2^53 + 2047
+    CHECK(limiter.usage("tpm", "ivy", "m") == 2048);
+    CHECK_FALSE(limiter.allow(costing("ivy", "m", 2048)));
+    CHECK(limiter.metrics().backend_errors == 0);
+  }
+  SECTION("up to 2^53 exactly, all-or-nothing across the tiers") {
+    // (ivy, m1) and (ivy, m2) share the user tier; each pair tier holds one entry.
+    airl::MultiTierLimiter<typename TestType::Storage> limiter(
+        {{"user", airl::Scope::user, {4, 60s}}, {"pair", airl::Scope::user_model, {4, 60s}}}, backend.make_storage());
+    REQUIRE(limiter.allow(reserve("ivy", "m1", 1, "a")));
+    REQUIRE(limiter.allow(reserve("ivy", "m2", 1, "b")));
+    // 2^53 in a's pair bucket alone, but 2^53 + 1 in the user bucket: refused in both.
+    CHECK_THROWS_AS(limiter.settle("ivy", "m1", "a", two_to_53), std::invalid_argument);
+    CHECK(limiter.usage("pair", "ivy", "m1") == 1);
+    CHECK(limiter.usage("user", "ivy", "m1") == 2);
+    CHECK(limiter.settle("ivy", "m1", "a", two_to_53 - 1));  // the user total is 2^53 exactly
+    CHECK(limiter.usage("user", "ivy", "m1") == two_to_53);
+    CHECK(limiter.usage("pair", "ivy", "m1") == two_to_53 - 1);
+    CHECK_THROWS_AS(limiter.settle("ivy", "m2", "b", 2), std::invalid_argument);
+    CHECK(limiter.settle("ivy", "m2", "b", 1));  // the same cost: nothing to change
+    CHECK(limiter.refund("ivy", "m2", "b"));     // lowering is always fine
+    CHECK(limiter.settle("ivy", "m1", "a", two_to_53));
+    CHECK(limiter.usage("user", "ivy", "m1") == two_to_53);
+    const airl::Decision denied = limiter.allow(costing("ivy", "m3", 1));
+    CHECK_FALSE(denied.allowed);
+    CHECK(denied.reason == "user");
+    CHECK(denied.retry_after != airl::Decision::never);  // a's expiry frees it
+    CHECK(limiter.metrics().backend_errors == 0);
+  }
 }
 
 // --- refund: a request that never ran ---

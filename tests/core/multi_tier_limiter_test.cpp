@@ -139,7 +139,7 @@ TEMPLATE_LIST_TEST_CASE("a denial names the first denying tier in declared order
   CHECK(limiter.allow(costing(user, model, 2)).allowed);
 }
 
-TEMPLATE_LIST_TEST_CASE("an admission reports the tier with the least remaining",
+TEMPLATE_LIST_TEST_CASE("an admission reports the tier with the least remaining fraction",
                         "[multi_tier]", airl::test::Backends) {
   TestType backend;
   auto limiter = make_limiter(backend, {Tier{"mt-least-big", Scope::global, {100, 1000ms}},
@@ -161,7 +161,35 @@ TEMPLATE_LIST_TEST_CASE("an admission reports the tier with the least remaining"
   CHECK(later.reset_after == 1000ms);
 }
 
-TEMPLATE_LIST_TEST_CASE("an admission with tied remaining reports the first declared tier",
+TEMPLATE_LIST_TEST_CASE("an admission binds the tier closest to its limit as a fraction, across units",
+                        "[multi_tier]", airl::test::Backends) {
+  // 60 requests/min and 90,000 tokens/min: a request of 89,900 tokens leaves 59 of 60 requests but 100 of
+  // 90,000 tokens. Comparing counts (59 > 100 is false) bound the requests tier; the tokens tier is nearer.
+  TestType backend;
+  auto limiter = make_limiter(backend, {Tier{"mt-frac-rpm", Scope::user_model, {60, 60'000ms}, airl::Unit::requests},
+                                        Tier{"mt-frac-tpm", Scope::user_model, {90'000, 60'000ms}}});
+  const airl::Decision big = limiter.allow(costing("mt-frac-alice", "mt-frac-m", 89'900));
+  REQUIRE(big.allowed);
+  CHECK(big.binding_tier == 1);
+  CHECK(big.limit == 90'000);
+  CHECK(big.remaining == 100);
+  REQUIRE(big.other_unit.has_value());
+  CHECK(big.other_unit->tier == 0);
+  CHECK(big.other_unit->remaining == 59);
+
+  // Within one unit too: 5 of 10 left (0.5) is further from the limit than 400 of 1,000 (0.4), though 5 < 400.
+  auto same_unit = make_limiter(backend, {Tier{"mt-frac-user", Scope::user, {10, 60'000ms}},
+                                          Tier{"mt-frac-model", Scope::model, {1'000, 60'000ms}}});
+  REQUIRE(same_unit.allow(costing("mt-frac-bob", "mt-frac-m2", 595)).allowed == false);  // above bob's 10
+  for (int i = 0; i < 595; i += 5) REQUIRE(same_unit.allow(costing(airl::test::id("mt-frac-o", i), "mt-frac-m2", 5)));
+  const airl::Decision fits = same_unit.allow(costing("mt-frac-carol", "mt-frac-m2", 5));
+  REQUIRE(fits.allowed);
+  CHECK(fits.binding_tier == 1);
+  CHECK(fits.limit == 1'000);
+  CHECK(fits.remaining == 400);
+}
+
+TEMPLATE_LIST_TEST_CASE("an admission with tied remaining fractions reports the first declared tier",
                         "[multi_tier]", airl::test::Backends) {
   TestType backend;
   std::string prefix;
@@ -175,16 +203,16 @@ TEMPLATE_LIST_TEST_CASE("an admission with tied remaining reports the first decl
     user_first = false;
   }
   const Tier user_tier{prefix + "user", Scope::user, {4, 1000ms}};
-  const Tier model_tier{prefix + "model", Scope::model, {5, 2000ms}};
+  const Tier model_tier{prefix + "model", Scope::model, {8, 2000ms}};
   auto limiter = make_limiter(backend, user_first ? std::vector<Tier>{user_tier, model_tier}
                                                   : std::vector<Tier>{model_tier, user_tier});
   const std::string model = prefix + "m";
 
   REQUIRE(limiter.allow(prefix + "bob", model).allowed);  // model tier: 1 used
-  const airl::Decision tied = limiter.allow(prefix + "alice", model);  // user 3 left, model 3 left
+  const airl::Decision tied = limiter.allow(prefix + "alice", model);  // user 3 of 4 left, model 6 of 8
   REQUIRE(tied.allowed);
-  CHECK(tied.remaining == 3);
-  CHECK(tied.limit == (user_first ? 4u : 5u));
+  CHECK(tied.remaining == (user_first ? 3u : 6u));
+  CHECK(tied.limit == (user_first ? 4u : 8u));
   CHECK(tied.reset_after == (user_first ? 1000ms : 2000ms));
 }
 

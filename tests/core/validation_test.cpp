@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -16,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "caps_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -257,6 +259,48 @@ TEST_CASE("InMemoryOptions::shards must be a power of two", "[validation][in_mem
   }
 }
 
+// One rule on every backend for counts no storage decides exactly (docs/DESIGN.md, "Counts above 2^53"): a
+// limit above 2^53 is refused when the limiter is built, as set_quota refuses it; a cost above 2^53 exceeds
+// every limit, so it is a 'never' denial, as any cost above its limit. Before, the Redis limiter accepted the
+// limit and then threw on every allow(), and it threw std::invalid_argument for such a cost where the
+// in-memory limiter denied it.
+TEMPLATE_LIST_TEST_CASE("a limit above 2^53 is refused at construction, a cost above 2^53 is denied for good",
+                        "[validation]", airl::test::Backends) {
+  constexpr std::uint64_t two_to_53 = std::uint64_t{1} << 53;
+  using Storage = typename TestType::Storage;
+  TestType backend;
+  for (const std::uint64_t too_big : {two_to_53 + 1, std::numeric_limits<std::uint64_t>::max()}) {
+    REQUIRE_REFUSED(airl::SlidingWindowLimiter<Storage>(airl::Quota{too_big, 10s}, backend.make_storage()), "2^53");
+    REQUIRE_REFUSED(airl::MultiTierLimiter<Storage>({{"ok", Scope::user, {10, 10s}}, {"huge", Scope::global, {too_big, 10s}}},
+                                                    backend.make_storage()),
+                    "huge");
+    // A storage driven directly refuses it too, before storing anything.
+    Storage storage = backend.make_storage();
+    const airl::Charge charge{airl::BucketRef{Scope::user, "t", "val-53-user", {}}, airl::Quota{too_big, 10s}, 1};
+    REQUIRE_REFUSED(storage.acquire(std::span(&charge, 1), {}), "2^53");
+  }
+
+  airl::MultiTierLimiter<Storage> limiter({{"tpm", Scope::user, {two_to_53, 10s}},
+                                           {"rpm", Scope::user, {10, 10s}, airl::Unit::requests}},
+                                          backend.make_storage());
+  for (const std::uint64_t cost : {two_to_53 + 1, std::numeric_limits<std::uint64_t>::max()}) {
+    for (const std::string request_id : {"", "val-53-id"}) {
+      const airl::Decision decision = limiter.allow(airl::Request{"val-53-user", "m", cost, request_id});
+      CHECK_FALSE(decision.allowed);
+      CHECK_FALSE(decision.degraded);
+      CHECK(decision.reason == "tpm");
+      CHECK(decision.retry_after == airl::Decision::never);
+      CHECK(decision.remaining == two_to_53);
+    }
+  }
+  CHECK(limiter.usage("rpm", "val-53-user", "m") == 0);  // nothing recorded, in the requests tier either
+  const airl::Decision top = limiter.allow(airl::Request{"val-53-user", "m", two_to_53});  // 2^53 itself fits
+  CHECK(top.allowed);
+  CHECK(top.remaining == 0);
+  CHECK(limiter.usage("tpm", "val-53-user", "m") == two_to_53);
+  CHECK(limiter.metrics().backend_errors == 0);
+}
+
 // A storage driven directly (without a limiter) checks the scope and the length of each part itself, since
 // an unknown scope could not be decoded again when the bucket is purged or erased.
 TEST_CASE("a storage refuses an unknown scope and over-long parts before storing anything", "[validation][in_memory]") {
@@ -299,5 +343,84 @@ TEST_CASE("storage-level usage() refuses a bad window, and the Redis storage ref
   REQUIRE_REFUSED(redis.acquire(std::span(&charge, 1), {}), "scope");
   REQUIRE_REFUSED(redis.usage(unknown, airl::Quota{5, 1000ms}), "scope");
   REQUIRE_REFUSED(redis.erase(std::span(&unknown, 1)), "scope");
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Messages that repeat a caller's value repeat at most its first 64 bytes, escaped (detail/echo.hpp).
+
+namespace {
+
+// A caller's value of `size` bytes that opens with a terminal escape sequence, which no message may carry raw.
+std::string hostile(std::size_t size) { return sized("\x1b[2J", size); }
+
+// `call` must throw std::invalid_argument with a short message without raw control bytes; when the message
+// repeats `value` (echoed), it shows its first 64 bytes escaped and then its size.
+template <class Call>
+void require_bounded_refusal(const char* what, Call&& call, const std::string& value, bool echoed) {
+  INFO(what);
+  std::string message = "(no exception)";
+  try {
+    call();
+  } catch (const std::invalid_argument& error) {
+    message = error.what();
+  }
+  CHECK(message.size() <= 200);
+  CHECK(message.find('\x1b') == std::string::npos);
+  if (echoed) {
+    CHECK_THAT(message, Catch::Contains("\\x1b[2J" + std::string(60, 'x') + "...(" + std::to_string(value.size()) +
+                                        " bytes)"));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("refusals repeat at most 64 bytes of a caller's value, escaped, and say how long it was",
+          "[validation]") {
+  const std::string mib = hostile(std::size_t{1} << 20);
+  const std::string longest = hostile(airl::max_id_length);  // the longest name a limiter accepts
+  airl::MultiTierLimiter<ManualStorage> limiter({{"t", Scope::user_model, {5, 1s}}}, ManualStorage());
+  require_bounded_refusal("unknown plan, no rule set", [&] { (void)limiter.allow({.user = "u", .model = "m", .plan = mib}); },
+                          mib, true);
+  require_bounded_refusal("user", [&] { (void)limiter.allow(mib, "m"); }, mib, false);
+  require_bounded_refusal("model", [&] { (void)limiter.allow("u", mib); }, mib, false);
+  require_bounded_refusal("request id", [&] { (void)limiter.allow({.user = "u", .model = "m", .request_id = mib}); }, mib,
+                          false);
+  require_bounded_refusal("usage of an unknown tier", [&] { (void)limiter.usage(mib, "u", "m"); }, mib, true);
+  require_bounded_refusal("set_quota of an unknown tier", [&] { limiter.set_quota(mib, {1, 1s}); }, mib, true);
+  require_bounded_refusal("plan naming an unknown tier", [&] { limiter.set_plan("p", {{mib, 1}}); }, mib, true);
+  require_bounded_refusal("override of an unknown tier", [&] { limiter.set_override({mib, "u"}, 1); }, mib, true);
+  limiter.set_plan("known", {{"t", 1}});  // rules exist now: the plan is looked up in the rule book
+  require_bounded_refusal("unknown plan, rules set", [&] { (void)limiter.allow({.user = "u", .model = "m", .plan = mib}); },
+                          mib, true);
+  require_bounded_refusal("duplicate tier name",
+                          [&] {
+                            airl::MultiTierLimiter<ManualStorage>({{longest, Scope::user, {1, 1s}}, {longest, Scope::model, {1, 1s}}},
+                                                                  ManualStorage());
+                          },
+                          longest, true);
+
+  airl::ConcurrencyLimiter<airl::test::ManualConcurrencyStorage> caps({{"c", Scope::user, 1, 60s}},
+                                                                      airl::test::ManualConcurrencyStorage());
+  require_bounded_refusal("in_flight of an unknown cap", [&] { (void)caps.in_flight(mib, "u", "m"); }, mib, true);
+  require_bounded_refusal("duplicate cap name",
+                          [&] {
+                            airl::ConcurrencyLimiter<airl::test::ManualConcurrencyStorage>(
+                                {{longest, Scope::user, 1, 60s}, {longest, Scope::model, 1, 60s}},
+                                airl::test::ManualConcurrencyStorage());
+                          },
+                          longest, true);
+
+#if AIRL_TEST_WITH_REDIS  // the Redis backend's refusals, before any I/O
+  require_bounded_refusal("Redis address", [&] { (void)airl::redis_options_from_address(mib + ":x"); }, mib + ":x", true);
+  airl::RedisOptions cluster;
+  cluster.cluster_nodes = {mib};
+  require_bounded_refusal("cluster node", [&] { airl::RedisStorage storage(cluster); }, mib, true);
+  require_bounded_refusal("Redis cap above 2^53",
+                          [&] {
+                            airl::ConcurrencyLimiter<airl::RedisConcurrencyStorage>(
+                                {{longest, Scope::user, (std::uint64_t{1} << 53) + 1, 60s}}, airl::RedisConcurrencyStorage());
+                          },
+                          longest, true);
 #endif
 }

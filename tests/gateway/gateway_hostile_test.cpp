@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../examples/gateway/api_keys.hpp"
 #include "gateway_support.hpp"
 
 using namespace std::chrono_literals;
@@ -266,4 +267,34 @@ TEST_CASE("past --max-connections a connection is answered 503 and closed", "[ga
   idle.clear();  // they close: room again
   std::this_thread::sleep_for(100ms);
   CHECK(gateway.chat("sk-alice", chat_body("llama", 1))->status == 200);
+}
+
+TEST_CASE("API keys: near misses are refused, and no key shows in the gateway's output or /metrics", "[gateway]") {
+  // Every byte of a presented key is compared, whatever differs first (api_keys.hpp): these near misses
+  // differ in the first byte, the last, by a prefix, by an extension and by case.
+  CHECK(gateway::constant_time_equal("sk-alice", "sk-alice"));
+  CHECK(gateway::constant_time_equal("", ""));
+  for (const char* miss : {"tk-alice", "sk-alicf", "sk-alic", "sk-alice2", "SK-ALICE", ""}) {
+    CHECK_FALSE(gateway::constant_time_equal("sk-alice", miss));
+  }
+  CHECK_FALSE(gateway::constant_time_equal("sk-alice", std::string_view("sk-alice\0", 9)));
+
+  TempDir dir;
+  const std::string secret = "sk-4f1d9c0e7b2a-secret";
+  GatewayProcess gateway(dir, "key " + secret + " carol\n" + keys);
+  CHECK(gateway.chat(secret, chat_body("llama", 1))->status == 200);
+  CHECK(gateway.chat("sk-alice", chat_body("llama", 1))->status == 200);
+  const std::string guesses[] = {secret.substr(0, secret.size() - 1), secret + "x", "x" + secret.substr(1),
+                                 "sk-guess-bytewise", std::string(5000, 'k')};
+  for (const std::string& guess : guesses) CHECK(gateway.chat(guess, chat_body("llama", 1))->status == 401);
+
+  const std::string metrics = gateway.metrics();
+  const std::string log = gateway.process().log();
+  for (const std::string& text : {metrics, log}) {
+    CHECK(text.find(secret) == std::string::npos);
+    CHECK(text.find("sk-alice") == std::string::npos);
+    CHECK(text.find("sk-guess-bytewise") == std::string::npos);
+    CHECK(text.find(secret.substr(0, secret.size() - 1)) == std::string::npos);
+  }
+  CHECK(metrics.find("carol") == std::string::npos);  // users are not metric labels either (unbounded)
 }

@@ -10,6 +10,8 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "gateway_support.hpp"
 
@@ -501,4 +503,34 @@ TEST_CASE("bad flags, a bad config and a taken port exit 2 with a message", "[ga
   auto [taken_code, taken_log] = run({"--config", good, "--port", std::to_string(holder.port()), "--admin-port", "9001"});
   CHECK(taken_code == 2);
   CHECK(taken_log.find("cannot listen") != std::string::npos);
+}
+
+TEST_CASE("a config the limiters or a reply would refuse later is refused at its line (fuzz findings)", "[gateway]") {
+  // tests/fuzz/corpus/gateway/regress-config-*: each of these parsed, then the gateway failed at start with no
+  // file and line (a lease or window of 0), or GET /v1/models threw on the model's bytes; the rest would have
+  // been refused request by request (over 2^53 on Redis, an over-long user) or at start (a cap or plan tier twice).
+  TempDir dir;
+  const std::string valid = "model a\n" + base_config;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"window_ms 0", "window_ms must be 1 to"},
+      {"lease_ms 0", "lease_ms must be 1 to"},
+      {"window_ms 31622400001", "window_ms must be 1 to"},
+      {"in_flight user 1\nin_flight user 2", "in_flight user is set twice"},
+      {"model \xff", "valid UTF-8"},
+      {"limit user_rpm 9007199254740993", "at most 2^53"},
+      {"in_flight model 9007199254740993", "at most 2^53"},
+      {"plan gold user_rpm=1 user_rpm=2", "sets 'user_rpm' twice"},
+      {"max_tokens 4503599627370497", "max_tokens must be 1 to 2^52"},
+      {"key k2 " + std::string(4097, 'u'), "user names are at most 4096 bytes"},
+  };
+  int file = 0;
+  for (const auto& [line, message] : cases) {
+    INFO(line.substr(0, 60));
+    const std::string path = dir.write("bad-" + std::to_string(++file) + ".conf", valid + line + "\n");
+    airl_test::ChildProcess process({AIRL_GATEWAY_BINARY, "--config", path}, dir.file("bad-" + std::to_string(file) + ".log"));
+    CHECK(process.wait_exit(20s) == 2);
+    const std::string log = process.log();
+    CHECK(log.find("bad-" + std::to_string(file) + ".conf:") != std::string::npos);  // names the file and line
+    CHECK(log.find(message) != std::string::npos);
+  }
 }

@@ -291,6 +291,26 @@ TEST_CASE("cluster: allow_many groups its requests by master, pipelines each, an
   CHECK(slots.size() > 3);
 }
 
+TEST_CASE("cluster: in allow_many, a split request denied in one slot takes no room from the requests after it",
+          "[cluster]") {
+  // Found by the differential test: the batch used to send every request's parts at once and undo the
+  // partial admissions afterwards, so a later request saw a global entry about to be undone, and was denied
+  // where allow() in turn admits it.
+  const SharedTopology& shared = shared_topology();
+  RedisMultiTierRateLimiter limiter({{"all", Scope::global, {2, 60s}}, {"user", Scope::user, {1, 60s}}},
+                                    RedisStorage(cluster_options(shared.cluster_seeds)));
+  const std::string prefix = limiter.storage().options().key_prefix;
+  REQUIRE(slot_of_key(user_key(prefix, "split-a")) != slot_of_key(redis_key_of(prefix, BucketRef{Scope::global, "all", "", ""})));
+  REQUIRE(limiter.allow("split-a", "m").allowed);  // all: 1 of 2; a: 1 of 1
+  const std::vector<Decision> batch = limiter.allow_many(std::vector<Request>{{"split-a", "m"}, {"split-b", "m"}});
+  REQUIRE(batch.size() == 2);
+  CHECK_FALSE(batch[0].allowed);  // a's own tier is full: its global part is undone
+  CHECK(batch[0].reason == "user");
+  CHECK(batch[1].allowed);  // the global tier had 1 left, as allow() in turn would see
+  CHECK(batch[1].remaining == 0);
+  CHECK(limiter.usage("all", "split-a", "m") == 2);
+}
+
 TEST_CASE("cluster: reset(user) scans only the master of the user's slot", "[cluster]") {
   RedisCluster cluster;
   RedisMultiTierRateLimiter limiter({{"user", Scope::user, {5, 60s}}, {"pair", Scope::user_model, {5, 60s}}},

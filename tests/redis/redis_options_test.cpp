@@ -34,6 +34,22 @@ TEST_CASE("a Redis address with a bad port is refused", "[redis_options]") {
   }
 }
 
+TEST_CASE("a Redis address's host is read as a node's: [IPv6] unbracketed, other bytes refused (fuzz finding)",
+          "[redis_options]") {
+  // tests/fuzz/corpus/redis_address/regress-address-*: "[::1]:6379" kept its brackets (no resolver takes
+  // them) and any byte passed as a host, NUL included, where parse_node refuses both.
+  const airl::RedisOptions ipv6 = airl::redis_options_from_address("[::1]:6380");
+  CHECK(ipv6.host == "::1");
+  CHECK(ipv6.port == 6380);
+  CHECK(airl::redis_options_from_address("[fe80::1]:7000").host == airl::detail::parse_node("[fe80::1]:7000", "n").host);
+  CHECK(airl::redis_options_from_address("redis_1.internal").host == "redis_1.internal");
+  for (const std::string& bad : {std::string(1, '\0'), std::string("a\0b:1", 5), std::string("my host:6379"),
+                                std::string("host,b:1"), std::string("[]:1"), std::string("h/x")}) {
+    INFO("'" << bad << "'");
+    CHECK_THROWS_AS(airl::redis_options_from_address(bad), std::invalid_argument);
+  }
+}
+
 TEST_CASE("a node list from a command line: host:port entries, blanks dropped, anything else refused", "[redis_options]") {
   CHECK(airl::redis_node_list("10.0.0.1:7000") == std::vector<std::string>{"10.0.0.1:7000"});
   CHECK(airl::redis_node_list("a:1, b:2 ,c:65535") == std::vector<std::string>{"a:1", "b:2", "c:65535"});

@@ -4,10 +4,11 @@
 // share are in tests/ai_serving/settle_test.cpp.
 #include <catch2/catch.hpp>
 
-#include "support.hpp"
+#include "redis_test_support.hpp"
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 
 using namespace airl::test;
 
@@ -41,4 +42,50 @@ TEST_CASE("with FailurePolicy::local, requests admitted during an outage are set
   CHECK(limiter.settle("oli", "m", "r-1", 10));
   CHECK(limiter.allow(reserve("oli", "m", 400, "r-2")));
   CHECK_FALSE(limiter.settle("oli", "m", "never", 10));
+}
+
+TEST_CASE("a settle refused for its total writes nothing on Redis: neither the entry's cost nor the sum",
+          "[settle][redis]") {
+  // Before: an HINCRBY of the sum overflowed after the entry's new cost had been written (HSET), so the costs
+  // disagreed with their sum. The script now compares every total before its first write.
+  const std::string prefix = unique_key_prefix();
+  airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {100, 60s}}},
+                                                     airl::RedisStorage(shared_options(RedisMode::standalone, prefix)));
+  REQUIRE(limiter.allow(reserve("kim", "m", 5, "a")));
+  REQUIRE(limiter.allow(reserve("kim", "m", 7, "b")));
+  const std::string log = redis_key_of(prefix, {airl::Scope::user, "tpm", "kim", ""});
+  std::string costs;
+  airl::detail::redis_costs_key(costs, log);
+  const auto raw = [&] {
+    std::string text;
+    for (const RawReply& reply : {must(shared_redis(), {"ZRANGE", log, "0", "-1", "WITHSCORES"}),
+                                  must(shared_redis(), {"HGETALL", costs})}) {
+      for (std::size_t i = 0; i < reply->elements; ++i) text += text_of(*reply->element[i]) + " ";
+      text += "| ";
+    }
+    return text;
+  };
+  const std::string before = raw();
+  CHECK_THROWS_AS(limiter.settle("kim", "m", "a", std::uint64_t{1} << 53), std::invalid_argument);  // 2^53 + 7
+  CHECK(raw() == before);
+  CHECK(limiter.usage("tpm", "kim", "m") == 12);
+  CHECK(limiter.settle("kim", "m", "a", (std::uint64_t{1} << 53) - 7));  // exactly 2^53
+  CHECK(limiter.usage("tpm", "kim", "m") == std::uint64_t{1} << 53);
+  CHECK(limiter.metrics().backend_errors == 0);
+}
+
+TEST_CASE("refunding the only entry of a bucket keeps its keys' TTLs", "[settle][refund][redis]") {
+  // Before: the refund's ZREM emptied the log (Redis deleted it) and its ZADD made it again without a TTL,
+  // so the bucket's key stayed for good.
+  const std::string prefix = unique_key_prefix();
+  airl::MultiTierLimiter<airl::RedisStorage> limiter({{"tpm", airl::Scope::user, {100, 60s}}},
+                                                     airl::RedisStorage(shared_options(RedisMode::standalone, prefix)));
+  REQUIRE(limiter.allow(reserve("kai", "m", 5, "only")));
+  REQUIRE(limiter.refund("kai", "m", "only"));
+  const std::string log = redis_key_of(prefix, {airl::Scope::user, "tpm", "kai", ""});
+  std::string costs;
+  airl::detail::redis_costs_key(costs, log);
+  CHECK(pttl(shared_redis(), log) > 0);
+  CHECK(pttl(shared_redis(), costs) > 0);
+  CHECK(limiter.usage("tpm", "kai", "m") == 0);
 }

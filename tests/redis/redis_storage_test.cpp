@@ -5,7 +5,10 @@
 // What Redis holds afterwards (TTLs, key names, resets) is checked in redis_storage_keys_test.cpp.
 #include <catch2/catch.hpp>
 
+#include "moved_from.hpp"
 #include "redis_test_support.hpp"
+
+#include <airl/redis/testing_clock.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -188,22 +192,23 @@ TEMPLATE_LIST_TEST_CASE("retry_after from Redis is when the oldest entries free 
   CHECK(limiter.allow(costing("alice", "m", 3)).allowed);
 }
 
-TEST_CASE("limits and costs above 2^53 are refused before anything is written", "[redis]") {
+TEST_CASE("under fail_open too, a limit above 2^53 is refused at construction and a cost above it denied for good",
+          "[redis]") {
+  // Before: the limiter was built, then every allow() threw std::invalid_argument, even under fail_open.
   RedisServer server;
   const std::string prefix = unique_key_prefix();
   RedisOptions options = options_for(server, FailurePolicy::fail_open, prefix);
-  {
-    RedisRateLimiter too_high(Quota{two_to_53 + 1, 10s}, RedisStorage(options));
-    CHECK_THROWS_AS(too_high.allow("alice", "m"), std::invalid_argument);
-    CHECK(too_high.metrics().total() == 0);
-    CHECK(too_high.metrics().backend_errors == 0);
-  }
+  CHECK_THROWS_AS(RedisRateLimiter(Quota{two_to_53 + 1, 10s}, RedisStorage(options)), std::invalid_argument);
+  CHECK_THROWS_AS(RedisMultiTierRateLimiter({{"ok", Scope::user, {10, 10s}}, {"huge", Scope::global, {two_to_53 + 1, 10s}}},
+                                            RedisStorage(options)),
+                  std::invalid_argument);
   RedisRateLimiter at_most(Quota{two_to_53, 10s}, RedisStorage(options));
-  CHECK_THROWS_AS(at_most.allow(costing("alice", "m", two_to_53 + 1)), std::invalid_argument);
-  // A multi-tier request whose second tier is out of range writes nothing in the first either.
-  RedisMultiTierRateLimiter tiers({{"ok", Scope::user, {10, 10s}}, {"huge", Scope::global, {two_to_53 + 1, 10s}}},
-                                  RedisStorage(options));
-  CHECK_THROWS_AS(tiers.allow("alice", "m"), std::invalid_argument);
+  // The script answers it (not the failure policy), and writes nothing.
+  const Decision huge = at_most.allow(costing("alice", "m", two_to_53 + 1));
+  CHECK_FALSE(huge.allowed);
+  CHECK_FALSE(huge.degraded);
+  CHECK(huge.retry_after == Decision::never);
+  CHECK(at_most.metrics().backend_errors == 0);
   CHECK(server.keys_with_prefix("").empty());
   // 2^53 itself is fine.
   CHECK(at_most.allow(costing("alice", "m", two_to_53)).allowed);
@@ -314,4 +319,108 @@ TEST_CASE("RedisStorage refuses what a limiter would: zero cost, bad windows, an
   const Charge fine{bucket, Quota{5, 1s}, 1};
   CHECK(taken.acquire(std::span(&fine, 1), {}).status == AcquireStatus::allowed);
   CHECK_THROWS_AS(storage.acquire(std::span(&fine, 1), {}), std::logic_error);  // NOLINT(bugprone-use-after-move)
+}
+
+TEST_CASE("every member of a moved-from RedisStorage throws std::logic_error", "[redis][lifecycle]") {
+  RedisStorage storage(options_for(shared_redis(), FailurePolicy::local, unique_key_prefix()));
+  RedisStorage taken(std::move(storage));
+  static const Charge charge{BucketRef{Scope::user, "t", "u", ""}, Quota{2, 1s}, 1};
+  static const AcquireCall call{std::span(&charge, 1), {}};
+  require_refused_when_moved_from<RedisStorage>(storage, "airl::RedisStorage",  // NOLINT(bugprone-use-after-move)
+      {
+          {"acquire", [](RedisStorage& s) { (void)s.acquire(std::span(&charge, 1), {}); }},
+          {"acquire_many", [](RedisStorage& s) { (void)s.acquire_many(std::span(&call, 1)); }},
+          {"settle", [](RedisStorage& s) { (void)s.settle(std::span(&charge, 1), "id"); }},
+          {"refund", [](RedisStorage& s) { (void)s.refund(std::span(&charge, 1), "id"); }},
+          {"usage", [](RedisStorage& s) { (void)s.usage(charge.bucket, charge.quota); }},
+          {"erase", [](RedisStorage& s) { s.erase(std::span(&charge.bucket, 1)); }},
+          {"erase_user", [](RedisStorage& s) { s.erase_user("u"); }},
+          {"purge_expired", [](RedisStorage& s) { (void)s.purge_expired(); }},
+          {"topology_metrics", [](RedisStorage& s) { (void)std::as_const(s).topology_metrics(); }},
+          {"active_keys", [](RedisStorage& s) { (void)std::as_const(s).active_keys(); }},
+          {"healthy", [](RedisStorage& s) { (void)std::as_const(s).healthy(); }},
+          {"options", [](RedisStorage& s) { (void)std::as_const(s).options(); }},
+      });
+  storage = std::move(taken);  // assigning brings it back; destroying the moved-from `taken` is fine
+  CHECK(storage.acquire(std::span(&charge, 1), {}).status == AcquireStatus::allowed);
+  taken = RedisStorage(options_for(shared_redis(), FailurePolicy::local, unique_key_prefix()));
+  CHECK(taken.active_keys() == 0);
+}
+
+TEST_CASE("every member of a moved-from RedisConcurrencyStorage throws std::logic_error", "[redis][lifecycle]") {
+  RedisConcurrencyStorage storage(options_for(shared_redis(), FailurePolicy::local, unique_key_prefix()));
+  RedisConcurrencyStorage taken(std::move(storage));
+  static const ConcurrencySlot slot{BucketRef{Scope::user, "c", "u", ""}, 1, 60s};
+  static const PermitId id{1, 2};
+  using Storage = RedisConcurrencyStorage;
+  require_refused_when_moved_from<Storage>(storage, "airl::RedisConcurrencyStorage",  // NOLINT(bugprone-use-after-move)
+      {
+          {"validate_cap", [](Storage& s) { std::as_const(s).validate_cap({"c", Scope::user, 1, 60s}); }},
+          {"try_acquire", [](Storage& s) { (void)s.try_acquire(std::span(&slot, 1), id); }},
+          {"release", [](Storage& s) { s.release(std::span(&slot, 1), id, LeaseLocation::store); }},
+          {"renew", [](Storage& s) { (void)s.renew(std::span(&slot, 1), id, LeaseLocation::store); }},
+          {"in_flight", [](Storage& s) { (void)s.in_flight(slot); }},
+          {"purge_expired", [](Storage& s) { (void)s.purge_expired(); }},
+          {"topology_metrics", [](Storage& s) { (void)std::as_const(s).topology_metrics(); }},
+          {"pending_releases", [](Storage& s) { (void)std::as_const(s).pending_releases(); }},
+          {"active_keys", [](Storage& s) { (void)std::as_const(s).active_keys(); }},
+          {"healthy", [](Storage& s) { (void)std::as_const(s).healthy(); }},
+          {"options", [](Storage& s) { (void)std::as_const(s).options(); }},
+      });
+  storage = std::move(taken);
+  CHECK(storage.try_acquire(std::span(&slot, 1), id).acquired);
+  storage.release(std::span(&slot, 1), id, LeaseLocation::store);
+  taken = Storage(options_for(shared_redis(), FailurePolicy::local, unique_key_prefix()));
+  CHECK(taken.pending_releases() == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("a storage on a test clock decides at the clock's time, exactly, across slots too",
+                        "[redis][test_clock]", Topologies) {
+  ManualClock clock{1000s};
+  const std::string prefix = unique_key_prefix();
+  // Two tiers: in a cluster the user and model buckets fall in different slots (two script calls, an undo).
+  RedisMultiTierRateLimiter limiter({{"user", Scope::user, {2, 1h}}, {"model", Scope::model, {3, 1h}}},
+                                    testing::RedisTestClock::storage(shared_options(TestType::mode, prefix), clock));
+  REQUIRE(limiter.allow("alice", "m").allowed);  // T
+  clock.advance(10min);
+  REQUIRE(limiter.allow("alice", "m").allowed);  // T + 10 min
+  Decision denied = limiter.allow("alice", "m");
+  REQUIRE_FALSE(denied.allowed);
+  CHECK(denied.reason == "user");
+  CHECK(denied.retry_after == 50min);  // exact: no real time counts
+  CHECK(denied.reset_after == 60min);
+  clock.advance(49min);  // T + 59 min
+  denied = limiter.allow("alice", "m");
+  CHECK_FALSE(denied.allowed);
+  CHECK(denied.retry_after == 1min);
+  clock.advance(1min - 1ms);
+  denied = limiter.allow("alice", "m");
+  CHECK_FALSE(denied.allowed);
+  CHECK(denied.retry_after == 1ms);
+  clock.advance(1ms);  // T + 1 h: the first entry leaves the window
+  CHECK(limiter.allow("alice", "m").allowed);
+  // The model tier (another slot in a cluster) logged T + 10 min and T + 1 h: one more fits, then it waits
+  // for T + 10 min to leave.
+  CHECK(limiter.allow("bob", "m").allowed);
+  denied = limiter.allow("bob", "m");
+  CHECK_FALSE(denied.allowed);
+  CHECK(denied.reason == "model");
+  CHECK(denied.retry_after == 10min);
+  CHECK(limiter.usage("user", "bob", "m") == 1);
+  CHECK(limiter.usage("model", "bob", "m") == 3);  // usage() reads the test clock too
+  if constexpr (TestType::mode == RedisMode::standalone) {
+    // Test time stands still while real time passes: TTLs carry an hour more than the window.
+    const long long ttl = pttl(shared_redis(), redis_key_of(prefix, {Scope::user, "user", "alice", ""}));
+    CHECK(ttl > 3'600'000);
+    CHECK(ttl <= 7'200'000);
+  }
+}
+
+TEST_CASE("only the test variant of the script reads a caller's time", "[redis][test_clock]") {
+  CHECK(detail::sliding_window_script.find("redis.call('TIME')") != std::string_view::npos);
+  CHECK(detail::sliding_window_script.find("ARGV)") == std::string_view::npos);  // no table.remove(ARGV)
+  CHECK(detail::sliding_window_script_client_clock.find("redis.call('TIME')") == std::string_view::npos);
+  CHECK(detail::sliding_window_script_client_clock.find("table.remove(ARGV)") != std::string_view::npos);
+  CHECK(detail::sliding_window_script.ends_with(detail::sliding_window_body));
+  CHECK(detail::sliding_window_script_client_clock.ends_with(detail::sliding_window_body));
 }

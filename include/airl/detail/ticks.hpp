@@ -18,6 +18,12 @@ inline std::int64_t to_ticks(std::chrono::milliseconds duration) noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(duration).count();
 }
 
+// time + duration (a duration >= 0), saturated at never_ticks: a clock may run close to the end of 64-bit
+// nanoseconds, where a window or lease past it must mean "not before the end", not wrap into the past.
+constexpr std::int64_t saturating_add(std::int64_t time, std::int64_t duration) noexcept {
+  return time > never_ticks - duration ? never_ticks : time + duration;
+}
+
 // Nanoseconds to whole milliseconds, rounded up; never_ticks stays "never". Throws nothing.
 inline std::chrono::milliseconds ceil_to_ms(std::int64_t ns) noexcept {
   if (ns >= never_ticks) return std::chrono::milliseconds::max();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../decision.hpp"
+#include "echo.hpp"
 #include "../quota.hpp"
 #include "../request.hpp"
 #include "../storage_policy.hpp"
@@ -18,11 +19,8 @@
 
 namespace airl::detail {
 
-// Longest part of a caller's value a message repeats: an id can be megabytes long.
-inline constexpr std::size_t max_echo = 64;
-
-// Throws std::invalid_argument("airl: " + text), each "{}" in `text` replaced by the next value, cut to its
-// first max_echo bytes ("..." then). Out of line and cold: one place builds every refusal's message.
+// Throws std::invalid_argument("airl: " + text), each "{}" in `text` replaced by the next value as echo.hpp
+// bounds and escapes it. Out of line and cold: one place builds every refusal's message.
 [[noreturn, gnu::cold, gnu::noinline]] inline void refuse(std::string_view text,
                                                           std::initializer_list<std::string_view> values = {}) {
   std::string message = "airl: ";
@@ -32,8 +30,7 @@ inline constexpr std::size_t max_echo = 64;
       message += text[at];
       continue;
     }
-    message += value->substr(0, max_echo);
-    if (value->size() > max_echo) message += "...";
+    append_echo(message, *value);
     ++value;
     ++at;
   }
@@ -96,16 +93,20 @@ inline bool window_is_valid(std::chrono::milliseconds window) noexcept {
   validate_bucket(charge.bucket, storage);
   if (!window_is_valid(charge.quota.window)) refuse("{}::acquire: window must be in (0, 366 days]", {storage});
   if (charge.cost == 0) refuse("{}::acquire: cost must be at least 1", {storage});
+  if (charge.quota.limit > max_exact_count) refuse("{}::acquire: limit must be at most 2^53", {storage});
   refuse("{}::acquire: invalid charge", {storage});  // not reached: one of the checks above throws
 }
 
-// A known scope, a window in (0, max_window], a cost >= 1 and parts of at most max_part_length bytes, with
-// one branch: unsigned wrap-around folds "> 0" into the range checks.
+// A known scope, a window in (0, max_window], a cost >= 1, a limit of at most 2^53 (max_exact_count: what
+// every storage counts exactly) and parts of at most max_part_length bytes, with one branch: unsigned
+// wrap-around folds "> 0" into the range checks. A cost above 2^53 is valid: it exceeds every limit, so it
+// is denied for good ('never'), as any cost above its limit.
 constexpr bool charge_is_valid(const Charge& charge) noexcept {
   const auto window = static_cast<std::uint64_t>(charge.quota.window.count());
   const auto bit = [](bool b) { return static_cast<unsigned>(b); };
   return (bit(static_cast<unsigned>(charge.bucket.scope) <= static_cast<unsigned>(Scope::global)) &
           bit(window - 1 < static_cast<std::uint64_t>(max_window.count())) & bit(charge.cost != 0) &
+          bit(charge.quota.limit <= max_exact_count) &
           bit((charge.bucket.name.size() | charge.bucket.user.size() | charge.bucket.model.size()) <= max_part_length)) != 0;
 }
 
@@ -153,6 +154,10 @@ inline void validate_tiers(const std::vector<Tier>& tiers) {
     if (!known_scope(tier.scope)) refuse("tier '{}': unknown scope", {tier.name});
     if (tier.unit != Unit::cost && tier.unit != Unit::requests) refuse("tier '{}': unknown unit", {tier.name});
     validate_quota(tier.quota, tier.name);
+    if (tier.quota.limit > max_exact_count) {  // as set_quota refuses it: no storage would decide it exactly
+      refuse("tier '{}': limit must be at most 2^53 (what every storage decides exactly; 2^53 is as good as unlimited)",
+             {tier.name});
+    }
     const auto same_name = [&](const Tier& other) { return other.name == tier.name; };
     if (std::any_of(tiers.begin(), tiers.begin() + static_cast<std::ptrdiff_t>(i), same_name)) {
       refuse("duplicate tier name '{}'", {tier.name});

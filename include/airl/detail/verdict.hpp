@@ -3,7 +3,9 @@
 // One bucket's verdict on one charge, and the multi-tier rule that turns the verdicts of a request's buckets
 // into one AcquireResult, written once: the in-memory store and the Redis storage (whose Lua script reports a
 // verdict per bucket) both decide through here. docs/DESIGN.md states the rule:
-//   - all fit: allowed; binding = the bucket with the least remaining (first of equals).
+//   - all fit: allowed; binding = the bucket closest to its limit as a fraction: the least remaining / limit
+//     (first of equals). A fraction, not a count: 59 of 60 requests left is further from the limit than 100
+//     of 90,000 tokens.
 //   - some do not: denied; binding = the first that does not fit; retry_after = the max over those that do not
 //     (buckets that fit now keep fitting while time passes and nothing else arrives).
 // Durations are nanoseconds until they leave here, rounded up to whole milliseconds.
@@ -27,9 +29,24 @@ struct WindowVerdict {
   std::int64_t reset_after = 0;   // until the window holds nothing, after this decision
 };
 
-// The rule above. `replayed`: the request's id was already admitted (nothing was charged; status replayed).
-inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, bool replayed = false) noexcept {
-  if (verdicts.empty()) return AcquireResult{};
+// Whether `a` (remaining of limit) is closer to its limit than `b`: a smaller remaining / limit, compared
+// exactly (both sides are at most 2^53, so the cross products fit in 128 bits). A limit of 0 counts as full.
+constexpr bool tighter(std::uint64_t a_remaining, std::uint64_t a_limit, std::uint64_t b_remaining,
+                       std::uint64_t b_limit) noexcept {
+  if (b_limit == 0 || b_remaining == 0) return false;  // b is full: nothing is tighter
+  if (a_limit == 0) return true;
+  __extension__ using wide = unsigned __int128;
+  return static_cast<wide>(a_remaining) * b_limit < static_cast<wide>(b_remaining) * a_limit;
+}
+
+// The rule above. `charges` correspond one to one with `verdicts` (their quotas give the limits).
+// `replayed`: the request's id was already admitted (nothing was charged; status replayed).
+inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, std::span<const Charge> charges,
+                                      bool replayed = false) noexcept {
+  if (verdicts.empty() || verdicts.size() != charges.size()) return AcquireResult{};
+  const auto tighter_than = [&](std::size_t a, std::size_t b) {
+    return tighter(verdicts[a].remaining, charges[a].quota.limit, verdicts[b].remaining, charges[b].quota.limit);
+  };
   std::size_t index = 0;
   std::int64_t retry = 0;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {
@@ -38,7 +55,7 @@ inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, b
     if (!verdict.fits) {
       retry = std::max(retry, verdict.retry_after);
       if (binding.fits || i == 0) index = i;
-    } else if (binding.fits && verdict.remaining < binding.remaining) {
+    } else if (binding.fits && tighter_than(i, index)) {
       index = i;
     }
   }
@@ -54,7 +71,7 @@ inline AcquireResult combine_verdicts(std::span<const WindowVerdict> verdicts, b
 }
 
 // Fills result.other_group from the verdicts of the charges outside the binding charge's group: the first that
-// does not fit, else the one with the least remaining (first of equals). Nothing when all share one group.
+// does not fit, else the one closest to its limit (first of equals). Nothing when all share one group.
 // `charges` and `verdicts` correspond one to one. Throws nothing.
 inline void note_other_group(AcquireResult& result, std::span<const WindowVerdict> verdicts,
                              std::span<const Charge> charges) noexcept {
@@ -64,7 +81,10 @@ inline void note_other_group(AcquireResult& result, std::span<const WindowVerdic
   for (std::size_t i = 0; i < charges.size(); ++i) {
     if (charges[i].group == bound) continue;
     const WindowVerdict& verdict = verdicts[i];
-    const bool better = best == nullptr || (best->fits && (!verdict.fits || verdict.remaining < best->remaining));
+    const std::size_t at = result.other_group.index;
+    const bool better = best == nullptr ||
+                        (best->fits && (!verdict.fits || tighter(verdict.remaining, charges[i].quota.limit,
+                                                                 best->remaining, charges[at].quota.limit)));
     if (better) {
       best = &verdict;
       result.other_group.index = i;

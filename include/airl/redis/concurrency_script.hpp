@@ -6,9 +6,12 @@
 
 #include <string_view>
 
+#include "detail/script_text.hpp"
+
 namespace airl::detail {
 
-inline constexpr std::string_view concurrency_script = R"lua(
+// After the shared prelude (detail/script_text.hpp: whole, int, the write queue).
+inline constexpr std::string_view concurrency_script_body = R"lua(
 -- airl concurrency caps. Each KEYS[i] is one scope's leases: a sorted set, member = permit id, score = the
 -- lease's deadline in microseconds (Redis TIME). A lease counts while now < deadline.
 -- ARGV[1] = 'acquire': ARGV[2] permit id, then per key: max_in_flight, lease (us). All or nothing. Returns
@@ -21,21 +24,9 @@ inline constexpr std::string_view concurrency_script = R"lua(
 --           key, moves each to now + lease and returns 1; otherwise removes it everywhere and returns 0.
 -- ARGV[1] = 'count':   one key. Returns its live leases.
 -- Every key must be distinct, and a lease at most 366 days (airl's max_window).
-local max_exact = 9007199254740992    -- 2^53: above it a Lua number loses integers
+-- Writes go through the write queue (all-or-nothing), except dropping run-out leases: each such drop leaves
+-- its key as consistent as before (what it drops counts nothing), so a call failing after it harms nothing.
 local max_lease = 31622400000000      -- 366 days in microseconds
-
--- Every argument is checked before the first write: Redis does not roll a script back.
-local function whole(text, what, least, most)
-  local n = tonumber(text)
-  if n == nil or n ~= math.floor(n) or n < least or n > most then
-    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', ' .. string.format('%d', most) ..
-          '], got ' .. tostring(text))
-  end
-  return n
-end
-
--- Integers as exact decimal text: tostring() would round to 14 significant digits.
-local function int(n) return string.format('%d', n) end
 
 local op, n = ARGV[1], #KEYS
 if n < 1 then error('airl: no keys') end
@@ -58,10 +49,11 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 -- Drops the leases that have run out (deadline <= now); a key left empty is deleted by Redis itself.
 local function expire(key) redis.call('ZREMRANGEBYSCORE', key, '-inf', int(now)) end
 
--- Keeps the key at least until its newest lease runs out (its members never outlive it by much).
+-- Queues keeping the key at least until its newest lease runs out (its members never outlive it by much).
+-- Reads the TTL before the key's queued writes run: a ZADD does not change it.
 local function keep_until(key, lease)
   local ttl = math.ceil(lease / 1000)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, int(ttl)) end
+  if redis.call('PTTL', key) < ttl then write('PEXPIRE', key, int(ttl)) end
 end
 
 if op == 'acquire' then
@@ -88,15 +80,17 @@ if op == 'acquire' then
     end
   end
   for i = 1, n do
-    redis.call('ZADD', KEYS[i], 'NX', int(now + lease[i]), member)
+    write('ZADD', KEYS[i], 'NX', int(now + lease[i]), member)
     keep_until(KEYS[i], lease[i])
   end
+  commit()
   return {1}
 elseif op == 'release' then
   expect_args(2)
   local member = expect_member()
+  for i = 1, n do write('ZREM', KEYS[i], member) end
   local held = 0
-  for i = 1, n do held = held + redis.call('ZREM', KEYS[i], member) end
+  for _, removed in ipairs(commit()) do held = held + removed end
   return held
 elseif op == 'renew' then
   expect_args(2 + n)
@@ -110,13 +104,15 @@ elseif op == 'renew' then
     if score then deadline[i] = math.max(tonumber(score), now + lease[i]) else live = false end
   end
   if not live then
-    for i = 1, n do redis.call('ZREM', KEYS[i], member) end
+    for i = 1, n do write('ZREM', KEYS[i], member) end
+    commit()
     return 0
   end
   for i = 1, n do
-    redis.call('ZADD', KEYS[i], 'XX', int(deadline[i]), member)  -- never moves a deadline earlier
+    write('ZADD', KEYS[i], 'XX', int(deadline[i]), member)  -- never moves a deadline earlier
     keep_until(KEYS[i], lease[i])
   end
+  commit()
   return 1
 elseif op == 'count' then
   expect_args(1)
@@ -126,5 +122,7 @@ elseif op == 'count' then
 end
 error('airl: unknown operation ' .. tostring(op))
 )lua";
+
+inline constexpr std::string_view concurrency_script = joined_view<script_prelude, concurrency_script_body>;
 
 }  // namespace airl::detail

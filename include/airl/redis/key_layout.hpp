@@ -14,6 +14,7 @@
 // ever matching a model's keys.
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -98,6 +99,25 @@ inline std::string redis_user_pattern(std::string_view prefix, std::string_view 
   append_percent_encoded(pattern, user);  // percent-encoded ids hold no glob character
   pattern.append("}:u*");
   return pattern;
+}
+
+// The member that logs a request with a caller's id in a rate bucket's log: "i" + the id, written into `out`.
+inline void redis_request_member(std::string& out, std::string_view request_id) {
+  out.assign(1, 'i');
+  out.append(request_id);
+}
+
+// The member of a request without an id: "g", a storage's 8 random `seed` bytes, then the significant bytes of
+// its counter's `count` (little-endian, at least one), written into `out`. Raw bytes, not decimal text: members
+// are most of a bucket's memory in Redis. Never equal to another count's (or seed's) member, nor to a request
+// id's (which starts with "i").
+inline void redis_generated_member(std::string& out, std::uint64_t seed, std::uint64_t count) {
+  out.assign(1, 'g');
+  for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>((seed >> (8 * byte)) & 0xffu));
+  do {
+    out.push_back(static_cast<char>(count & 0xffu));
+    count >>= 8;
+  } while (count != 0);
 }
 
 }  // namespace airl::detail

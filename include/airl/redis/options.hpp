@@ -12,6 +12,8 @@
 #include <system_error>
 #include <vector>
 
+#include "../detail/echo.hpp"
+
 namespace airl {
 
 // What a decision (allow(), try_acquire()) does when Redis fails (down, hung, refusing), the same for rate
@@ -74,6 +76,17 @@ inline int parse_port(std::string_view text) noexcept {
   return error == std::errc{} && end == text.data() + text.size() && parsed >= 1 && parsed <= 65535 ? parsed : 0;
 }
 
+// The host of an address without the brackets of "[IPv6]", or "" unless it is a name or address (letters,
+// digits, '.', '-', '_', ':'): what every parser of a host here accepts.
+inline std::string_view node_host(std::string_view host) noexcept {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [IPv6]
+  const bool name_like = std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+           c == '_' || c == ':';
+  });
+  return name_like ? host : std::string_view{};
+}
+
 // Splits "host:port" (the last ':' separates them, so an IPv6 host may hold colons; "[::1]:7000" gives
 // "::1"). Throws std::invalid_argument naming `what` unless the host is a name or address (letters, digits,
 // '.', '-', '_', ':') and the port is in 1..65535.
@@ -81,19 +94,14 @@ inline NodeAddress parse_node(std::string_view node, std::string_view what) {
   const std::size_t colon = node.rfind(':');
   NodeAddress address;
   if (colon != std::string_view::npos && colon > 0) {
-    std::string_view host = node.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);  // [IPv6]
-    const bool name_like = !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-             c == '_' || c == ':';
-    });
-    if (name_like) {
+    const std::string_view host = node_host(node.substr(0, colon));
+    if (!host.empty()) {
       address.host = std::string(host);
       address.port = parse_port(node.substr(colon + 1));
     }
   }
   if (address.port == 0) {
-    throw std::invalid_argument("airl::RedisOptions: " + std::string(what) + " '" + std::string(node) +
+    throw std::invalid_argument("airl::RedisOptions: " + std::string(what) + " '" + detail::echo(node) +
                                 "' is not host:port with a port in 1..65535");
   }
   return address;
@@ -102,19 +110,26 @@ inline NodeAddress parse_node(std::string_view node, std::string_view what) {
 }  // namespace detail
 
 // `base` with host and port taken from "host:port", "host" or ":port" (a missing part keeps base's), as
-// given on a command line (--redis 127.0.0.1:6379). Throws std::invalid_argument on a port that is not a
-// number in 1..65535. Thread safety: pure.
+// given on a command line (--redis 127.0.0.1:6379). The host is read as a cluster node's is ("[::1]:6379"
+// gives "::1"). Throws std::invalid_argument on a port that is not a number in 1..65535 or a host that is not
+// a name or address (letters, digits, '.', '-', '_', ':'). Thread safety: pure.
 inline RedisOptions redis_options_from_address(std::string_view address, RedisOptions base = {}) {
   const std::size_t colon = address.rfind(':');
   if (colon != std::string_view::npos) {
     const int port = detail::parse_port(address.substr(colon + 1));
     if (port == 0) {
-      throw std::invalid_argument("airl: Redis address '" + std::string(address) + "' needs a port in 1..65535");
+      throw std::invalid_argument("airl: Redis address '" + detail::echo(address) + "' needs a port in 1..65535");
     }
     base.port = port;
     address = address.substr(0, colon);
   }
-  if (!address.empty()) base.host = std::string(address);
+  if (!address.empty()) {
+    const std::string_view host = detail::node_host(address);
+    if (host.empty()) {
+      throw std::invalid_argument("airl: Redis address '" + detail::echo(address) + "' names no host or address");
+    }
+    base.host = std::string(host);
+  }
   return base;
 }
 

@@ -91,13 +91,17 @@ class RedisConcurrencyStorage
 
   // Connects lazily: does not fail when Redis is down. Throws std::invalid_argument on bad options
   // (as RedisStorage: empty key_prefix or one with '{' '}', pool_size 0, bad port, timeouts <= 0, ...).
+  // Movable: every member of a moved-from storage throws std::logic_error naming it.
   explicit RedisConcurrencyStorage(RedisOptions options = {})
       : RedisBackend(std::move(options), detail::concurrency_script, "the airl concurrency script",
                      "airl::RedisConcurrencyStorage") {}
 
   // Refuses a cap the script cannot enforce exactly: a max_in_flight above 2^53 (Lua numbers are doubles).
   // The limiter calls it for each cap at construction. Thread safety: safe. Throws std::invalid_argument.
-  void validate_cap(const ConcurrencyCap& cap) const { check_max_in_flight(cap.max_in_flight, cap.name); }
+  void validate_cap(const ConcurrencyCap& cap) const {
+    core("validate_cap");
+    check_max_in_flight(cap.max_in_flight, cap.name);
+  }
 
   // Takes a lease for `id` in every slot or in none, in one script call on Redis's clock. Thread safety: safe.
   // When Redis fails (always degraded): fail_open admits (LeaseLocation::unconfirmed when the call had been
@@ -107,6 +111,7 @@ class RedisConcurrencyStorage
   // std::invalid_argument on bad slots, a max_in_flight above 2^53, or two slots naming one scope;
   // airl::PermitIdInUse (nothing taken) when `id` is already in one of the scopes.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
+    core("try_acquire");
     validate(slots);
     std::vector<Part> parts = split(slots, "acquire", id);
     std::vector<detail::Outcome> outcomes = run(parts);
@@ -121,7 +126,8 @@ class RedisConcurrencyStorage
           denial = part;
           denial->denied_by = parts[p].slots[part.denied_by];  // the first full cap of the whole request
         }
-      } catch (const BackendError&) {
+      } catch (const BackendError& error) {
+        core().client.record(error);  // what last_backend_error() names as the cause of a degraded permit
         verdict[p] = -2;
       }
     }
@@ -168,6 +174,7 @@ class RedisConcurrencyStorage
   // ran). Thread safety: safe, also at exit. Throws airl::BackendError when Redis fails (the limiter swallows
   // it), after queueing the release for a retry with the next calls; std::invalid_argument on bad slots.
   void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation where) {
+    core("release");
     validate(slots);
     if (where == LeaseLocation::nowhere) return;
     if (where == LeaseLocation::fallback) {
@@ -185,6 +192,7 @@ class RedisConcurrencyStorage
   // throws the airl::BackendError. A permit with no confirmed lease (nowhere, unconfirmed) is assumed
   // without asking Redis. Throws std::invalid_argument on bad slots.
   RenewStatus renew(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation where) {
+    core("renew");
     validate(slots);
     if (where == LeaseLocation::nowhere || where == LeaseLocation::unconfirmed) return RenewStatus::assumed;
     if (where == LeaseLocation::fallback) {
@@ -200,10 +208,13 @@ class RedisConcurrencyStorage
       try {
         const detail::Reply reply = outcomes[p].take();
         core().client.check(*reply);
-        if (reply->type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected renew reply");
+        if (reply->type != REDIS_REPLY_INTEGER || (reply->integer != 0 && reply->integer != 1)) {
+          throw ReplyError("airl: unexpected renew reply");
+        }
         if (reply->integer == 1) renewed.push_back(p);
         else lost = true;
-      } catch (const BackendError&) {
+      } catch (const BackendError& error) {
+        core().client.record(error);
         failed = std::current_exception();
       }
     }
@@ -219,6 +230,7 @@ class RedisConcurrencyStorage
   // Live leases in `slot`'s scope now, in Redis. Thread safety: safe. Throws airl::BackendError when Redis
   // fails (no failure policy); std::invalid_argument on a bad slot.
   std::uint64_t in_flight(const ConcurrencySlot& slot) {
+    core("in_flight");
     const std::span<const ConcurrencySlot> one(&slot, 1);
     validate(one);
     std::vector<Part> parts = split(one, "count", PermitId{});
@@ -230,13 +242,15 @@ class RedisConcurrencyStorage
 
   // How the storage followed its servers (redirects, slot map reads, Sentinel rediscoveries). Thread
   // safety: safe. Throws std::logic_error when moved from.
-  RedisTopologyMetrics topology_metrics() const { return core().client.topology_metrics(); }
+  RedisTopologyMetrics topology_metrics() const { return core("topology_metrics").client.topology_metrics(); }
 
   // Releases waiting to be retried (failed releases, and acquisitions that failed after being sent).
-  // Thread safety: safe. Throws nothing.
-  std::size_t pending_releases() const noexcept { return usable() ? core().count.load(std::memory_order_relaxed) : 0; }
+  // Thread safety: safe. Throws only std::logic_error, when moved from.
+  std::size_t pending_releases() const { return core("pending_releases").count.load(std::memory_order_relaxed); }
 
  private:
+  friend struct detail::ReplyDecoderAccess;  // tests/fuzz/redis_reply_fuzz.cpp: parse_acquire_reply
+
   void validate(std::span<const ConcurrencySlot> slots) const {
     detail::validate_slots(slots, "airl::RedisConcurrencyStorage");
     core();  // not moved from
@@ -245,7 +259,7 @@ class RedisConcurrencyStorage
 
   static void check_max_in_flight(std::uint64_t max_in_flight, std::string_view cap) {
     if (max_in_flight > max_exact_count) {
-      throw std::invalid_argument("airl::RedisConcurrencyStorage: cap '" + std::string(cap) +
+      throw std::invalid_argument("airl::RedisConcurrencyStorage: cap '" + detail::echo(cap) +
                                   "': max_in_flight must be at most 2^53");
     }
   }
@@ -394,11 +408,16 @@ class RedisConcurrencyStorage
       throw ReplyError("airl: unexpected reply from the airl concurrency script");
     }
     verdict = integer(0);
-    if (verdict == -1 || verdict == 1) return {};
-    if (verdict != 0) throw ReplyError("airl: unexpected reply from the airl concurrency script");
+    // {1} taken, {-1} id in use, {0, key, live, retry_us} full: any other shape is not the script's.
+    if ((verdict == -1 || verdict == 1) && reply.elements == 1) return {};
+    if (verdict != 0 || reply.elements != 4) throw ReplyError("airl: unexpected reply from the airl concurrency script");
     const long long key = integer(1);
     if (key < 1 || static_cast<std::size_t>(key) > n) throw ReplyError("airl: concurrency script named no key");
     const long long retry_us = integer(3);
+    // -1 is "never" (a cap of 0); any other time is at most a lease (366 days): none wraps scaled to ns.
+    if (retry_us < -1 || retry_us > static_cast<long long>(max_exact_count)) {
+      throw ReplyError("airl: unexpected reply from the airl concurrency script");
+    }
     return ConcurrencyResult{.denied_by = static_cast<std::size_t>(key - 1),
                              .retry_after = retry_us < 0 ? Decision::never : detail::ceil_to_ms(retry_us * 1000),
                              .status = Status::denied};

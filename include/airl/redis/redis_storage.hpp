@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <span>
@@ -38,11 +40,16 @@
 
 namespace airl {
 
+namespace testing {
+class RedisTestClock;  // tests only: include/airl/redis/testing_clock.hpp
+}  // namespace testing
+
 namespace detail {
 // The rate storage's own state: what makes its generated members unique across processes.
 struct RateMembers {
   std::uint64_t seed = random_bits();
   std::atomic<std::uint64_t> counter{0};
+  std::function<std::int64_t()> test_now_us;  // set only by testing::RedisTestClock: the script's time
 };
 }  // namespace detail
 
@@ -50,6 +57,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
  public:
   // Connects lazily: does not fail when Redis is down. Throws std::invalid_argument on bad options
   // (empty key_prefix or one with '{' '}', pool_size 0, bad port, timeouts <= 0, negative database).
+  // Movable: every member of a moved-from storage throws std::logic_error naming it.
   explicit RedisStorage(RedisOptions options = {})
       : RedisBackend(std::move(options), detail::sliding_window_script, "the airl script", "airl::RedisStorage") {}
 
@@ -57,9 +65,11 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // off a cluster), else one call per slot, in parallel, with the slots that admitted undone when another
   // denied (docs/REDIS.md, "Across slots"). Thread safety: safe from any thread. Never throws for backend
   // faults: applies on_failure and sets AcquireResult::degraded. Throws std::invalid_argument for no
-  // charges, a window outside (0, max_window], cost 0, a limit or cost above 2^53 (Lua numbers are
-  // doubles), an unknown scope, a part longer than 65535 bytes, or a repeated bucket.
+  // charges, a window outside (0, max_window], cost 0, a limit above 2^53 (Lua numbers are doubles), an
+  // unknown scope, a part longer than 65535 bytes, or a repeated bucket. A cost above 2^53 exceeds every
+  // limit: a 'never' denial, as in memory.
   AcquireResult acquire(std::span<const Charge> charges, std::string_view request_id) {
+    core("acquire");
     const AcquireCall call{charges, request_id};
     return std::move(decide({&call, 1}).front());
   }
@@ -68,11 +78,14 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // (one round trip), the servers in parallel; each request all-or-nothing on its own. Thread safety: safe.
   // Never throws for backend faults: a request whose server failed gets the failure policy's decision.
   // Throws std::invalid_argument like acquire(), before sending anything.
-  std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) { return decide(calls); }
+  std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) {
+    core("acquire_many");
+    return decide(calls);
+  }
 
   // How the storage followed its servers (redirects, slot map reads, Sentinel rediscoveries). Thread
   // safety: safe. Throws std::logic_error when moved from.
-  RedisTopologyMetrics topology_metrics() const { return core().client.topology_metrics(); }
+  RedisTopologyMetrics topology_metrics() const { return core("topology_metrics").client.topology_metrics(); }
 
   // Replaces, in every charge's bucket that still logs `request_id`, that entry's cost by the charge's cost
   // (see SettlingStoragePolicy), in one atomic script call. Returns how many buckets logged it. With
@@ -80,7 +93,8 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // outage), and the answer counts both. Thread safety: safe. Throws BackendError when Redis fails, except
   // under FailurePolicy::local (then the local store's answer is returned): the reservation then stands and
   // expires with its window. Throws std::invalid_argument on a bad window, a cost above 2^53, an unknown
-  // scope, a part longer than 65535 bytes or a repeated bucket (before sending anything).
+  // scope, a part longer than 65535 bytes or a repeated bucket (before sending anything), or when a bucket's
+  // total would pass 2^53 (the script then writes nothing in that slot).
   std::size_t settle(std::span<const Charge> charges, std::string_view request_id) {
     return change_costs(charges, request_id, "settle");
   }
@@ -95,12 +109,13 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // Cost units counting in `bucket` now. Thread safety: safe. Throws BackendError when Redis fails;
   // std::invalid_argument on a bad window, an unknown scope or a part longer than 65535 bytes.
   std::uint64_t usage(const BucketRef& bucket, Quota quota) {
+    core("usage");
     detail::validate_quota(quota, bucket.name);
     detail::validate_bucket(bucket, "airl::RedisStorage::usage");
     const Charge charge{bucket, quota, 1};
     std::vector<Part> parts = split({&charge, 1}, "usage");
     parts[0].call.numbers.assign(1, std::to_string(micros(quota.window)));
-    parts[0].call.finish("usage", {});
+    finish_call(parts[0].call, "usage", {});
     const detail::Reply reply = core().client.eval(parts[0].call.words);
     if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) throw ReplyError("airl: unexpected usage reply");
     return static_cast<std::uint64_t>(reply->integer);
@@ -110,7 +125,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // safe. Throws BackendError when Redis fails; std::invalid_argument on an unknown scope or a part longer
   // than 65535 bytes (before deleting any).
   void erase(std::span<const BucketRef> buckets) {
-    Core& core = this->core();
+    Core& core = this->core("erase");
     for (const BucketRef& bucket : buckets) detail::validate_bucket(bucket, "airl::RedisStorage::erase");
     std::vector<std::string> keys(buckets.size() * 2);
     std::vector<std::array<std::string_view, 3>> words(buckets.size());
@@ -128,7 +143,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // block Redis) on the one server of the user's slot (the pattern holds the user's hash tag, so it routes
   // there). Thread safety: safe. Throws BackendError when Redis fails.
   void erase_user(std::string_view user) {
-    Core& core = this->core();
+    Core& core = this->core("erase_user");
     const std::string pattern = detail::redis_user_pattern(core.options.key_prefix, user);
     std::string cursor = "0";
     do {
@@ -145,20 +160,32 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   }
 
  private:
+  friend class testing::RedisTestClock;
+  friend struct detail::ReplyDecoderAccess;  // tests/fuzz/redis_reply_fuzz.cpp: the reply decoders below
+
+  // Tests only (testing_clock.hpp): the script variant that decides at `now_us()` (microseconds), sent as
+  // every call's last argument, instead of on Redis's clock. Private: no option of a storage reaches it.
+  RedisStorage(RedisOptions options, std::function<std::int64_t()> now_us)
+      : RedisBackend(std::move(options), detail::sliding_window_script_client_clock, "the airl script (test clock)",
+                     "airl::RedisStorage") {
+    core().test_now_us = std::move(now_us);
+  }
+
+  // Builds a script call's words; on a test clock its time goes last.
+  void finish_call(detail::ScriptCall& call, std::string_view op, std::initializer_list<std::string_view> extra) const {
+    if (core().test_now_us) call.numbers.push_back(std::to_string(core().test_now_us()));
+    call.finish(op, extra);
+  }
+
   // The storage's own checks on what it is handed, before anything is sent.
   void validate(std::span<const Charge> charges) const {
-    detail::validate_charges(charges, "airl::RedisStorage");
+    detail::validate_charges(charges, "airl::RedisStorage");  // limits of at most 2^53 among them
     core();  // not moved from
-    for (const Charge& charge : charges) {
-      if (charge.quota.limit > max_exact_count || charge.cost > max_exact_count) {
-        throw std::invalid_argument("airl::RedisStorage: limits and costs must be at most 2^53");
-      }
-    }
   }
 
   // `op`: "settle" or "refund" (the script's operations of that name): one call per slot, in parallel.
   std::size_t change_costs(std::span<const Charge> charges, std::string_view request_id, const char* op) {
-    Core& core = this->core();
+    Core& core = this->core(op);  // the member's name
     detail::validate_settle_charges(charges, "airl::RedisStorage");
     for (const Charge& charge : charges) {
       if (charge.cost > max_exact_count) throw std::invalid_argument("airl::RedisStorage: costs must be at most 2^53");
@@ -174,7 +201,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
         part.call.numbers.push_back(std::to_string(micros(charges[i].quota.window)));
         part.call.numbers.push_back(std::to_string(charges[i].cost));
       }
-      part.call.finish(op, {member});
+      finish_call(part.call, op, {member});
       commands.push_back(command_of(part));
     }
     InMemoryStorage<SteadyClock>* const local = core.fallback.local();
@@ -187,12 +214,19 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       try {
         const detail::Reply reply = outcomes[p].take();
         core.client.check(*reply);
+        // The script wrote nothing: a settled cost would pass 2^53. A refund (cost 0) never can, so there -1
+        // is a malformed reply (ReplyError below), not the caller's mistake (found by tests/fuzz).
+        if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -1 && op == std::string_view("settle")) {
+          throw std::invalid_argument("airl::RedisStorage::" + std::string(op) +
+                                      ": a settled cost would bring a bucket's total above 2^53");
+        }
         if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
             static_cast<std::size_t>(reply->integer) > parts[p].charges.size()) {
           throw ReplyError(std::string("airl: unexpected ") + op + " reply");
         }
         settled += static_cast<std::size_t>(reply->integer);
-      } catch (const BackendError&) {
+      } catch (const BackendError& error) {
+        core.client.record(error);
         if (local == nullptr) throw;
       }
     }
@@ -240,13 +274,14 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     std::optional<AcquireResult> degraded;         // the failure policy's decision, when it decides
   };
 
-  // The decisions of a batch (acquire() is a batch of one): every part of every request sent in one run,
-  // then one more run undoing the parts of requests that were not admitted everywhere. Off a cluster a
-  // request is one part, and the second run never happens.
+  // The decisions of a batch (acquire() is a batch of one), in runs: every part of every request of a run
+  // sent at once, then one more round trip undoing the parts of requests that were not admitted everywhere.
+  // A run ends after a request split across slots (a cluster): a later request of the batch must not see an
+  // entry that is about to be undone, so the batch decides as allow() for each in turn would. Off a cluster
+  // a request is one part: the whole batch is one run, and the undo never happens.
   std::vector<AcquireResult> decide(std::span<const AcquireCall> calls) {
     for (const AcquireCall& call : calls) validate(call.charges);
     std::vector<Pending> pending(calls.size());
-    std::vector<detail::Command> commands;
     for (std::size_t c = 0; c < calls.size(); ++c) {
       Pending& request = pending[c];
       make_member(calls[c].request_id, request.member);
@@ -254,12 +289,42 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       request.status.assign(request.parts.size(), -1);
       request.sent.assign(request.parts.size(), false);
       request.verdicts.resize(calls[c].charges.size());
-      for (Part& part : request.parts) {
-        build_acquire_call(calls[c].charges, part, request.member, !calls[c].request_id.empty());
-        commands.push_back(command_of(part));
-      }
+      for (Part& part : request.parts) build_acquire_call(calls[c].charges, part, request.member, !calls[c].request_id.empty());
     }
-    std::vector<detail::Outcome> outcomes = core().client.run(commands);
+    // One deadline for the whole call, the undo of a partial admission included: a hung server costs a
+    // decision connect_timeout + command_timeout, not twice that.
+    const auto deadline = core().client.deadline();
+    for (std::size_t begin = 0; begin < calls.size();) {
+      std::size_t end = begin;
+      while (end < calls.size() && pending[end].parts.size() == 1) ++end;
+      if (end < calls.size()) ++end;  // the split request closes the run
+      decide_run(calls.subspan(begin, end - begin), std::span<Pending>(pending).subspan(begin, end - begin), deadline);
+      begin = end;
+    }
+    std::vector<AcquireResult> results;
+    results.reserve(calls.size());
+    for (std::size_t c = 0; c < calls.size(); ++c) {
+      if (pending[c].degraded) {
+        results.push_back(*pending[c].degraded);
+        continue;
+      }
+      const std::vector<int>& status = pending[c].status;
+      const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
+      AcquireResult result = detail::combine_verdicts(pending[c].verdicts, calls[c].charges, replayed);
+      detail::note_other_group(result, pending[c].verdicts, calls[c].charges);
+      results.push_back(result);
+    }
+    return results;
+  }
+
+  // One run of decide(): sends every part, reads the answers, applies the failure policy, undoes partials.
+  void decide_run(std::span<const AcquireCall> calls, std::span<Pending> pending,
+                  detail::ScriptClient::Clock::time_point deadline) {
+    std::vector<detail::Command> commands;
+    for (const Pending& request : pending) {
+      for (const Part& part : request.parts) commands.push_back(command_of(part));
+    }
+    std::vector<detail::Outcome> outcomes = core().client.run(commands, deadline);
     std::size_t next = 0;
     for (std::size_t c = 0; c < calls.size(); ++c) {
       Pending& request = pending[c];
@@ -269,7 +334,8 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
           const detail::Reply reply = outcomes[next].take();
           core().client.check(*reply);
           request.status[p] = parse_acquire_reply(*reply, request.parts[p], request.verdicts);
-        } catch (const BackendError&) {
+        } catch (const BackendError& error) {
+          core().client.record(error);  // what last_backend_error() names as the cause of a degraded decision
           request.status[p] = -1;
         }
       }
@@ -280,21 +346,7 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
       const bool answered = std::count(status.begin(), status.end(), 0) + std::count(status.begin(), status.end(), 2) > 0;
       if (failed && !answered) request.degraded = degrade(calls[c].charges, calls[c].request_id);
     }
-    undo_partial(calls, pending);
-    std::vector<AcquireResult> results;
-    results.reserve(calls.size());
-    for (std::size_t c = 0; c < calls.size(); ++c) {
-      if (pending[c].degraded) {
-        results.push_back(*pending[c].degraded);
-        continue;
-      }
-      const std::vector<int>& status = pending[c].status;
-      const bool replayed = std::count(status.begin(), status.end(), 2) > 0;
-      AcquireResult result = detail::combine_verdicts(pending[c].verdicts, replayed);
-      detail::note_other_group(result, pending[c].verdicts, calls[c].charges);
-      results.push_back(result);
-    }
-    return results;
+    undo_partial(calls, pending, deadline);
   }
 
   // The parts of a request that was not admitted everywhere take its entry back (by its member): those that
@@ -302,7 +354,8 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // as they are then, and parts that failed report room, so the Decision is one server's (nothing charged).
   // A request the failure policy admitted keeps what its parts recorded. An undo that fails leaves the entry
   // until its window passes: an over-charge, never an over-admission (docs/REDIS.md, "Across slots").
-  void undo_partial(std::span<const AcquireCall> calls, std::vector<Pending>& pending) {
+  void undo_partial(std::span<const AcquireCall> calls, std::span<Pending> pending,
+                    detail::ScriptClient::Clock::time_point deadline) {
     std::vector<std::pair<std::size_t, std::size_t>> undone;  // (request, part)
     std::vector<detail::Command> commands;
     for (std::size_t c = 0; c < calls.size(); ++c) {
@@ -333,13 +386,13 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
           part.call.numbers.push_back(std::to_string(calls[c].charges[i].quota.limit));
           part.call.numbers.push_back(std::to_string(micros(calls[c].charges[i].quota.window)));
         }
-        part.call.finish("undo", {request.member});
+        finish_call(part.call, "undo", {request.member});
         commands.push_back(command_of(part));
         undone.emplace_back(c, p);
       }
     }
     if (commands.empty()) return;
-    std::vector<detail::Outcome> outcomes = core().client.run(commands);
+    std::vector<detail::Outcome> outcomes = core().client.run(commands, deadline);
     for (std::size_t u = 0; u < undone.size(); ++u) {
       const auto [c, p] = undone[u];
       const Part& part = pending[c].parts[p];
@@ -353,12 +406,13 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
         for (std::size_t k = 0; k < part.charges.size(); ++k) {
           const redisReply& room = *reply->element[2 * k];
           const redisReply& reset = *reply->element[2 * k + 1];
-          if (room.type != REDIS_REPLY_INTEGER || reset.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected undo reply");
+          if (!counted(room, 0) || !counted(reset, 0)) throw ReplyError("airl: unexpected undo reply");
           detail::WindowVerdict& verdict = pending[c].verdicts[part.charges[k]];
           verdict.remaining = static_cast<std::uint64_t>(room.integer);
           verdict.reset_after = reset.integer * 1000;
         }
-      } catch (const BackendError&) {  // the entry stays: report the room as if it had gone
+      } catch (const BackendError& error) {  // the entry stays: report the room as if it had gone
+        core().client.record(error);
         for (const std::size_t i : part.charges) {
           pending[c].verdicts[i].remaining += std::min(calls[c].charges[i].cost, calls[c].charges[i].quota.limit);
         }
@@ -371,32 +425,31 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   // repeats a member. One member per request, in every slot it spans.
   void make_member(std::string_view request_id, std::string& member) const {
     if (!request_id.empty()) return request_member(member, request_id);
-    // Raw bytes, not decimal text: members are most of a bucket's memory in Redis. 8 random bytes per
-    // storage instance, then the counter's significant bytes (little-endian): unique across processes.
-    std::uint64_t count = core().counter.fetch_add(1, std::memory_order_relaxed);
-    member.assign(1, 'g');
-    for (int byte = 0; byte < 8; ++byte) member.push_back(static_cast<char>((core().seed >> (8 * byte)) & 0xffu));
-    do {
-      member.push_back(static_cast<char>(count & 0xffu));
-      count >>= 8;
-    } while (count != 0);
+    detail::redis_generated_member(member, core().seed, core().counter.fetch_add(1, std::memory_order_relaxed));
   }
 
   // <2n> log1 costs1 ... 'acquire' member is_request_id (limit window_us cost)*n, for the part's charges.
-  static void build_acquire_call(std::span<const Charge> charges, Part& part, std::string_view member, bool is_request_id) {
+  void build_acquire_call(std::span<const Charge> charges, Part& part, std::string_view member, bool is_request_id) const {
     part.call.numbers.clear();
     for (const std::size_t i : part.charges) {
       part.call.numbers.push_back(std::to_string(charges[i].quota.limit));
       part.call.numbers.push_back(std::to_string(micros(charges[i].quota.window)));
-      part.call.numbers.push_back(std::to_string(charges[i].cost));
+      // Above 2^53 a cost exceeds every limit, whatever its value: sent as 2^54, which Lua's doubles hold
+      // exactly (2^53 + 1 would round down to 2^53 and fit a limit of 2^53).
+      const std::uint64_t cost = charges[i].cost > max_exact_count ? 2 * max_exact_count : charges[i].cost;
+      part.call.numbers.push_back(std::to_string(cost));
     }
-    part.call.finish("acquire", {member, is_request_id ? "1" : "0"});
+    finish_call(part.call, "acquire", {member, is_request_id ? "1" : "0"});
   }
 
   // The member that logs a caller's request id.
-  static void request_member(std::string& out, std::string_view request_id) {
-    out.assign(1, 'i');
-    out.append(request_id);
+  static void request_member(std::string& out, std::string_view request_id) { detail::redis_request_member(out, request_id); }
+
+  // Whether `element` is an integer the script can answer: a count or a time in microseconds, in
+  // [lowest, 2^53] (-1 is "never" where a time may be), so none wraps when read or scaled to nanoseconds.
+  static bool counted(const redisReply& element, long long lowest) noexcept {
+    return element.type == REDIS_REPLY_INTEGER && element.integer >= lowest &&
+           element.integer <= static_cast<long long>(max_exact_count);
   }
 
   // Reads one part's acquire reply into the verdicts of its charges; returns its status (0 denied, 1
@@ -406,16 +459,17 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
     if (reply.type != REDIS_REPLY_ARRAY || reply.elements != 1 + 4 * n) {
       throw ReplyError("airl: unexpected reply from the airl script");
     }
-    auto integer = [&](std::size_t i) {
+    auto integer = [&](std::size_t i, long long lowest = 0) {
       const redisReply& element = *reply.element[i];
-      if (element.type != REDIS_REPLY_INTEGER) throw ReplyError("airl: unexpected reply from the airl script");
+      if (!counted(element, lowest)) throw ReplyError("airl: unexpected reply from the airl script");
       return element.integer;
     };
     const long long status = integer(0);
     if (status < 0 || status > 2) throw ReplyError("airl: unexpected reply from the airl script");
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t at = 1 + 4 * k;
-      const long long retry_us = integer(at + 2);
+      const long long retry_us = integer(at + 2, -1);
+      if (integer(at) > 1) throw ReplyError("airl: unexpected reply from the airl script");
       verdicts[part.charges[k]] = {.fits = integer(at) == 1,
                                    .remaining = static_cast<std::uint64_t>(integer(at + 1)),
                                    .retry_after = retry_us < 0 ? detail::never_ticks : retry_us * 1000,

@@ -5,102 +5,123 @@
 
 #include <string_view>
 
+#include "detail/script_text.hpp"
+
 namespace airl::detail {
 
-inline constexpr std::string_view sliding_window_script = R"lua(
+// The script's text in parts: the shared prelude (detail/script_text.hpp), the header, the clock, and the
+// body. Production joins server_clock; tests that drive time join client_clock (testing_clock.hpp): the same
+// body on a caller's clock.
+inline constexpr std::string_view sliding_window_head = R"lua(
 -- airl sliding window log. Bucket i is KEYS[2i-1], its log (sorted set: member -> admission time in
 -- microseconds), and KEYS[2i], its costs (hash: member -> cost when it is not 1; field "" -> running sum;
 -- absent while every entry costs 1).
 -- ARGV[1] = 'acquire': ARGV[2] member, ARGV[3] '1' if the member is a caller's request id, then for each
 --           bucket: limit, window (us), cost. Returns {status, then per bucket: fits, remaining, retry_us,
---           reset_us}; status 0 denied, 1 admitted, 2 replayed; retry_us -1 = never.
+--           reset_us}; status 0 denied, 1 admitted, 2 replayed; retry_us -1 = never. A cost above 2^53
+--           (above every limit) is a 'never' denial, as any cost above its limit.
 -- ARGV[1] = 'usage': ARGV[2] window (us), one bucket. Returns the cost counting now.
 -- ARGV[1] = 'settle': ARGV[2] member, then for each bucket: window (us), cost. Replaces the member's cost in
---           every bucket that still logs it (its time stays). Returns how many buckets logged it.
+--           every bucket that still logs it (its time stays). Returns how many buckets logged it, or -1
+--           (nothing written) when a bucket's total would pass 2^53.
 -- ARGV[1] = 'refund': as 'settle', then the entry moves to member 'r' .. member .. '@' .. its time, so the
 --           member (a request id) is free to be admitted again; the renamed entry keeps its time and cost.
 -- ARGV[1] = 'undo':   ARGV[2] member, then for each bucket: limit, window (us). Removes the member's entry
 --           (a request admitted here and denied in another cluster slot). Returns per bucket: room, reset_us.
-local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integers
+-- Every call reads and decides first and queues its writes; commit() runs them (see the prelude).
+)lua";
 
--- Every argument is checked before the first write: Redis does not roll a script back.
-local function whole(text, what, least)
-  local n = tonumber(text)
-  if n == nil or n ~= math.floor(n) or n < least or n > max_exact then
-    error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', 2^53], got ' .. tostring(text))
-  end
-  return n
-end
-
--- Integers as exact decimal text: tostring() would round to 14 significant digits.
-local function int(n) return string.format('%d', n) end
-
+// Redis's own clock: the production text has no path that reads a caller's time.
+inline constexpr std::string_view sliding_window_server_clock = R"lua(
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local ttl_margin = 0
+)lua";
 
--- Admission time of the newest entry, or nil.
-local function newest(log)
-  local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-  return last[2] and tonumber(last[2]) or nil
-end
+// Tests only (testing_clock.hpp): the caller's time in microseconds as the last argument, taken off ARGV so
+// the rest reads the arguments as production does. Test time may stand still while real time passes, so
+// every TTL gets an hour more: Redis must never expire a key (by real time) before test time would.
+inline constexpr std::string_view sliding_window_client_clock = R"lua(
+local now = whole(table.remove(ARGV), 'now', 0, max_exact)
+local ttl_margin = 3600000
+)lua";
 
--- The running sum of a log's costs, and whether the bucket is weighted. A bucket that has only ever held
--- cost-1 entries has no costs hash at all (its sum is ZCARD: memory matters per bucket); the first entry
--- with another cost creates the hash, starting the sum from the entries already logged. A sum whose log is
--- gone (evicted, or expired a moment before it) counts nothing.
-local function running_sum(log, costs)
-  local sum = redis.call('HGET', costs, '')
-  if sum then
-    sum = tonumber(sum)
-    if redis.call('EXISTS', log) == 0 then  -- a sum of 0 (settled to nothing) is checked too
-      redis.call('DEL', costs)
-      return 0, false
-    end
-    return sum, true
+inline constexpr std::string_view sliding_window_body = R"lua(
+-- A bucket as it stands now: reads what it holds, queues dropping the entries admitted at or before
+-- now - window (they stay in the keys until commit(), as the `skip` oldest), and returns
+-- {log, costs, window, cutoff, usage = cost counting now, weighted, size = entries counting, skip}.
+-- A bucket that has only ever held cost-1 entries has no costs hash (its usage is its entry count: memory
+-- matters per bucket); the first entry with another cost creates the hash, starting the sum from the entries
+-- already logged. A sum whose log is gone (evicted, or expired a moment before it) counts nothing.
+local function look(log, costs, window)
+  local b = {log = log, costs = costs, window = window, cutoff = now - window, skip = 0}
+  local sum = redis.call('HGET', costs, '') or nil  -- a missing field reads as false
+  local size = redis.call('ZCARD', log)
+  if sum and size == 0 then
+    write('DEL', costs)
+    sum = nil
   end
-  return redis.call('ZCARD', log), false
-end
-
--- Drops the entries admitted at or before now - window; returns the cost still counting and whether the
--- bucket is weighted.
-local function expire(log, costs, window)
-  local cutoff = int(now - window)
-  local sum, weighted = running_sum(log, costs)
-  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
-  if #gone == 0 then return sum, weighted end
+  b.weighted = sum ~= nil
+  b.usage = b.weighted and tonumber(sum) or size
+  b.size = size
+  if size == 0 then return b end
+  local gone = redis.call('ZRANGEBYSCORE', log, '-inf', int(b.cutoff))
+  if #gone == 0 then return b end
   local freed = #gone
-  if weighted then
+  if b.weighted then
     freed = 0
     for first = 1, #gone, 1000 do  -- unpack() has a stack limit: work in chunks
       local chunk = {unpack(gone, first, math.min(first + 999, #gone))}
       local each = redis.call('HMGET', costs, unpack(chunk))
       for i = 1, #chunk do freed = freed + (tonumber(each[i]) or 1) end
-      redis.call('HDEL', costs, unpack(chunk))
+      write('HDEL', costs, unpack(chunk))
     end
   end
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
-  if redis.call('ZCARD', log) == 0 then
-    redis.call('DEL', log, costs)
-    return 0, false
+  write('ZREMRANGEBYSCORE', log, '-inf', int(b.cutoff))
+  b.skip, b.size = #gone, size - #gone
+  if b.size == 0 then  -- an idle bucket leaves nothing behind
+    write('DEL', log, costs)
+    b.usage, b.weighted = 0, false
+    return b
   end
-  if freed > sum then freed = sum end  -- never below zero, whatever happened to the keys
-  if not weighted then return sum - freed, false end
-  return redis.call('HINCRBY', costs, '', int(-freed)), true
+  if freed > b.usage then freed = b.usage end  -- never below zero, whatever happened to the keys
+  b.usage = b.usage - freed
+  if b.weighted then write('HINCRBY', costs, '', int(-freed)) end
+  return b
 end
 
--- Admission time of the oldest entry whose expiry frees at least `need` units (walks oldest first).
-local function time_freeing(log, costs, weighted, need)
-  if not weighted then  -- every entry costs 1: the need-th oldest
-    local entry = redis.call('ZRANGE', log, need - 1, need - 1, 'WITHSCORES')
+-- Admission time of the newest entry counting, or nil.
+local function newest(b)
+  if b.size == 0 then return nil end
+  local last = redis.call('ZRANGE', b.log, -1, -1, 'WITHSCORES')
+  return last[2] and tonumber(last[2]) or nil
+end
+
+-- Admission time of `member`'s entry if it still counts, else nil.
+local function admitted_at(b, member)
+  local at = redis.call('ZSCORE', b.log, member)
+  if at and tonumber(at) > b.cutoff then return at end
+  return nil
+end
+
+-- What the member's entry costs (it counts).
+local function cost_of(b, member)
+  return b.weighted and (tonumber(redis.call('HGET', b.costs, member)) or 1) or 1
+end
+
+-- Admission time of the oldest counting entry whose expiry frees at least `need` units (oldest first).
+local function time_freeing(b, need)
+  if not b.weighted then  -- every entry costs 1: the need-th oldest
+    local entry = redis.call('ZRANGE', b.log, b.skip + need - 1, b.skip + need - 1, 'WITHSCORES')
     return entry[2] and tonumber(entry[2]) or now
   end
-  local freed, start = 0, 0
+  local freed, start = 0, b.skip
   while true do
-    local page = redis.call('ZRANGE', log, start, start + 99, 'WITHSCORES')
+    local page = redis.call('ZRANGE', b.log, start, start + 99, 'WITHSCORES')
     if #page == 0 then return now end
     local members = {}
     for i = 1, #page, 2 do members[#members + 1] = page[i] end
-    local each = redis.call('HMGET', costs, unpack(members))
+    local each = redis.call('HMGET', b.costs, unpack(members))
     for i = 1, #members do
       freed = freed + (tonumber(each[i]) or 1)
       if freed >= need then return tonumber(page[2 * i]) end
@@ -109,107 +130,122 @@ local function time_freeing(log, costs, weighted, need)
   end
 end
 
+-- The number of buckets, checked against the number of arguments: `fixed` before them, `per` for each.
+local function buckets(fixed, per)
+  local n = #KEYS / 2
+  if n < 1 or n ~= math.floor(n) or #ARGV ~= fixed + per * n then error('airl: wrong number of keys or arguments') end
+  return n
+end
+
+local function member_arg()
+  local member = ARGV[2]
+  if member == nil or member == '' then error('airl: empty member') end
+  return member
+end
+
 local op = ARGV[1]
 if op == 'usage' then
   if #KEYS ~= 2 or #ARGV ~= 2 then error('airl: usage takes one bucket and a window') end
-  return (expire(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1)))
+  local b = look(KEYS[1], KEYS[2], whole(ARGV[2], 'window', 1, max_exact))
+  commit()
+  return b.usage
 end
+
 if op == 'settle' or op == 'refund' then
-  local n = #KEYS / 2
-  if n < 1 or n ~= math.floor(n) or #ARGV ~= 2 + 2 * n then error('airl: wrong number of keys or arguments') end
-  local member = ARGV[2]
-  if member == nil or member == '' then error('airl: empty member') end
+  local n = buckets(2, 2)
+  local member = member_arg()
   local window, cost = {}, {}
   for i = 1, n do
-    window[i] = whole(ARGV[2 * i + 1], 'window', 1)
-    cost[i] = whole(ARGV[2 * i + 2], 'cost', 0)
+    window[i] = whole(ARGV[2 * i + 1], 'window', 1, max_exact)
+    cost[i] = whole(ARGV[2 * i + 2], 'cost', 0, max_exact)
   end
   local settled = 0
   for i = 1, n do
-    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-    local usage, weighted = expire(log, costs, window[i])
-    if redis.call('ZSCORE', log, member) then
+    local b = look(KEYS[2 * i - 1], KEYS[2 * i], window[i])
+    local at = admitted_at(b, member)
+    if at then
       settled = settled + 1
-      local old = weighted and (tonumber(redis.call('HGET', costs, member)) or 1) or 1
+      local old, log, costs = cost_of(b, member), b.log, b.costs
+      -- The totals hold at most 2^53: refuse, unwritten. (Both sides exact: usage - old + cost could round.)
+      if cost[i] - old > max_exact - b.usage then return -1 end
       if cost[i] ~= old then
-        if not weighted then redis.call('HSET', costs, '', int(usage)) end  -- the cost-1 entries so far
-        if cost[i] == 1 then redis.call('HDEL', costs, member) else redis.call('HSET', costs, member, int(cost[i])) end
-        redis.call('HINCRBY', costs, '', int(cost[i] - old))
+        if not b.weighted then write('HSET', costs, '', int(b.usage)) end  -- the cost-1 entries so far
+        if cost[i] == 1 then write('HDEL', costs, member) else write('HSET', costs, member, int(cost[i])) end
+        write('HINCRBY', costs, '', int(cost[i] - old))
         local ttl = redis.call('PTTL', log)  -- the costs live exactly as long as their log
-        if ttl > 0 then redis.call('PEXPIRE', costs, ttl) end
+        if ttl > 0 then write('PEXPIRE', costs, ttl) end
       end
       if op == 'refund' then
-        local at = redis.call('ZSCORE', log, member)
         local renamed = 'r' .. member .. '@' .. at  -- unique: two entries alike in both are indistinguishable
-        redis.call('ZREM', log, member)
-        redis.call('ZADD', log, at, renamed)
-        local moved = redis.call('HGET', costs, member)
-        if moved then
-          redis.call('HDEL', costs, member)
-          redis.call('HSET', costs, renamed, moved)
+        write('ZADD', log, at, renamed)  -- first: a log emptied by the ZREM would come back without its TTL
+        write('ZREM', log, member)
+        if cost[i] ~= 1 then  -- its costs field (it has one unless it costs 1) moves likewise
+          write('HDEL', costs, member)
+          write('HSET', costs, renamed, int(cost[i]))
         end
       end
     end
   end
+  commit()
   return settled
 end
+
 if op == 'undo' then
-  local n = #KEYS / 2
-  if n < 1 or n ~= math.floor(n) or #ARGV ~= 2 + 2 * n then error('airl: wrong number of keys or arguments') end
-  local member = ARGV[2]
-  if member == nil or member == '' then error('airl: empty member') end
+  local n = buckets(2, 2)
+  local member = member_arg()
   local limit, window = {}, {}
   for i = 1, n do
-    limit[i] = whole(ARGV[2 * i + 1], 'limit', 0)
-    window[i] = whole(ARGV[2 * i + 2], 'window', 1)
+    limit[i] = whole(ARGV[2 * i + 1], 'limit', 0, max_exact)
+    window[i] = whole(ARGV[2 * i + 2], 'window', 1, max_exact)
   end
   local reply = {}
   for i = 1, n do
-    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-    local usage, weighted = expire(log, costs, window[i])
-    if redis.call('ZSCORE', log, member) then
-      local cost = weighted and (tonumber(redis.call('HGET', costs, member)) or 1) or 1
-      redis.call('ZREM', log, member)
-      if weighted then
-        redis.call('HDEL', costs, member)
-        usage = redis.call('HINCRBY', costs, '', int(-cost))
-      else
-        usage = usage - 1
+    local b = look(KEYS[2 * i - 1], KEYS[2 * i], window[i])
+    local usage, last = b.usage, newest(b)
+    if admitted_at(b, member) then
+      local cost = cost_of(b, member)
+      write('ZREM', b.log, member)
+      if b.weighted then
+        write('HDEL', b.costs, member)
+        write('HINCRBY', b.costs, '', int(-cost))
       end
-      if redis.call('ZCARD', log) == 0 then
-        redis.call('DEL', log, costs)
-        usage = 0
+      usage = usage - cost
+      if b.size == 1 then
+        write('DEL', b.log, b.costs)
+        usage, last = 0, nil
+      else  -- the newest entry once the member's is gone
+        local two = redis.call('ZRANGE', b.log, -2, -1, 'WITHSCORES')
+        if two[3] == member then last = tonumber(two[2]) end
       end
     end
-    local last = newest(log)
     reply[#reply + 1] = limit[i] > usage and limit[i] - usage or 0
     reply[#reply + 1] = last and (last + window[i] - now) or 0
   end
+  commit()
   return reply
 end
+
 if op ~= 'acquire' then error('airl: unknown operation ' .. tostring(op)) end
 
-local n = #KEYS / 2
-if n < 1 or n ~= math.floor(n) or #ARGV ~= 3 + 3 * n then error('airl: wrong number of keys or arguments') end
-local member, is_request_id = ARGV[2], ARGV[3] == '1'
-if member == nil or member == '' then error('airl: empty member') end
+local n = buckets(3, 3)
+local member, is_request_id = member_arg(), ARGV[3] == '1'
 local limit, window, cost = {}, {}, {}
 for i = 1, n do
-  limit[i] = whole(ARGV[3 * i + 1], 'limit', 0)
-  window[i] = whole(ARGV[3 * i + 2], 'window', 1)
-  cost[i] = whole(ARGV[3 * i + 3], 'cost', 1)
+  limit[i] = whole(ARGV[3 * i + 1], 'limit', 0, max_exact)
+  window[i] = whole(ARGV[3 * i + 2], 'window', 1, max_exact)
+  cost[i] = whole(ARGV[3 * i + 3], 'cost', 1, math.huge)  -- above 2^53 it exceeds every limit: never written
 end
 
-local usage, weighted, replayed = {}, {}, false
+local bucket, replayed = {}, false
 for i = 1, n do
-  usage[i], weighted[i] = expire(KEYS[2 * i - 1], KEYS[2 * i], window[i])
-  if is_request_id and redis.call('ZSCORE', KEYS[2 * i - 1], member) then replayed = true end
+  bucket[i] = look(KEYS[2 * i - 1], KEYS[2 * i], window[i])
+  if is_request_id and admitted_at(bucket[i], member) then replayed = true end
 end
 
 local reply, all_fit, rooms = {0}, true, {}
 for i = 1, n do
-  local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-  local room = limit[i] > usage[i] and limit[i] - usage[i] or 0
+  local b = bucket[i]
+  local room = limit[i] > b.usage and limit[i] - b.usage or 0
   rooms[i] = room
   local charge = replayed and 0 or cost[i]
   local fits, remaining, retry, reset = 1, room - charge, 0, window[i]
@@ -218,11 +254,11 @@ for i = 1, n do
     if charge > limit[i] then
       retry = -1
     else
-      retry = time_freeing(log, costs, weighted[i], usage[i] + charge - limit[i]) + window[i] - now
+      retry = time_freeing(b, b.usage + charge - limit[i]) + window[i] - now
     end
   end
   if charge > room or replayed then
-    local last = newest(log)
+    local last = newest(b)
     reset = last and (last + window[i] - now) or 0
   end
   reply[#reply + 1] = fits
@@ -236,7 +272,7 @@ if not all_fit and not replayed then
   for i = 1, n do
     local at = 2 + 4 * (i - 1)
     if reply[at] == 1 then
-      local last = newest(KEYS[2 * i - 1])
+      local last = newest(bucket[i])
       reply[at + 1] = rooms[i]
       reply[at + 3] = last and (last + window[i] - now) or 0
     end
@@ -248,21 +284,30 @@ if replayed then
 elseif all_fit then
   reply[1] = 1
   for i = 1, n do
-    local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-    local last = newest(log)
+    local b = bucket[i]
+    local last = newest(b)
     local at = (last and last > now) and last or now  -- never log back in time, even if the clock steps back
-    local ttl = int(math.ceil(window[i] / 1000))
-    redis.call('ZADD', log, int(at), member)
-    redis.call('PEXPIRE', log, ttl)
-    if weighted[i] or cost[i] ~= 1 then
-      if not weighted[i] then redis.call('HSET', costs, '', int(usage[i])) end  -- the cost-1 entries so far
-      if cost[i] ~= 1 then redis.call('HSET', costs, member, int(cost[i])) end
-      redis.call('HINCRBY', costs, '', int(cost[i]))
-      redis.call('PEXPIRE', costs, ttl)
+    local ttl = int(math.ceil(window[i] / 1000) + ttl_margin)
+    write('ZADD', b.log, int(at), member)
+    write('PEXPIRE', b.log, ttl)
+    if b.weighted or cost[i] ~= 1 then
+      if not b.weighted then write('HSET', b.costs, '', int(b.usage)) end  -- the cost-1 entries so far
+      if cost[i] ~= 1 then write('HSET', b.costs, member, int(cost[i])) end
+      write('HINCRBY', b.costs, '', int(cost[i]))
+      write('PEXPIRE', b.costs, ttl)
     end
   end
 end
+commit()
 return reply
 )lua";
+
+// The script production runs: Redis's clock.
+inline constexpr std::string_view sliding_window_script =
+    joined_view<script_prelude, sliding_window_head, sliding_window_server_clock, sliding_window_body>;
+
+// The same script on the caller's clock. Reachable only through airl::testing::RedisTestClock.
+inline constexpr std::string_view sliding_window_script_client_clock =
+    joined_view<script_prelude, sliding_window_head, sliding_window_client_clock, sliding_window_body>;
 
 }  // namespace airl::detail

@@ -139,11 +139,11 @@ class StoreCall {
   using Item = Entry<State>;
 
   // Takes `count` keys: key_of(i) gives key i as a StoreKey. Throws std::invalid_argument (naming `owner`)
-  // when two keys are the same, std::bad_alloc beyond inline_parts keys; std::logic_error on a moved-from store.
+  // when two keys are the same, std::bad_alloc beyond inline_parts keys. Requires a store not moved from: its
+  // storage checks that first, in every member (detail/moved_from.hpp), so the hot path checks once.
   template <class KeyOf>
   AIRL_DETAIL_HOT_INLINE StoreCall(ShardedStore<State>& store, std::size_t count, KeyOf&& key_of, const char* owner)
       : store_(store), shards_(store.shards_.get()), parts_(count), held_(count) {
-    if (!store.usable()) [[unlikely]] refuse_moved_from(owner);
     for (std::size_t i = 0; i < size(); ++i) {
       const StoreKey key = key_of(i);
       for (std::size_t j = 0; j < i; ++j) {
@@ -295,9 +295,6 @@ class StoreCall {
     Held indices_;
   };
 
-  [[noreturn]] AIRL_DETAIL_COLD static void refuse_moved_from(const char* owner) {
-    throw std::logic_error(std::string(owner) + ": used after being moved from");
-  }
   [[noreturn]] AIRL_DETAIL_COLD static void refuse_repeated(const char* owner) {
     throw std::invalid_argument(std::string(owner) + ": two parts of one call name the same key");
   }

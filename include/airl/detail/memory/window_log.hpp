@@ -11,10 +11,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <utility>
 
+#include "../../quota.hpp"
 #include "../inlining.hpp"
+#include "../ticks.hpp"
 #include "../verdict.hpp"
 #include "packed_ring.hpp"
 #include "request_id_index.hpp"
@@ -43,10 +46,10 @@ class WindowLog {
     const std::uint64_t room = used >= limit ? 0 : limit - used;
     if (cost <= room) return {.fits = true, .remaining = room - cost, .retry_after = 0, .reset_after = window};
     WindowVerdict verdict{.fits = false, .remaining = room, .retry_after = never_ticks,
-                          .reset_after = empty() ? 0 : newest_time() + window - now};
+                          .reset_after = empty() ? 0 : newest_time() - now + window};
     if (cost <= limit) {  // rule 5: wait until used + cost - limit units expire (no overflow: cost <= limit)
       const std::uint64_t need = cost - (limit - std::min(used, limit)) + (used > limit ? used - limit : 0);
-      verdict.retry_after = ring_.first_time_freeing(need) + window - now;
+      verdict.retry_after = ring_.first_time_freeing(need) - now + window;  // in (0, window]: no overflow
     }
     return verdict;
   }
@@ -54,7 +57,7 @@ class WindowLog {
   // Rule 8: what the bucket holds now, for a replayed request (nothing charged).
   WindowVerdict peek(std::int64_t now, std::int64_t window, std::uint64_t limit) const noexcept {
     WindowVerdict verdict = check(now, window, limit, 0);
-    verdict.reset_after = empty() ? 0 : newest_time() + window - now;
+    verdict.reset_after = empty() ? 0 : newest_time() - now + window;
     return verdict;
   }
 
@@ -71,10 +74,16 @@ class WindowLog {
   }
 
   // Rule 9: the live entry admitted with `id` now costs `cost` (0 allowed), keeping its time; call expire()
-  // first. Returns false when no live entry has that id. Strong guarantee: throws std::bad_alloc.
+  // first. Returns false when no live entry has that id. Strong guarantee: throws std::invalid_argument when
+  // the log's total would pass 2^53 (max_exact_count: what every storage counts exactly; admissions keep it
+  // at most the limit, only settled costs can pass it), std::bad_alloc.
   bool replace_cost(std::string_view id, std::uint64_t cost) {
     const std::optional<std::size_t> index = position_of(id);
     if (!index) return false;
+    const std::uint64_t others = usage() - ring_.cost_at(*index);
+    if (cost > max_exact_count || others > max_exact_count - cost) {
+      throw std::invalid_argument("airl: a settled cost would bring a bucket's total above 2^53");
+    }
     if (!ring_.weighted()) {
       if (cost == 1) return true;  // every entry costs 1 already
       ring_.make_weighted();
@@ -119,7 +128,11 @@ class WindowLog {
   void prefetch() const noexcept { ring_.prefetch(); }
 
   // When the log holds nothing any more, given its window (the store's expiry lists sort by it).
-  std::int64_t expiry(std::int64_t window) const noexcept { return empty() ? expired_ticks : newest_time() + window; }
+  // Saturates at never_ticks: a window that runs past the clock's end never expires (a wrapped sum would
+  // lie in the past, and the store would drop the bucket at its next sweep).
+  std::int64_t expiry(std::int64_t window) const noexcept {
+    return empty() ? expired_ticks : saturating_add(newest_time(), window);
+  }
 
  private:
   std::optional<std::size_t> position_of(std::string_view id) const noexcept {

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "../echo.hpp"
+
 #include "http_text.hpp"
 
 namespace airl::prometheus::detail {
@@ -102,7 +104,7 @@ struct Writer {
 
 inline void require_prefix(std::string_view prefix) {
   if (!valid_prefix(prefix)) {
-    throw std::invalid_argument("airl::prometheus::text: '" + std::string(prefix) + "' is not a metric name prefix");
+    throw std::invalid_argument("airl::prometheus::text: '" + airl::detail::echo(prefix) + "' is not a metric name prefix");
   }
 }
 

@@ -4,6 +4,9 @@
 // round trip, then commands with a command timeout. Faults become typed airl::BackendError subclasses, and
 // error replies too (check_reply: the one mapping of server errors). Not thread-safe: the pool hands each
 // connection to one thread at a time. Works with hiredis 0.14 (Debian 12) and 1.x.
+//
+// The socket timeout bounds each read and write; a deadline bounds them all together, so a server that
+// answers one byte at a time, each byte within the socket timeout, still cannot hold a call past it.
 
 #include <hiredis/hiredis.h>
 
@@ -45,6 +48,19 @@ inline timeval to_timeval(std::chrono::milliseconds duration) noexcept {
   tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms / 1000);
   tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms % 1000) * 1000);
   return tv;
+}
+
+// Whether `reader` holds no byte of a reply it has not returned: nothing of the next one has arrived.
+inline bool between_replies(const redisReader& reader) noexcept {
+  if (reader.pos != reader.len) return false;  // bytes not parsed yet
+  if (reader.ridx < 0) return true;
+  // A reply begun (its type byte read) or a nested one under way is not nothing; an empty first task is what
+  // asking for a reply before any byte came leaves.
+#if HIREDIS_MAJOR >= 1
+  return reader.ridx == 0 && reader.task != nullptr && reader.task[0]->type < 0;
+#else
+  return reader.ridx == 0 && reader.rstack[0].type < 0;
+#endif
 }
 
 inline std::string_view reply_text(const redisReply& reply) noexcept {
@@ -117,6 +133,8 @@ class RedisConnection {
   // The SHA1 the server gave for the script (valid once connected).
   const std::string& script_sha() const noexcept { return script_sha_; }
 
+  using Clock = std::chrono::steady_clock;
+
   // Connects, sets keepalive, and runs AUTH, SELECT and SCRIPT LOAD in one round trip, all within `budget`
   // (at most connect_timeout), so a hung server costs at most that. An empty `script` loads none (a
   // Sentinel, or a look at a cluster's slot map). `must_be_master`: ROLE too, refusing a replica (a
@@ -124,6 +142,7 @@ class RedisConnection {
   // PermissionError or ReplyError (NotMasterError for a replica); on a throw the connection stays closed.
   void connect(std::string_view script, std::chrono::milliseconds budget, bool must_be_master = false) {
     close();
+    closed_by_peer_ = false;
     const auto started = std::chrono::steady_clock::now();
     const timeval connect_tv = to_timeval(budget);
     redisContext* raw = endpoint_.unix_socket.empty()
@@ -131,12 +150,16 @@ class RedisConnection {
                             : redisConnectUnixWithTimeout(endpoint_.unix_socket.c_str(), connect_tv);
     if (raw == nullptr) throw ConnectionError("airl: cannot allocate a Redis connection to " + where());
     std::unique_ptr<redisContext, ContextDeleter> context(raw);
-    if (context->err != 0) throw_context_error(*context, "connect");
+    if (context->err != 0) throw_error(context->err, errno, context->errstr, "connect", budget);
     if (endpoint_.unix_socket.empty()) redisEnableKeepAlive(context.get());
 
     // The handshake gets whatever is left of connect_timeout.
     const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    redisSetTimeout(context.get(), to_timeval(std::max(budget - spent, std::chrono::milliseconds{1})));
+    timeout_ = std::max(budget - spent, std::chrono::milliseconds{1});
+    redisSetTimeout(context.get(), to_timeval(timeout_));
+    deadline_ = started + budget;
+    bound_ = budget;
+    at_deadline_ = true;  // the handshake's socket timeout ends at the deadline: a timeout names the budget
     std::vector<std::vector<std::string_view>> handshake;
     if (!options_.password.empty()) {
       if (options_.username.empty()) handshake.push_back({"AUTH", options_.password});
@@ -165,17 +188,24 @@ class RedisConnection {
 
     redisSetTimeout(context.get(), to_timeval(options_.command_timeout));
     timeout_ = options_.command_timeout;
+    deadline_ = Clock::time_point::max();  // until limit_timeout() sets the call's: each read and write alone
+    at_deadline_ = false;
     context_ = std::move(context);
   }
 
-  // Bounds the next commands' round trips by `timeout` (the rest of a call's deadline), or by the
-  // command_timeout when that is shorter. Only touches the socket when the value changes.
+  // Bounds the next commands' round trips together by `timeout` (the rest of a call's deadline), and each
+  // read or write by the command_timeout when that is shorter. Only touches the socket when the value changes.
   void limit_timeout(std::chrono::milliseconds timeout) {
-    const auto wanted = std::clamp(timeout, std::chrono::milliseconds{1}, options_.command_timeout);
-    if (wanted == timeout_ || !context_) return;
-    redisSetTimeout(context_.get(), to_timeval(wanted));
-    timeout_ = wanted;
+    deadline_ = Clock::now() + std::max(timeout, std::chrono::milliseconds{1});
+    bound_ = timeout;
+    at_deadline_ = timeout <= options_.command_timeout;
+    closed_by_peer_ = false;
+    set_socket_timeout(std::clamp(timeout, std::chrono::milliseconds{1}, options_.command_timeout));
   }
+
+  // Whether the last fault was the server's end of the connection gone (EOF, reset, broken pipe) before a
+  // byte of the next reply arrived: what a connection kept across a server restart meets on its first use.
+  bool closed_by_peer() const noexcept { return closed_by_peer_; }
 
   // Runs one command: the words of `head` then those of `tail` (a script call's EVALSHA and SHA, then its
   // keys and arguments, without copying them). Throws like connect(); a connection-level fault also closes
@@ -191,12 +221,10 @@ class RedisConnection {
   void queue(std::span<const std::string_view> head, std::span<const std::string_view> tail = {}) {
     append(*context_, head, tail, "command");
   }
-  // Writes everything queued, waiting at most the command timeout. Throws like command().
+  // Writes everything queued, within the deadline. Throws like command().
   void flush() {
     SigpipeGuard no_sigpipe;
-    for (int done = 0; done == 0;) {
-      if (redisBufferWrite(context_.get(), &done) != REDIS_OK) fail(*context_, "command");
-    }
+    write_all(*context_, "command");
   }
   // The next reply of what flush() wrote. Only reads (nothing is left to write after a flush), so it needs no
   // SIGPIPE guard. Throws like command().
@@ -263,35 +291,82 @@ class RedisConnection {
     }
   }
 
-  // Sends what is queued (the first time) and reads the next reply. Call under a SigpipeGuard.
+  // Sends what is queued (the first time) and reads the next reply, within the deadline: what hiredis's
+  // redisGetReply does, with the deadline checked whenever a read or write leaves the work unfinished (the
+  // usual round trip is one write and one read, and never looks at the clock). Call under a SigpipeGuard.
   Reply read_reply(redisContext& context, std::string_view what) {
     void* raw = nullptr;
-    if (redisGetReply(&context, &raw) != REDIS_OK || raw == nullptr) fail(context, what);
+    if (redisGetReplyFromReader(&context, &raw) != REDIS_OK) fail(context, what);
+    if (raw == nullptr) {
+      write_all(context, what);
+      do {
+        if (redisBufferRead(&context) != REDIS_OK) fail(context, what);
+        if (redisGetReplyFromReader(&context, &raw) != REDIS_OK) fail(context, what);
+      } while (raw == nullptr && before_deadline(context, what));
+    }
     return Reply(static_cast<redisReply*>(raw));
+  }
+
+  // Writes everything queued, within the deadline.
+  void write_all(redisContext& context, std::string_view what) {
+    for (int done = 0;;) {
+      if (redisBufferWrite(&context, &done) != REDIS_OK) fail(context, what);
+      if (done != 0 || !before_deadline(context, what)) return;
+    }
+  }
+
+  // Called when a read or write left the work unfinished: throws TimeoutError once the deadline has passed,
+  // else shortens the socket timeout to what is left of it (when shorter) and returns true.
+  bool before_deadline(redisContext& context, std::string_view what) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline_ - Clock::now());
+    if (left.count() <= 0) {
+      closed_by_peer_ = false;
+      if (&context == context_.get()) close();
+      throw_error(0, ETIMEDOUT, {}, what, bound_);
+    }
+    if (left < timeout_) {
+      at_deadline_ = true;
+      redisSetTimeout(&context, to_timeval(left));
+      timeout_ = left;
+    }
+    return true;
+  }
+
+  void set_socket_timeout(std::chrono::milliseconds timeout) {
+    if (timeout == timeout_ || !context_) return;
+    redisSetTimeout(context_.get(), to_timeval(timeout));
+    timeout_ = timeout;
   }
 
   [[noreturn]] void fail(redisContext& context, std::string_view what) {
     const int saved_errno = errno;
     const std::string text = context.errstr;
     const int code = context.err;
+    // Nothing of a reply had arrived (the reader holds no partial reply, no unread byte): the server's end was
+    // gone before it answered, as after a restart. A reply cut in the middle is not that.
+    closed_by_peer_ = (code == REDIS_ERR_EOF || (code == REDIS_ERR_IO && (saved_errno == ECONNRESET || saved_errno == EPIPE))) &&
+                      context.reader != nullptr && between_replies(*context.reader);
     if (&context == context_.get()) close();  // a broken stream cannot be trusted for the next command
-    throw_error(code, saved_errno, text, what);
+    throw_error(code, saved_errno, text, what, at_deadline_ ? bound_ : timeout_);
   }
 
-  [[noreturn]] void throw_context_error(const redisContext& context, std::string_view what) const {
-    throw_error(context.err, errno, context.errstr, what);
-  }
-
-  [[noreturn]] void throw_error(int code, int saved_errno, const std::string& text, std::string_view what) const {
-    const std::string message = "airl: Redis " + std::string(what) + " to " + where() + " failed: " + text;
+  // `waited`: the timeout in force, named when the fault was one (a timeout says how long it waited, and
+  // where, rather than the errno text "Resource temporarily unavailable").
+  [[noreturn]] void throw_error(int code, int saved_errno, const std::string& text, std::string_view what,
+                                std::chrono::milliseconds waited) const {
+    bool timed_out = code == 0;  // the deadline passed between reads
 #ifdef REDIS_ERR_TIMEOUT
-    if (code == REDIS_ERR_TIMEOUT) throw TimeoutError(message);
+    timed_out = timed_out || code == REDIS_ERR_TIMEOUT;
 #endif
-    if (code == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK || saved_errno == ETIMEDOUT ||
-                                 saved_errno == EINPROGRESS || text.find("timed out") != std::string::npos ||
-                                 text.find("temporarily unavailable") != std::string::npos)) {
-      throw TimeoutError(message);
+    timed_out = timed_out || (code == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+                                                       saved_errno == ETIMEDOUT || saved_errno == EINPROGRESS ||
+                                                       text.find("timed out") != std::string::npos ||
+                                                       text.find("temporarily unavailable") != std::string::npos));
+    if (timed_out) {
+      throw TimeoutError("airl: Redis " + std::string(what) + " to " + where() + " timed out after " +
+                         std::to_string(waited.count()) + " ms");
     }
+    const std::string message = "airl: Redis " + std::string(what) + " to " + where() + " failed: " + text;
     if (code == REDIS_ERR_PROTOCOL) throw ReplyError(message);
     throw ConnectionError(message);
   }
@@ -300,6 +375,10 @@ class RedisConnection {
   Endpoint endpoint_;
   std::unique_ptr<redisContext, ContextDeleter> context_;
   std::chrono::milliseconds timeout_{0};  // the socket timeout now in force
+  Clock::time_point deadline_ = Clock::time_point::max();  // by when the current reads and writes must end
+  std::chrono::milliseconds bound_{0};   // the time deadline_ was set to allow (named by a timeout)
+  bool at_deadline_ = false;             // timeout_ ends at deadline_: a timeout names bound_
+  bool closed_by_peer_ = false;          // see closed_by_peer()
   std::string script_sha_;
   std::vector<const char*> argv_;  // append()'s argument arrays, kept between calls
   std::vector<std::size_t> lengths_;

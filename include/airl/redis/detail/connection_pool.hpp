@@ -48,13 +48,17 @@ class RedisConnectionPool {
     Lease(RedisConnectionPool& pool, std::unique_ptr<RedisConnection> connection)
         : pool_(&pool), connection_(std::move(connection)) {}
     Lease(Lease&& other) noexcept
-        : pool_(std::exchange(other.pool_, nullptr)), connection_(std::move(other.connection_)), settled_(other.settled_) {}
+        : pool_(std::exchange(other.pool_, nullptr)),
+          connection_(std::move(other.connection_)),
+          settled_(other.settled_),
+          reused_(other.reused_) {}
     Lease& operator=(Lease&& other) noexcept {
       if (this != &other) {
         Lease ended(std::move(*this));  // gives its connection back as its destructor says
         pool_ = std::exchange(other.pool_, nullptr);
         connection_ = std::move(other.connection_);
         settled_ = other.settled_;
+        reused_ = other.reused_;
       }
       return *this;
     }
@@ -68,12 +72,15 @@ class RedisConnectionPool {
     }
     RedisConnection& connection() noexcept { return *connection_; }
     RedisConnectionPool& pool() noexcept { return *pool_; }
+    // Whether the connection was already open when borrowed (kept from an earlier call), not opened for this one.
+    bool reused() const noexcept { return reused_; }
     void succeeded() {
       settled_ = true;
       pool_->record_success();
     }
     // A lost connection is remade on its next use; only failed connects back off, so a restart of Redis that
-    // leaves every pooled connection stale costs one failed call per connection, not a long backoff.
+    // leaves every pooled connection stale is no long backoff (and the script client sends the call again on
+    // a fresh connection: it costs no failed call either).
     void failed(const BackendError& error) {
       settled_ = true;  // a fault closed the connection already, or left it usable (an error reply)
       if (!connection_->connected()) pool_->record_failure(error, /*connect_failed=*/false);
@@ -83,17 +90,28 @@ class RedisConnectionPool {
     RedisConnectionPool* pool_;
     std::unique_ptr<RedisConnection> connection_;
     bool settled_ = false;
+    bool reused_ = false;
+
+    friend class RedisConnectionPool;
   };
 
-  // Borrows a connection and connects it if needed, by `deadline`. Thread safety: safe. Throws TimeoutError
-  // when no connection frees up in time; while backing off after a failed connect, the same kind of error as
-  // that connect (ConnectionError, TimeoutError, AuthError, PermissionError) at once; otherwise whatever
+  // Borrows a connection and connects it if needed, by `deadline`; `fresh`: a newly opened one (a pooled one
+  // was just found dead: its idle neighbours may be too). Thread safety: safe. Throws TimeoutError when no
+  // connection frees up in time; while backing off after a failed connect, the same kind of error as that
+  // connect (ConnectionError, TimeoutError, AuthError, PermissionError) at once; otherwise whatever
   // connecting throws (airl::BackendError subclasses).
-  Lease lease(Clock::time_point deadline) {
-    Lease lease(*this, borrow(deadline));
+  Lease lease(Clock::time_point deadline, bool fresh = false) {
+    Lease lease(*this, borrow(deadline, fresh));
     RedisConnection& connection = lease.connection();
+    lease.reused_ = connection.connected();
     if (!connection.connected()) {
       throw_if_backing_off();
+      // No time left (a second run of a call that timed out): a connect that cannot succeed is not tried, so
+      // it starts no backoff that would fail the next calls.
+      if (Clock::now() >= deadline) {
+        throw TimeoutError("airl: Redis connect to " + connection.endpoint().text() +
+                           " not tried: the call's deadline had passed");
+      }
       try {
         connection.connect(script_, std::min(options_.connect_timeout, remaining(deadline)), must_be_master_);
       } catch (const BackendError& error) {
@@ -166,17 +184,18 @@ class RedisConnectionPool {
     throw ConnectionError(message);
   }
 
-  std::unique_ptr<RedisConnection> borrow(Clock::time_point deadline) {
+  std::unique_ptr<RedisConnection> borrow(Clock::time_point deadline, bool fresh) {
     Lock lock(mutex_);
     if (!wait_for_idle(deadline)) {
       throw TimeoutError("airl: no free Redis connection within connect_timeout + command_timeout (pool_size " +
                          std::to_string(options_.pool_size) + ")");
     }
-    // Prefer a connected connection: a closed one costs a connect.
-    auto connected = std::find_if(idle_.rbegin(), idle_.rend(), [](const auto& c) { return c->connected(); });
-    auto chosen = connected != idle_.rend() ? std::prev(connected.base()) : std::prev(idle_.end());
+    // Prefer a connected connection: a closed one costs a connect. A fresh one: prefer a closed one.
+    auto wanted = std::find_if(idle_.rbegin(), idle_.rend(), [&](const auto& c) { return c->connected() != fresh; });
+    auto chosen = wanted != idle_.rend() ? std::prev(wanted.base()) : std::prev(idle_.end());
     std::unique_ptr<RedisConnection> connection = std::move(*chosen);
     idle_.erase(chosen);
+    if (fresh) connection->close();
     if (connection->endpoint() != endpoint_) connection->retarget(endpoint_);
     return connection;
   }

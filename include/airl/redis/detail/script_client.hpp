@@ -10,6 +10,8 @@
 //   - batches go out pipelined, one round trip per connection;
 //   - every call is bounded by connect_timeout + command_timeout (the pool's deadline).
 //   - MOVED / ASK / TRYAGAIN / CLUSTERDOWN / READONLY are followed here, within the same deadline;
+//   - a pooled connection found dead before it answered (a restart of Redis) is replaced once, within it too;
+//   - the last fault met is kept for the storages' last_backend_error().
 // Which server a command goes to is decided in one place, topology.hpp (standalone, Sentinel, Cluster).
 
 #include <hiredis/hiredis.h>
@@ -30,6 +32,9 @@
 #include <string_view>
 #include <vector>
 
+#include "../../detail/lock.hpp"
+#include "../../detail/mutex.hpp"
+#include "../../detail/thread_annotations.hpp"
 #include "../errors.hpp"
 #include "../options.hpp"
 #include "connection.hpp"
@@ -103,6 +108,29 @@ struct Outcome {
   }
 };
 
+// The last backend fault a client met, for a caller to read (a degraded decision says no more than
+// "degraded"). Recorded only on a fault, so the healthy path never takes its lock. Thread safety: safe.
+class FaultLog {
+ public:
+  // Keeps `error` as the last fault, now. Throws nothing (a fault that cannot be copied is not kept).
+  void record(const BackendError& error) noexcept {
+    try {
+      BackendFault fault{std::string(backend_error_type(error)), error.what(), std::chrono::system_clock::now()};
+      Lock lock(mutex_);
+      last_ = std::move(fault);
+    } catch (...) {  // std::bad_alloc
+    }
+  }
+  std::optional<BackendFault> last() const {
+    Lock lock(mutex_);
+    return last_;
+  }
+
+ private:
+  mutable Mutex mutex_;
+  std::optional<BackendFault> last_ AIRL_GUARDED_BY(mutex_);
+};
+
 class ScriptClient {
  public:
   using Clock = std::chrono::steady_clock;
@@ -123,16 +151,22 @@ class ScriptClient {
     std::vector<Outcome> outcomes = run({&command, 1});
     if (sent != nullptr) *sent = outcomes[0].sent;
     Reply reply = outcomes[0].take();
-    RedisConnection::check_reply(*reply, name_);
+    check(*reply);
     return reply;
   }
 
   // Runs the commands, each at most once on its server: grouped by server, each group pipelined on one
   // connection, the groups' round trips overlapping (written to every server, then read from each). One
   // command's fault or error reply never fails another's. Thread safety: safe. Throws std::bad_alloc only.
-  std::vector<Outcome> run(std::span<const Command> commands) {
+  std::vector<Outcome> run(std::span<const Command> commands) { return run(commands, deadline()); }
+
+  // The deadline of a call starting now: connect_timeout + command_timeout from now. Throws nothing.
+  Clock::time_point deadline() const noexcept { return Clock::now() + options_.connect_timeout + options_.command_timeout; }
+
+  // run(), within the deadline of a call already under way (a second run of the same call: undoing what the
+  // first left). Thread safety: safe. Throws std::bad_alloc only.
+  std::vector<Outcome> run(std::span<const Command> commands, Clock::time_point deadline) {
     std::vector<Outcome> outcomes(commands.size());
-    const auto deadline = Clock::now() + options_.connect_timeout + options_.command_timeout;
     std::vector<Attempt> pending(commands.size());
     for (std::size_t i = 0; i < commands.size(); ++i) pending[i].index = i;
     std::chrono::milliseconds backoff{1};
@@ -141,7 +175,7 @@ class ScriptClient {
       pending.clear();
       bool again_later = false;
       for (Group& group : groups) send(group, commands, outcomes, deadline, pending);
-      for (Group& group : groups) receive(group, commands, outcomes, pending, again_later);
+      for (Group& group : groups) receive(group, commands, outcomes, deadline, pending, again_later);
       groups.clear();  // the connections go back before any backoff
       if (again_later && !pending.empty()) {  // TRYAGAIN / CLUSTERDOWN: a short backoff, within the deadline
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
@@ -158,6 +192,9 @@ class ScriptClient {
         }
       }
     }
+    for (const Outcome& outcome : outcomes) {
+      if (outcome.error) note(outcome.error);
+    }
     return outcomes;
   }
 
@@ -167,12 +204,31 @@ class ScriptClient {
     const Command command{words, key, /*script=*/false};
     std::vector<Outcome> outcomes = run({&command, 1});
     Reply reply = outcomes[0].take();
-    RedisConnection::check_reply(*reply, what);
+    try {
+      RedisConnection::check_reply(*reply, what);
+    } catch (const BackendError& error) {
+      faults_.record(error);
+      throw;
+    }
     return reply;
   }
 
-  // Throws the typed error of an error reply of this client's script; returns otherwise.
-  void check(const redisReply& reply) const { RedisConnection::check_reply(reply, name_); }
+  // Throws the typed error of an error reply of this client's script (recorded as the last fault); returns
+  // otherwise.
+  void check(const redisReply& reply) {
+    try {
+      RedisConnection::check_reply(reply, name_);
+    } catch (const BackendError& error) {
+      faults_.record(error);
+      throw;
+    }
+  }
+
+  // Records a fault the storage found in a reply (one it cannot read) as the last fault. Throws nothing.
+  void record(const BackendError& error) noexcept { faults_.record(error); }
+  // The last fault met: a connection fault, a timeout, an error reply or a reply that could not be read.
+  // Thread safety: safe.
+  std::optional<BackendFault> last_fault() const { return faults_.last(); }
 
   // The first key of a script call (what routes it): <numkeys> <key1> ...
   static std::string_view first_key(ScriptWords call) noexcept { return call.size() > 1 ? call[1] : std::string_view{}; }
@@ -209,6 +265,7 @@ class ScriptClient {
     int redirects = 0;
     PoolPtr ask;           // ASK: this node, once, after ASKING
     std::string busy;      // the TRYAGAIN / CLUSTERDOWN text, while retrying
+    bool fresh = false;    // going again on a new connection: a pooled one was dead (at most once)
   };
   struct Group {
     PoolPtr pool;
@@ -246,8 +303,9 @@ class ScriptClient {
   // without waiting for replies: every group is sent before any is read, so the servers work in parallel.
   void send(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
             Clock::time_point deadline, std::vector<Attempt>& pending) {
+    const bool fresh = std::any_of(group.attempts.begin(), group.attempts.end(), [](const Attempt& a) { return a.fresh; });
     try {
-      group.lease.emplace(group.pool->lease(deadline));
+      group.lease.emplace(group.pool->lease(deadline, fresh));
     } catch (const BackendError&) {
       // Nothing was sent: after a fault the route may change (a new master), then the command goes again.
       const bool moved = topology_.fault();
@@ -285,14 +343,14 @@ class ScriptClient {
       }
       connection.flush();
     } catch (const BackendError& error) {
-      fail(group, 0, error, outcomes);
+      fail(group, 0, error, outcomes, deadline, pending);
     }
   }
 
   // Reads a sent group's replies, sorting each into done (outcomes) or to go again (pending: a redirect,
   // NOSCRIPT, TRYAGAIN, a new master).
   void receive(Group& group, std::span<const Command> commands, std::vector<Outcome>& outcomes,
-               std::vector<Attempt>& pending, bool& again_later) {
+               Clock::time_point deadline, std::vector<Attempt>& pending, bool& again_later) {
     if (!group.lease || group.attempts.empty()) return;
     RedisConnection& connection = group.lease->connection();
     std::size_t read = 0;
@@ -310,18 +368,44 @@ class ScriptClient {
       }
       group.lease->succeeded();
     } catch (const BackendError& error) {
-      fail(group, read, error, outcomes);
+      fail(group, read, error, outcomes, deadline, pending);
     }
   }
 
   // The connection of `group` failed: the commands from `first` on get the fault (they may have run), and
-  // the topology is asked again (a lost master).
-  void fail(Group& group, std::size_t first, const BackendError& error, std::vector<Outcome>& outcomes) {
+  // the topology is asked again (a lost master). Except once: a connection kept in the pool whose server end
+  // was gone before a byte of a reply came back (Redis restarted since it was last used; its neighbours in
+  // the pool are likely stale too) sends the group again on a newly opened connection, within the same
+  // deadline. Sending again is safe: after a restart the old process never ran the commands; a request id
+  // makes a replay idempotent (the script recognises its member); without one a command that did run is
+  // counted twice, which errs toward denying, never toward admitting too much. A fault after a reply had
+  // begun, a timeout, an error reply, or a connection opened for this call is never sent again.
+  void fail(Group& group, std::size_t first, const BackendError& error, std::vector<Outcome>& outcomes,
+            Clock::time_point deadline, std::vector<Attempt>& pending) {
     const std::exception_ptr fault = std::current_exception();
     group.lease->failed(error);
-    for (std::size_t i = first; i < group.attempts.size(); ++i) outcomes[group.attempts[i].index].error = fault;
+    const bool again = first == 0 && group.lease->reused() && group.lease->connection().closed_by_peer() &&
+                       Clock::now() < deadline &&
+                       std::none_of(group.attempts.begin(), group.attempts.end(), [](const Attempt& a) { return a.fresh; });
+    for (std::size_t i = first; i < group.attempts.size(); ++i) {
+      if (again) {
+        group.attempts[i].fresh = true;
+        pending.push_back(std::move(group.attempts[i]));  // `sent` stays set: it may have run after all
+      } else {
+        outcomes[group.attempts[i].index].error = fault;
+      }
+    }
     group.attempts.clear();
     topology_.fault();
+  }
+
+  void note(const std::exception_ptr& error) noexcept {
+    try {
+      std::rethrow_exception(error);
+    } catch (const BackendError& fault) {
+      faults_.record(fault);
+    } catch (...) {
+    }
   }
 
   // One reply: a result (done), or an answer that says to go again.
@@ -381,6 +465,7 @@ class ScriptClient {
   std::string_view script_;
   std::string name_;  // "the airl script", for messages
   Topology topology_;
+  FaultLog faults_;
 };
 
 }  // namespace airl::detail

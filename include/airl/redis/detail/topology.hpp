@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "../../detail/echo.hpp"
 #include "../../detail/lock.hpp"
 #include "../../detail/mutex.hpp"
 #include "../../detail/thread_annotations.hpp"
@@ -35,6 +36,8 @@
 #include "connection_pool.hpp"
 
 namespace airl::detail {
+
+struct ReplyDecoderAccess;  // tests/fuzz/redis_reply_fuzz.cpp reads replies through the storages' private decoders
 
 class Topology {
  public:
@@ -147,6 +150,8 @@ class Topology {
   }
 
  private:
+  friend struct ReplyDecoderAccess;  // parse_slots
+
   static Endpoint endpoint_of_node(std::string_view node) {
     NodeAddress address = parse_node(node, "node");
     return Endpoint{std::move(address.host), address.port, {}};
@@ -321,7 +326,7 @@ class Topology {
       return named;
     });
     if (forced && !master_known_.load(std::memory_order_acquire)) {
-      throw ConnectionError("airl: no master for '" + options_.sentinel_master + "' (" + last_refresh_error() + ")");
+      throw ConnectionError("airl: no master for '" + echo(options_.sentinel_master) + "' (" + last_refresh_error() + ")");
     }
     return found;
   }
