@@ -67,7 +67,8 @@ class MultiTierLimiter {
   Decision allow(const Request& request) { return allow_in<std::dynamic_extent>(request); }
 
   // Decides a batch of requests, each all-or-nothing across tiers, in order: the same decisions as calling
-  // allow() for each in turn. On Redis the batch is one pipelined round trip. Every request is validated
+  // allow() for each in turn. On one Redis server the batch is one pipelined round trip (on a cluster, one
+  // more per request split across slots: docs/REDIS.md). Every request is validated
   // before any is decided. Thread safety: safe. Throws like allow().
   std::vector<Decision> allow_many(std::span<const Request> requests) {
     require_usable("allow_many");

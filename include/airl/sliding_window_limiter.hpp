@@ -41,7 +41,7 @@ class SlidingWindowLimiter {
   Decision allow(const Request& request) {
     return tiers_.template allow_in<1>(request, name);  // checks, in this class's name: one branch on the hot path
   }
-  // Decides a batch in order, as allow() one by one would (one pipelined round trip on Redis).
+  // Decides a batch in order, as allow() one by one would (one pipelined round trip on one Redis server).
   // Thread safety: safe. Throws like allow(), before deciding any request.
   std::vector<Decision> allow_many(std::span<const Request> requests) { return live("allow_many").allow_many(requests); }
   // Settles a reservation made with `request_id`: its recorded cost becomes actual_cost (see

@@ -693,7 +693,7 @@ static_assert(airl::ConcurrencyStoragePolicy<SlowRenewStorage>);
 
 }  // namespace
 
-TEST_CASE("a heartbeat renewing in a tight loop cannot starve release(): at most one store renew after it begins",
+TEST_CASE("a heartbeat renewing in a tight loop cannot starve release(): it waits for one renew, not the loop",
           "[concurrency][threads]") {
   // The permit's lock is held across the store call and is not fair: the renewing thread unlocks and locks
   // again before a woken releaser runs. This hung CI for 120 s on Redis; here the renew is slowed instead.
@@ -719,7 +719,9 @@ TEST_CASE("a heartbeat renewing in a tight loop cannot starve release(): at most
     const int renews_during_release = renews->load() - renews_at_release.load();
     released = true;
     heartbeat.join();
-    CHECK(renews_during_release <= 1);
+    // At most one renew in progress, plus those of a main thread descheduled between its read and the
+    // release (a busy CI machine): far below the starved release's ~2000.
+    CHECK(renews_during_release <= 500);
     CHECK_FALSE(permit.acquired());
     CHECK(limiter.in_flight("user", "alice", "m") == 0);
   }

@@ -365,6 +365,7 @@ void require_bounded_refusal(const char* what, Call&& call, const std::string& v
   } catch (const std::invalid_argument& error) {
     message = error.what();
   }
+  CHECK(message != "(no exception)");
   CHECK(message.size() <= 200);
   CHECK(message.find('\x1b') == std::string::npos);
   if (echoed) {

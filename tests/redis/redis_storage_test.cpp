@@ -340,6 +340,7 @@ TEST_CASE("every member of a moved-from RedisStorage throws std::logic_error", "
           {"active_keys", [](RedisStorage& s) { (void)std::as_const(s).active_keys(); }},
           {"healthy", [](RedisStorage& s) { (void)std::as_const(s).healthy(); }},
           {"options", [](RedisStorage& s) { (void)std::as_const(s).options(); }},
+          {"last_backend_error", [](RedisStorage& s) { (void)std::as_const(s).last_backend_error(); }},
       });
   storage = std::move(taken);  // assigning brings it back; destroying the moved-from `taken` is fine
   CHECK(storage.acquire(std::span(&charge, 1), {}).status == AcquireStatus::allowed);
@@ -366,6 +367,7 @@ TEST_CASE("every member of a moved-from RedisConcurrencyStorage throws std::logi
           {"active_keys", [](Storage& s) { (void)std::as_const(s).active_keys(); }},
           {"healthy", [](Storage& s) { (void)std::as_const(s).healthy(); }},
           {"options", [](Storage& s) { (void)std::as_const(s).options(); }},
+          {"last_backend_error", [](Storage& s) { (void)std::as_const(s).last_backend_error(); }},
       });
   storage = std::move(taken);
   CHECK(storage.try_acquire(std::span(&slot, 1), id).acquired);

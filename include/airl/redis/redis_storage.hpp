@@ -75,7 +75,8 @@ class RedisStorage : public detail::RedisBackend<InMemoryStorage<SteadyClock>, d
   }
 
   // Decides a batch: one script call per request and slot, grouped by server, each server's share pipelined
-  // (one round trip), the servers in parallel; each request all-or-nothing on its own. Thread safety: safe.
+  // (one round trip), the servers in parallel; each request all-or-nothing on its own (on a cluster a request
+  // split across slots ends a round: see decide()). Thread safety: safe.
   // Never throws for backend faults: a request whose server failed gets the failure policy's decision.
   // Throws std::invalid_argument like acquire(), before sending anything.
   std::vector<AcquireResult> acquire_many(std::span<const AcquireCall> calls) {
