@@ -109,7 +109,8 @@ bench:
 	  --benchmark_enable_random_interleaving=true
 
 # The Redis backend against a private redis-server, next to plain hiredis: sequential allow() vs raw PING and
-# EVALSHA, allow_many(64) vs 64 pipelined EVALSHA, 1 vs 4 threads, memory per bucket; ends with a ratio table.
+# EVALSHA, allow_many(64) vs 64 pipelined EVALSHA, 1 vs 4 threads, Redis server time per decision against a
+# minimal sliding-log script (--server-time runs only that), memory per bucket; ends with a ratio table.
 bench-redis:
 	@.ci/ensure-packages $(BUILD_PACKAGES) pkg-config libhiredis-dev redis-server
 	cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=OFF
@@ -128,7 +129,8 @@ bench-instructions:
 	cmake --build build/bench -j$(JOBS) --target airl_instruction_counts
 	bench/instruction_counts.sh build/bench/bench/airl_instruction_counts 20000 5
 
-# The gateway under wrk for 3 x 10 s: no limiter (the same binary, --unlimited), all admitted, mostly 429s.
+# The gateway under wrk, about a minute: no limiter (the same binary, --unlimited) and all admitted, alternating
+# for ROUNDS x SECONDS_PER_RUN s, then mostly 429s; prints the limiter's share of admitted throughput.
 bench-gateway:
 	@.ci/ensure-packages $(GATEWAY_PACKAGES) wrk curl
 	cmake -S . -B build/gateway -DCMAKE_BUILD_TYPE=Release -DAIRL_BUILD_TESTS=OFF -DAIRL_BUILD_EXAMPLES=ON

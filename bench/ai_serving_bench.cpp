@@ -9,12 +9,19 @@
 // windows every bucket holds the same 1000 live entries in both subjects of a pair, however fast each runs
 // (on the real clock a slower subject would keep smaller logs and look cheaper). Run:
 //   build/bench/bench/airl_bench_ai_serving --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+//     --benchmark_enable_random_interleaving=true    (one command line)
+// After the usual output it prints each pair's ratio of median CPU times (one run, so the machine's noise
+// moves both sides), with the target where the issue set one (issue 18: one cap <= 3x the floor).
 
 #include <airl/airl.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdio>
+#include <map>
+#include <optional>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -137,4 +144,68 @@ void BM_caps_user_and_global(benchmark::State& state) {
 }
 BENCHMARK(BM_caps_user_and_global);
 
+// Collects each benchmark's CPU time per iteration (its median aggregate, or its single run without
+// repetitions) while the console reporter prints as usual, so main() can print the pairs' ratios.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.error_occurred) continue;
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
+        medians_[run.run_name.function_name] = run.GetAdjustedCPUTime();
+      } else if (run.run_type == Run::RT_Iteration) {
+        times_[run.run_name.function_name].push_back(run.GetAdjustedCPUTime());
+      }
+    }
+  }
+  std::optional<double> median(const std::string& name) const {
+    if (const auto aggregate = medians_.find(name); aggregate != medians_.end()) return aggregate->second;
+    const auto found = times_.find(name);
+    if (found == times_.end() || found->second.empty()) return std::nullopt;
+    std::vector<double> sorted = found->second;
+    std::sort(sorted.begin(), sorted.end());
+    const std::size_t n = sorted.size();
+    return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+  }
+
+ private:
+  std::map<std::string, double> medians_;
+  std::map<std::string, std::vector<double>> times_;
+};
+
+struct Pair {
+  const char* what;
+  const char* baseline;
+  const char* feature;
+  double target;  // 0: none set
+};
+
+constexpr std::array<Pair, 4> pairs{{
+    {"RPM + TPM: plan and overrides / no rules", "BM_rpm_tpm_no_rules", "BM_rpm_tpm_plan_and_overrides", 0},
+    {"allow() with id: then settle() / alone", "BM_allow_with_id", "BM_allow_with_id_then_settle", 0},
+    {"ConcurrencyLimiter 1 cap / mutex+map floor", "BM_caps_floor_mutex_map", "BM_caps_one_cap", 3},
+    {"ConcurrencyLimiter 2 caps / mutex+map floor", "BM_caps_floor_mutex_map", "BM_caps_user_and_global", 0},
+}};
+
 }  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  std::printf("\n%-46s %12s %12s %7s %8s  %s\n", "pair (median CPU time per iteration)", "baseline ns", "feature ns",
+              "ratio", "target", "status");
+  for (const Pair& pair : pairs) {
+    const auto base = reporter.median(pair.baseline), feature = reporter.median(pair.feature);
+    if (!base || !feature) continue;  // filtered out
+    const double ratio = *feature / *base;
+    char target[16] = "-";
+    if (pair.target > 0) std::snprintf(target, sizeof target, "<= %.1f", pair.target);
+    std::printf("%-46s %12.1f %12.1f %7.2f %8s  %s\n", pair.what, *base, *feature, ratio, target,
+                pair.target <= 0 ? "" : ratio <= pair.target ? "met" : "NOT MET");
+  }
+  return 0;
+}

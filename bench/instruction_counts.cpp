@@ -6,9 +6,11 @@
 // (each store draws its own hash seed, and the probe lengths of 1000 or 10k keys vary a little with it). All
 // paths run on a ManualClock moved 10 us per operation, 1 s windows (100k live entries per window).
 //   instruction_counts <path> <n>
-// Paths: hot_key (RateLimiter, one user), keys_10k (RateLimiter, 10k users round-robin), rpm_tpm (an RPM + TPM
-// MultiTierRateLimiter with a request id, 1000 users), settle (settle() after such an allow(), the settle
-// alone counted as the difference to rpm_tpm), cap (ConcurrencyLimiter try_acquire + release, one cap).
+// Paths: hot_key (RateLimiter, one user), hot_denied (the same at 100 per s: nearly all denials), keys_10k
+// (RateLimiter, 10k users round-robin), rpm_tpm (an RPM + TPM MultiTierRateLimiter with a request id, 1000
+// users), settle (settle() after such an allow(), the settle
+// alone counted as the difference to rpm_tpm), no_id and with_id (RateLimiter, 1000 users, without and with a
+// unique 36-character request id), cap (ConcurrencyLimiter try_acquire + release, one cap).
 
 #include <airl/airl.hpp>
 
@@ -33,9 +35,9 @@ std::vector<std::string> names(std::size_t count) {
 
 volatile std::uint64_t sink = 0;
 
-void one_tier(std::size_t users, std::uint64_t n) {
+void one_tier(std::size_t users, std::uint64_t n, std::uint64_t limit = 1'000'000'000) {
   airl::ManualClock clock;
-  airl::SlidingWindowLimiter<Storage> limiter({1'000'000'000, 1s}, Storage({}, clock));
+  airl::SlidingWindowLimiter<Storage> limiter({limit, 1s}, Storage({}, clock));
   const std::vector<std::string> user = names(users);
   const std::uint64_t warm = 100'000;  // a full window of entries before counting
   for (std::uint64_t i = 0; i < warm + n; ++i) {
@@ -64,6 +66,20 @@ void rpm_tpm(std::uint64_t n, bool settle) {
   }
 }
 
+// One tier, 1000 users, with or without a (unique, 36-character) request id per decision: the id's own cost.
+void with_ids(std::uint64_t n, bool ids) {
+  airl::ManualClock clock;
+  airl::SlidingWindowLimiter<Storage> limiter({1'000'000'000, 1s}, Storage({}, clock));
+  const std::vector<std::string> user = names(1000);
+  std::string id = "00000000-0000-4000-a000-000000000000";
+  for (std::uint64_t i = 0; i < 200'000 + n; ++i) {  // two windows first: the ids' buffers have stopped growing
+    for (std::size_t at = 0, v = i; at < 8; ++at, v >>= 4) id[at] = "0123456789abcdef"[v & 15];  // both paths
+    const std::string_view request_id = ids ? std::string_view(id) : std::string_view();
+    sink = sink + limiter.allow({.user = user[i % user.size()], .model = "llama", .request_id = request_id}).remaining;
+    clock.advance(10us);
+  }
+}
+
 void cap(std::uint64_t n) {
   airl::ManualClock clock;
   airl::ConcurrencyLimiter<airl::InMemoryConcurrencyStorage<airl::ManualClock>> limiter(
@@ -81,12 +97,15 @@ void cap(std::uint64_t n) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: instruction_counts hot_key|keys_10k|rpm_tpm|settle|cap <n>\n");
+    std::fprintf(stderr, "usage: instruction_counts hot_key|hot_denied|keys_10k|no_id|with_id|rpm_tpm|settle|cap <n>\n");
     return 2;
   }
   const std::string_view path = argv[1];
   const std::uint64_t n = std::strtoull(argv[2], nullptr, 10);
   if (path == "hot_key") one_tier(1, n);
+  else if (path == "hot_denied") one_tier(1, n, 100);  // 100 per s: 1 in 1000 admitted, as keys/hot in the bench
+  else if (path == "no_id") with_ids(n, false);
+  else if (path == "with_id") with_ids(n, true);
   else if (path == "keys_10k") one_tier(10'000, n);
   else if (path == "rpm_tpm") rpm_tpm(n, false);
   else if (path == "settle") rpm_tpm(n, true);

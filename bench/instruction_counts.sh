@@ -15,7 +15,7 @@ count() {  # total instructions of one run
   rm -f "$out"
 }
 printf '%-10s %14s   %s\n' path instructions/op "(each run)"
-for path in hot_key keys_10k rpm_tpm settle cap; do
+for path in ${PATHS:-hot_key hot_denied keys_10k no_id with_id rpm_tpm settle cap}; do
   each=()
   for ((r = 0; r < runs; r++)); do
     one=$(count "$path" "$n")

@@ -6,6 +6,7 @@
 //   memory_spread/<ids>/airl         the same, with the 10 entries spread over the 60 s window (ManualClock)
 //   decision_allocs/<ids>/<subject>  allocs_per_decision: operator new calls per decision on existing keys
 //                                    (10k keys holding 50 entries, then 10 more rounds, all admitted)
+//   decision_allocs/request_ids/airl the same with a unique request id per decision, in steady state
 
 #include <benchmark/benchmark.h>
 
@@ -97,6 +98,26 @@ void decision_allocs(benchmark::State& state, IdStyle ids) {
   }
 }
 
+// allocs_per_decision with a unique 36-character request id per decision (AirlWithIds: 1000 keys, all
+// admitted, 1 s window on a ManualClock moved 10 us per decision, so each bucket holds 100 entries and ids),
+// counted over 100k decisions after three windows, when every bucket's buffers have reached their steady size.
+void decision_allocs_with_ids(benchmark::State& state) {
+  const KeySet& keys = key_set(1'000, IdStyle::short_ids);
+  for (auto _ : state) {
+    auto subject = std::make_unique<AirlWithIds>(airl::Quota{1'000'000'000, 1s});
+    std::size_t key = 0;
+    const auto decide = [&] {
+      benchmark::DoNotOptimize(subject->allow(keys.users[key], keys.model, 1));
+      if (++key == keys.size()) key = 0;
+    };
+    for (int i = 0; i < 300'000; ++i) decide();
+    const std::int64_t allocs_before = allocation_count();
+    constexpr int decisions = 100'000;
+    for (int i = 0; i < decisions; ++i) decide();
+    state.counters["allocs_per_decision"] = static_cast<double>(allocation_count() - allocs_before) / decisions;
+  }
+}
+
 template <class Subject>
 void register_subject() {
   for (const IdStyle ids : {IdStyle::short_ids, IdStyle::uuid_ids}) {
@@ -114,6 +135,7 @@ void register_subject() {
     const std::string name = "memory_spread/" + std::string(to_string(ids)) + "/airl";
     benchmark::RegisterBenchmark(name.c_str(), bytes_per_key_spread, ids)->Iterations(1);
   }
+  benchmark::RegisterBenchmark("decision_allocs/request_ids/airl", decision_allocs_with_ids)->Iterations(1);
   return true;
 }();
 

@@ -12,6 +12,10 @@
 //               so its connection pool is shared) and of raw EVALSHA with 1 and 4 threads (one connection
 //               each); fixed call counts with a time bound, in rounds; medians.
 //
+//   server time Redis's own time per decision (INFO commandstats, EVALSHA usec / calls after CONFIG RESETSTAT)
+//               for airl's allow() against a minimal sliding-log script on the same number of keys: 1 tier
+//               admitted, weighted, 3 tiers in one slot, a denial, a replayed id (redis_server_time.hpp).
+//
 //   topologies  on a Redis Cluster of 3 masters + 3 replicas started for it (tests/support/redis_topology.hpp):
 //               allow() with one tier for one user (one slot) on the cluster against the same on the
 //               standalone server (target p50 <= 1.1x), with raw EVALSHA on both (and on a standalone server
@@ -24,16 +28,19 @@
 // With --memory it also measures Redis memory per bucket and per entry (redis_memory.hpp). At the end, a
 // summary table: | what | measured | target | status |.
 //
-// Usage: airl_redis_latency [--redis host:port] [--calls N] [--memory]
+// Usage: airl_redis_latency [--redis host:port] [--calls N] [--repetitions R] [--memory] [--server-time]
+// --server-time runs only the server-time cases (R repetitions, default 5, of N calls per kind).
 // Without --redis it starts its own redis-server (tests/support/redis_server.hpp: found on PATH, a free 127.0.0.1
 // port, a temporary directory, stopped by its PID). --memory needs that private server (it runs FLUSHALL).
 // --calls (default 10000) scales every count: N sequential calls of each kind, N/10 batches of each kind,
-// N/4 calls per thread phase (21 rounds of 4 phases).
+// N/4 calls per thread phase (21 rounds of 4 phases), N timed calls per kind and repetition of the server-time
+// cases.
 
 #include "../tests/support/redis_server.hpp"
 #include "../tests/support/redis_topology.hpp"
 #include "redis_memory.hpp"
 #include "redis_raw.hpp"
+#include "redis_server_time.hpp"
 
 #include <algorithm>
 #include <array>
@@ -587,11 +594,11 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
   result.one_master = median(one);
   result.three_masters = median(three);
 
-  for (const std::string& user : bench.users_to_reset) {
-    on_cluster.reset(user);
-    cross_slot.reset(user);
+  for (const std::string& name : bench.users_to_reset) {
+    on_cluster.reset(name);
+    cross_slot.reset(name);
   }
-  std::printf("\n4. Topologies: a Redis Cluster of %zu masters + replicas started for this run; %zu calls of each "
+  std::printf("\n5. Topologies: a Redis Cluster of %zu masters + replicas started for this run; %zu calls of each "
               "kind, interleaved in %zu rounds; batches of %zu requests spanning %zu masters\n",
               masters.size(), calls, rounds, batch_size, spanned.size());
   print_header("us");
@@ -613,18 +620,39 @@ TopologyResult measure_topologies(Bench& bench, const std::vector<std::string>& 
 
 // ---- summary ------------------------------------------------------------------------------------------
 
+void print_summary_header() {
+  std::printf("\nSummary (ratios of figures measured in this run)\n");
+  std::printf("| %-68s | %9s | %-8s | %-7s |\n", "what", "measured", "target", "status");
+  std::printf("|%s|%s|%s|%s|\n", std::string(70, '-').c_str(), std::string(11, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(9, '-').c_str());
+}
+
+// One row of the summary; `status` overrides the met / not met / info column when given.
+void summary_row(const char* what, double measured, const char* unit, const char* target, std::optional<bool> met,
+                 const char* status = nullptr) {
+  char value[32];
+  std::snprintf(value, sizeof(value), "%.2f%s", measured, unit);
+  std::printf("| %-68s | %9s | %-8s | %-7s |\n", what, value, target,
+              status ? status : !met ? "info" : *met ? "MET" : "NOT MET");
+}
+
+// The server-time rows: airl / minimal with both absolute times in the label. Returns whether all are valid.
+bool print_server_time_rows(const std::vector<airl::bench::ServerTimeRow>& rows) {
+  bool valid = true;
+  for (const airl::bench::ServerTimeRow& r : rows) {
+    char what[128];
+    std::snprintf(what, sizeof(what), "server us airl/min: %s (%.1f/%.1f)", r.name.c_str(), r.airl_us, r.minimal_us);
+    summary_row(what, r.ratio, "x", r.target_text, r.ratio <= r.target, r.void_reason.empty() ? nullptr : "VOID");
+    valid = valid && r.void_reason.empty();
+  }
+  return valid;
+}
+
 void print_summary(const SequentialResult& seq, const BatchResult& batch, const ThreadsResult& threads,
                    const std::optional<TopologyResult>& topologies, std::optional<double> memory) {
-  std::printf("\nSummary (ratios of figures measured in this run)\n");
-  std::printf("| %-52s | %9s | %-8s | %-7s |\n", "what", "measured", "target", "status");
-  std::printf("|%s|%s|%s|%s|\n", std::string(54, '-').c_str(), std::string(11, '-').c_str(),
-              std::string(10, '-').c_str(), std::string(9, '-').c_str());
+  print_summary_header();
   const auto row = [](const char* what, double measured, const char* unit, const char* target,
-                      std::optional<bool> met) {
-    char value[32];
-    std::snprintf(value, sizeof(value), "%.2f%s", measured, unit);
-    std::printf("| %-52s | %9s | %-8s | %-7s |\n", what, value, target, !met ? "info" : *met ? "MET" : "NOT MET");
-  };
+                      std::optional<bool> met) { summary_row(what, measured, unit, target, met); };
   const double sequential = seq.allow.p50_us / seq.evalsha.p50_us;
   const double batched = batch.airl.p50_us / batch.raw.p50_us;
   row("allow() / raw EVALSHA, p50 per call", sequential, "x", "<= 1.15", sequential <= target_ratio);
@@ -663,15 +691,17 @@ void print_summary(const SequentialResult& seq, const BatchResult& batch, const 
 struct Args {
   std::optional<airl::RedisOptions> redis;
   std::size_t calls = 10'000;
+  std::size_t repetitions = 5;  // of the server-time cases
   bool memory = false;
+  bool server_time_only = false;
 };
 
 std::optional<Args> parse_args(int argc, char** argv) {
   Args args;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (arg == "--memory") {
-      args.memory = true;
+    if (arg == "--memory" || arg == "--server-time") {
+      (arg == "--memory" ? args.memory : args.server_time_only) = true;
       continue;
     }
     if (i + 1 == argc) return std::nullopt;
@@ -679,6 +709,9 @@ std::optional<Args> parse_args(int argc, char** argv) {
     if (arg == "--calls") {
       const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), args.calls);
       if (error != std::errc{} || end != value.data() + value.size() || args.calls < 100) return std::nullopt;
+    } else if (arg == "--repetitions") {
+      const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), args.repetitions);
+      if (error != std::errc{} || end != value.data() + value.size() || args.repetitions < 1) return std::nullopt;
     } else if (arg == "--redis") {
       if (value.find(':') == std::string_view::npos) return std::nullopt;
       try {
@@ -697,12 +730,16 @@ std::optional<Args> parse_args(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const std::optional<Args> args = parse_args(argc, argv);
-  if (!args || (args->memory && args->redis)) {
+  if (!args || (args->memory && args->redis) || (args->memory && args->server_time_only)) {
     std::fprintf(stderr,
-                 "usage: %s [--redis host:port] [--calls N] [--memory]\n"
+                 "usage: %s [--redis host:port] [--calls N] [--repetitions R] [--memory] [--server-time]\n"
                  "  without --redis: starts its own redis-server on a free 127.0.0.1 port\n"
-                 "  --calls N (>= 100, default 10000): N sequential calls, N/10 batches, N/4 calls per thread phase\n"
-                 "  --memory: also measures memory per bucket and entry (own server only: it runs FLUSHALL)\n",
+                 "  --calls N (>= 100, default 10000): N sequential calls, N/10 batches, N/4 calls per thread phase,\n"
+                 "    N calls per kind and repetition of the server-time cases\n"
+                 "  --repetitions R (>= 1, default 5): repetitions of the server-time cases (medians)\n"
+                 "  --memory: also measures memory per bucket and entry (own server only: it runs FLUSHALL)\n"
+                 "  --server-time: only Redis server time per decision against the minimal script (runs CONFIG\n"
+                 "    RESETSTAT)\n",
                  argv[0]);
     return 2;
   }
@@ -725,6 +762,13 @@ int main(int argc, char** argv) {
                 raw.info("server", "redis_version").c_str(), bench.options.host.c_str(), bench.options.port,
                 own ? "started by this benchmark" : "given with --redis", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
                 std::thread::hardware_concurrency());
+    if (args->server_time_only) {
+      const auto rows = airl::bench::measure_server_time(bench.options, bench.calls, args->repetitions);
+      print_summary_header();
+      if (print_server_time_rows(rows)) return 0;
+      std::fprintf(stderr, "error: a server-time case did not do what it says: its row is void\n");
+      return 1;
+    }
     std::printf("One tier (user_model), quota %llu per minute: every call is admitted. Keys of 8 (user, model) "
                 "pairs per thread.\n",
                 static_cast<unsigned long long>(bench_quota.limit));
@@ -732,6 +776,7 @@ int main(int argc, char** argv) {
     const SequentialResult sequential = measure_sequential(bench, raw);
     const BatchResult batch = measure_batch(bench, raw);
     const ThreadsResult threads = measure_threads(bench);
+    const auto server_time = airl::bench::measure_server_time(bench.options, bench.calls, args->repetitions);
     std::optional<TopologyResult> topologies;
     std::unique_ptr<airl::test::RedisCluster> cluster;
     if (!args->redis) {
@@ -750,7 +795,9 @@ int main(int argc, char** argv) {
     std::optional<double> memory;
     if (args->memory) memory = airl::bench::measure_memory(raw, bench.options.port);
     print_summary(sequential, batch, threads, topologies, memory);
-    return 0;
+    if (print_server_time_rows(server_time)) return 0;
+    std::fprintf(stderr, "error: a server-time case did not do what it says: its row is void\n");
+    return 1;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "error: %s\n", error.what());
     return 1;

@@ -3,11 +3,13 @@
 // The limiters under test behind one call, allow(user, model, cost) -> bool, so each scenario is written once
 // and registered for every subject: the floor, the naive ports, airl's RateLimiter and a 3-tier
 // MultiTierRateLimiter (user_model at the scenario's quota, user at 10x, global at 1000x, same window), and the
-// RateLimiter and the floor on the coarse clock.
+// RateLimiter and the floor on the coarse clock, and RateLimiter with and without request ids.
 
 #include <airl/airl.hpp>
 
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -47,6 +49,33 @@ class FloorCoarse {
   Floor floor_{airl::Quota{1, std::chrono::seconds(1)}};
 };
 
+// RateLimiter on a ManualClock moved 10 us per decision, with or without a unique 36-character request id
+// per decision (both format it, so the pair differs only in what airl does with it): every bucket then holds
+// the same entries in both, however fast each runs. With 1000 keys round-robin and a 1 s window, each bucket
+// holds 100 entries (and their ids).
+template <bool WithIds>
+class AirlIds {
+ public:
+  explicit AirlIds(airl::Quota quota) : limiter_(quota, airl::InMemoryStorage<airl::ManualClock>({}, clock_)) {}
+  bool allow(std::string_view user, std::string_view model, std::uint64_t cost) {
+    std::uint64_t n = next_++;
+    for (std::size_t at = 0; at < 16; ++at, n >>= 4) id_[at + (at >= 8 ? 1 : 0)] = "0123456789abcdef"[n & 15];
+    const std::string_view id = WithIds ? std::string_view(id_.data(), id_.size()) : std::string_view();
+    const bool allowed = limiter_.allow(airl::Request{.user = user, .model = model, .cost = cost, .request_id = id}).allowed;
+    clock_.advance(std::chrono::microseconds(10));
+    return allowed;
+  }
+
+ private:
+  airl::ManualClock clock_;
+  airl::SlidingWindowLimiter<airl::InMemoryStorage<airl::ManualClock>> limiter_;
+  std::array<char, 36> id_ = {'0', '0', '0', '0', '0', '0', '0', '0', '-', '0', '0', '0', '0', '-', '4', '0', '0', '0',
+                              '-', 'a', '0', '0', '0', '-', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'};
+  std::uint64_t next_ = 0;
+};
+using AirlNoIds = AirlIds<false>;
+using AirlWithIds = AirlIds<true>;
+
 class AirlMulti {
  public:
   explicit AirlMulti(airl::Quota quota)
@@ -71,5 +100,7 @@ template <> inline constexpr std::string_view subject_name<AirlMulti> = "airl_mu
 template <> inline constexpr std::string_view subject_name<AirlCoarse> = "airl_coarse";
 template <> inline constexpr std::string_view subject_name<FloorCoarse> = "floor_coarse";
 template <> inline constexpr std::string_view subject_name<MinimalExact> = "minimal_exact";
+template <> inline constexpr std::string_view subject_name<AirlNoIds> = "airl_no_id";
+template <> inline constexpr std::string_view subject_name<AirlWithIds> = "airl_id";
 
 }  // namespace airl_bench

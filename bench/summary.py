@@ -97,6 +97,20 @@ def target_text(target, op):
 
 def build_table(records):
     t = Table(records)
+    # Issue 18's targets: against the straightforward port, one thread and two, and what a request id costs.
+    for ids in ("short", "uuid"):
+        t.ratio(f"hot key, 1 thread, {ids} ids: RateLimiter / naive port",
+                f"keys/hot/{ids}/airl", f"keys/hot/{ids}/naive", "cpu_time", 1.0, "<=")
+    for ids in ("short", "uuid"):
+        t.ratio(f"10k keys round-robin, {ids} ids: naive port / RateLimiter",
+                f"keys/rr10k/{ids}/naive", f"keys/rr10k/{ids}/airl", "cpu_time", 1.5, ">=")
+    t.ratio("2 threads, distinct keys: RateLimiter aggregate / naive port aggregate",
+            "threads/distinct/airl/real_time/threads:2", "threads/distinct/naive/real_time/threads:2",
+            "items_per_second", 2, ">=")
+    t.ratio("request ids, 1k keys, all admitted: decision with a 36-char id / without",
+            "keys/ids1k/short/airl_id", "keys/ids1k/short/airl_no_id", "cpu_time", 1.5, "<=")
+    t.add("request ids, steady state: RateLimiter allocations per decision with a unique id",
+          t.value("decision_allocs/request_ids/airl", "allocs_per_decision"), 0, "==")
     for limiter, label in (("airl", "RateLimiter"), ("airl_multi3", "MultiTier (3 tiers)")):
         for ids in ("short", "uuid"):
             t.ratio(f"hot key, 1 thread, {ids} ids: {label} / floor",

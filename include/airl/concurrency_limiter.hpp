@@ -15,10 +15,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -82,13 +84,25 @@ class ConcurrencyLimiter {
     if constexpr (ConcurrencyCapValidator<Storage>) {
       for (const ConcurrencyCap& cap : caps) storage.validate_cap(cap);
     }
-    core_ = std::make_shared<Core>(std::move(caps), std::move(storage));
+    core_ = new Core(std::move(caps), std::move(storage));
   }
 
   // Movable. Every member of a moved-from limiter throws std::logic_error naming it (besides what it lists);
   // destroying it or assigning to it works. Its permits keep working: they share its core, not the object.
-  ConcurrencyLimiter(ConcurrencyLimiter&&) noexcept = default;
-  ConcurrencyLimiter& operator=(ConcurrencyLimiter&&) noexcept = default;
+  ConcurrencyLimiter(ConcurrencyLimiter&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  ConcurrencyLimiter& operator=(ConcurrencyLimiter&& other) noexcept {
+    if (this != &other) {
+      if (core_ != nullptr) core_->drop();
+      core_ = std::exchange(other.core_, nullptr);
+    }
+    return *this;
+  }
+  ConcurrencyLimiter(const ConcurrencyLimiter&) = delete;
+  ConcurrencyLimiter& operator=(const ConcurrencyLimiter&) = delete;
+  // The core lives on while permits it granted hold leases. Throws nothing.
+  ~ConcurrencyLimiter() {
+    if (core_ != nullptr) core_->drop();
+  }
 
   // Takes a lease in every cap's scope for (user, model), or in none: the permit is acquired only if every
   // scope has fewer than its cap in flight; a refused permit says why (status(), reason()). A store fault is
@@ -108,7 +122,7 @@ class ConcurrencyLimiter {
       try {
         result = core.counting_backend_errors([&] {
           return core.with_slots(user, model,
-                                 [&](auto slots) { return core.storage.try_acquire(slots, permit.ticket_.id); });
+                                 [&](auto slots) { return core.acquire_in_store(slots, permit.ticket_.id); });
         });
         break;
       } catch (const PermitIdInUse&) {
@@ -135,15 +149,14 @@ class ConcurrencyLimiter {
     // The ids are copied only once the leases are taken; should that fail, the leases are given back.
     permit.ticket_.location = result.location;
     try {
-      permit.ticket_.user.assign(user);
-      permit.ticket_.model.assign(model);
+      permit.ticket_.names.assign(user, model);
     } catch (...) {
       core.release_slots(user, model, permit.ticket_);
       throw;
     }
-    permit.owner_ = core_;
+    core.hold();  // the permit's reference, which also counts it as held
+    permit.owner_ = &core;
     permit.acquired_.store(true, std::memory_order_relaxed);
-    Core::count(core.held_count);
     return permit;
   }
 
@@ -173,7 +186,7 @@ class ConcurrencyLimiter {
     const auto read = [](const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); };
     metrics.acquired = totals.allowed;
     metrics.denied = totals.denied;
-    metrics.held = read(core.held_count);
+    metrics.held = core.references() - 1;  // the permits' references: all but this limiter's
     metrics.renewed = read(core.renewed_count);
     metrics.leases_lost = read(core.lost_count);
     metrics.degraded = totals.degraded;
@@ -196,28 +209,39 @@ class ConcurrencyLimiter {
  private:
   using PermitTicket = detail::PermitTicket;
 
-  // What the limiter and its permits share: the caps, the storage and the counters. Permits hold it by
-  // shared_ptr, so a permit outliving its limiter still releases into the right store.
+  // What the limiter and its permits share: the caps, the storage and the counters. Each acquired permit holds
+  // a reference (PermitOwner), so a permit outliving its limiter still releases into the right store.
   struct Core final : detail::PermitOwner {
     Core(std::vector<ConcurrencyCap> c, Storage s)
         : caps(std::move(c)), storage(std::move(s)), counters(caps.size()) {}
 
-    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to inline_parts caps.
+    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to inline_parts caps,
+    // built in place (only the caps' slots are written).
     template <class Work>
     decltype(auto) with_slots(std::string_view user, std::string_view model, Work&& work) const {
-      const auto fill = [&](std::span<ConcurrencySlot> slots) {
+      static_assert(std::is_trivially_destructible_v<ConcurrencySlot>);
+      const auto fill = [&](ConcurrencySlot* slots) {
         for (std::size_t i = 0; i < caps.size(); ++i) {
-          slots[i] = ConcurrencySlot{BucketRef{caps[i].scope, caps[i].name, user, model}, caps[i].max_in_flight,
-                                     caps[i].lease};
+          new (slots + i) ConcurrencySlot{BucketRef{caps[i].scope, caps[i].name, user, model}, caps[i].max_in_flight,
+                                          caps[i].lease};
         }
-        return std::span<const ConcurrencySlot>(slots.data(), caps.size());
+        return std::span<const ConcurrencySlot>(slots, caps.size());
       };
       if (caps.size() <= detail::inline_parts) {
-        std::array<ConcurrencySlot, detail::inline_parts> slots;
-        return work(fill(slots));
+        alignas(ConcurrencySlot) std::byte room[sizeof(ConcurrencySlot) * detail::inline_parts];
+        return work(fill(std::launder(reinterpret_cast<ConcurrencySlot*>(room))));
       }
       std::vector<ConcurrencySlot> slots(caps.size());
-      return work(fill(slots));
+      return work(fill(slots.data()));
+    }
+
+    // The storage's try_acquire, told the slots are valid when it takes that (detail::Validated).
+    ConcurrencyResult acquire_in_store(std::span<const ConcurrencySlot> slots, const PermitId& id) {
+      if constexpr (requires { storage.try_acquire(slots, id, detail::validated); }) {
+        return storage.try_acquire(slots, id, detail::validated);
+      } else {
+        return storage.try_acquire(slots, id);
+      }
     }
 
     template <class Call>
@@ -232,7 +256,13 @@ class ConcurrencyLimiter {
 
     void release_slots(std::string_view user, std::string_view model, const PermitTicket& ticket) noexcept {
       try {
-        with_slots(user, model, [&](auto slots) { storage.release(slots, ticket.id, ticket.location); });
+        with_slots(user, model, [&](auto slots) {
+          if constexpr (requires { storage.release(slots, ticket.id, ticket.location, detail::validated); }) {
+            storage.release(slots, ticket.id, ticket.location, detail::validated);
+          } else {
+            storage.release(slots, ticket.id, ticket.location);
+          }
+        });
       } catch (const BackendError&) {
         counters.count_backend_error();
         count(release_error_count);
@@ -242,8 +272,7 @@ class ConcurrencyLimiter {
     }
 
     void release(const PermitTicket& ticket) noexcept override {
-      if (ticket.location != LeaseLocation::nowhere) release_slots(ticket.user, ticket.model, ticket);
-      uncount(held_count);
+      if (ticket.location != LeaseLocation::nowhere) release_slots(ticket.names.user(), ticket.names.model(), ticket);
     }
 
     RenewStatus renew(const PermitTicket& ticket) override {
@@ -252,7 +281,7 @@ class ConcurrencyLimiter {
         return RenewStatus::assumed;
       }
       const RenewStatus status = counting_backend_errors([&] {
-        return with_slots(ticket.user, ticket.model,
+        return with_slots(ticket.names.user(), ticket.names.model(),
                           [&](auto slots) { return storage.renew(slots, ticket.id, ticket.location); });
       });
       switch (status) {
@@ -261,15 +290,12 @@ class ConcurrencyLimiter {
           count(renewed_count);
           counters.count_degraded();
           break;
-        case RenewStatus::lost:
-          count(lost_count);
-          uncount(held_count);
-          break;
+        case RenewStatus::lost: count(lost_count); break;  // the permit then drops its reference
       }
       return status;
     }
 
-    void abandon(const PermitTicket&) noexcept override { uncount(held_count); }
+    void abandon(const PermitTicket&) noexcept override {}  // counted by the reference the permit drops
 
     const ConcurrencyCap& cap_named(std::string_view name) const {
       for (const ConcurrencyCap& cap : caps) {
@@ -279,15 +305,12 @@ class ConcurrencyLimiter {
     }
 
     static void count(std::atomic<std::uint64_t>& counter) noexcept { counter.fetch_add(1, std::memory_order_relaxed); }
-    static void uncount(std::atomic<std::uint64_t>& counter) noexcept {
-      counter.fetch_sub(1, std::memory_order_relaxed);
-    }
 
     std::vector<ConcurrencyCap> caps;
     Storage storage;
     detail::PermitIds ids;
     detail::DecisionCounters counters;  // acquisitions, as a rate limiter counts decisions (denials per cap)
-    std::atomic<std::uint64_t> held_count{0}, renewed_count{0}, lost_count{0}, release_error_count{0};
+    std::atomic<std::uint64_t> renewed_count{0}, lost_count{0}, release_error_count{0};  // held: references() - 1
   };
 
   static constexpr int max_id_attempts = 3;
@@ -299,9 +322,9 @@ class ConcurrencyLimiter {
 
   // The one way every member reaches the core: a moved-from limiter has none, and `member` throws
   // std::logic_error (detail/moved_from.hpp).
-  Core& live(const char* member) const { return detail::live_state(core_.get(), "airl::ConcurrencyLimiter", member); }
+  Core& live(const char* member) const { return detail::live_state(core_, "airl::ConcurrencyLimiter", member); }
 
-  std::shared_ptr<Core> core_;
+  Core* core_ = nullptr;  // holds one reference (PermitOwner); none when moved from
 };
 
 }  // namespace airl

@@ -8,10 +8,12 @@
 // or swept. No call uses thread-local buffers, so a permit destroyed at exit, after its thread's
 // thread_locals are gone, still releases safely. Deadlines saturate at the clock's end instead of overflowing.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <stdexcept>
 
@@ -53,43 +55,38 @@ class InMemoryConcurrencyStorage {
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     require_usable("try_acquire");
     detail::validate_slots(slots, name);
-    Call call(store_, slots.size(), key_of(slots), name);
-    ConcurrencyResult result = call.run(read_clock(), [&](Call& locked) {
-      const std::int64_t now = locked.now();
-      for (std::size_t i = 0; i < slots.size(); ++i) {
-        detail::LeaseSet* leases = locked.state(i);
-        if ((leases == nullptr ? 0 : leases->size()) < slots[i].max_in_flight) continue;
-        const std::chrono::milliseconds wait =
-            slots[i].max_in_flight == 0 ? Decision::never : detail::ceil_to_ms(saturating_sub(leases->earliest(), now));
-        for (std::size_t k = 0; k <= i; ++k) locked.erase_if_empty(k);
-        return ConcurrencyResult{.acquired = false, .denied_by = i, .retry_after = wait, .status = Status::denied};
-      }
-      const bool taken = locked.admit(
-          [&](std::size_t i, detail::LeaseSet& leases) {
-            leases.reserve_one();
-            leases.add(id, deadline_after(now, slots[i]));
-          },
-          [&id](std::size_t, detail::LeaseSet& leases) { leases.remove(id); });
-      return ConcurrencyResult{.acquired = taken, .location = taken ? LeaseLocation::store : LeaseLocation::nowhere,
-                               .status = taken ? Status::allowed : Status::key_capacity};
-    }, Call::Sweep::yes);
-    if (call.short_of_keys() != 0) result.retry_after = store_.capacity_retry(call);
-    return result;
+    return try_acquire(slots, id, detail::validated);
+  }
+  // The same for slots known to be valid (ConcurrencyLimiter's: concurrency_storage_policy.hpp). Throws
+  // std::invalid_argument on two slots naming one scope; std::bad_alloc; std::logic_error when moved from.
+  ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id, detail::Validated) {
+    require_usable("try_acquire");
+    // One or two caps, the common cases, compile the store call for exactly that many keys (with one, every
+    // loop over keys disappears).
+    switch (slots.size()) {
+      case 1: return acquire<1>(slots, id);
+      case 2: return acquire<2>(slots, id);
+      default: return acquire<std::dynamic_extent>(slots, id);
+    }
   }
 
   // Drops `id`'s leases in the slots' scopes; a scope left empty is erased. Thread safety: safe, also from a
   // static object's destructor at exit. Throws std::invalid_argument on bad slots; std::logic_error when
   // moved from; std::bad_alloc only beyond 8 slots (nothing released).
-  void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation = LeaseLocation::store) {
+  void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation where = LeaseLocation::store) {
     require_usable("release");
     detail::validate_slots(slots, name);
-    Call call(store_, slots.size(), key_of(slots), name);
-    call.run(read_clock(), [&](Call& locked) {
-      for (std::size_t i = 0; i < slots.size(); ++i) {
-        if (locked.state(i) != nullptr && locked.state(i)->remove(id)) locked.erase_if_empty(i);
-      }
-      return 0;
-    });
+    release(slots, id, where, detail::validated);
+  }
+  // The same for slots known to be valid (ConcurrencyLimiter's). Throws std::logic_error when moved from;
+  // std::bad_alloc only beyond 8 slots.
+  void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation, detail::Validated) {
+    require_usable("release");
+    switch (slots.size()) {
+      case 1: give_back<1>(slots, id); break;
+      case 2: give_back<2>(slots, id); break;
+      default: give_back<std::dynamic_extent>(slots, id); break;
+    }
   }
 
   // If `id` holds a live lease in every slot, moves each to now + its slot's lease (renewed); otherwise drops
@@ -154,6 +151,56 @@ class InMemoryConcurrencyStorage {
   // std::logic_error naming `member` (detail/moved_from.hpp).
   void require_usable(const char* member) const {
     detail::require_not_moved_from(store_.usable(), name, member);
+  }
+
+  template <std::size_t Extent>
+  ConcurrencyResult acquire(std::span<const ConcurrencySlot> slots, const PermitId& id) {
+    using ThisCall = detail::StoreCall<detail::LeaseSet, Extent>;
+    ThisCall call(store_, slots.size(), key_of(slots), name);
+    ConcurrencyResult result = call.run(read_clock(), [&](ThisCall& locked) {
+      const std::int64_t now = locked.now();
+      for (std::size_t i = 0; i < locked.size(); ++i) {
+        detail::LeaseSet* leases = locked.state(i);
+        if ((leases == nullptr ? 0 : leases->size()) < slots[i].max_in_flight) continue;
+        const std::chrono::milliseconds wait =
+            slots[i].max_in_flight == 0 ? Decision::never : detail::ceil_to_ms(saturating_sub(leases->earliest(), now));
+        for (std::size_t k = 0; k <= i; ++k) locked.erase_if_empty(k);
+        return ConcurrencyResult{.acquired = false, .denied_by = i, .retry_after = wait, .status = Status::denied};
+      }
+      const bool taken = locked.admit(
+          [&](std::size_t i, detail::LeaseSet& leases) {
+            leases.reserve_one();
+            leases.add(id, deadline_after(now, slots[i]));
+          },
+          [&id](std::size_t, detail::LeaseSet& leases) { leases.remove(id); });
+      return ConcurrencyResult{.acquired = taken, .location = taken ? LeaseLocation::store : LeaseLocation::nowhere,
+                               .status = taken ? Status::allowed : Status::key_capacity};
+    }, ThisCall::Sweep::yes);
+    if (call.short_of_keys() != 0) result.retry_after = store_.capacity_retry(call);
+    return result;
+  }
+
+  // The clock is read only when needed: a release that empties its scope (a scope's only permit, the common
+  // case) decides nothing by time, so the call runs at its shards' latest time; a scope left holding other
+  // leases reads the clock to drop those that ran out, as before.
+  template <std::size_t Extent>
+  void give_back(std::span<const ConcurrencySlot> slots, const PermitId& id) {
+    using ThisCall = detail::StoreCall<detail::LeaseSet, Extent>;
+    ThisCall call(store_, slots.size(), key_of(slots), name);
+    const auto shards_time = [] { return std::numeric_limits<std::int64_t>::min(); };
+    call.run(shards_time, [&](ThisCall& locked) {
+      std::optional<std::int64_t> now;
+      for (std::size_t i = 0; i < locked.size(); ++i) {
+        detail::LeaseSet* leases = locked.state(i);
+        if (leases == nullptr || !leases->remove(id)) continue;
+        if (!leases->empty()) {
+          if (!now) now = std::max(clock_.now().count(), locked.now());
+          leases->live(*now);
+        }
+        locked.erase_if_empty(i);
+      }
+      return 0;
+    });
   }
 
   auto read_clock() const noexcept {

@@ -12,11 +12,15 @@
 // call and is not fair, and a renew loop would otherwise starve the release for as long as it runs. Moving
 // or destroying a permit while another thread still uses it remains a caller error, as for any object.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "concurrency_storage_policy.hpp"
@@ -32,26 +36,77 @@ class ConcurrencyLimiter;
 
 namespace detail {
 
+// The user and model of an acquired permit, kept to find its scopes again: inline when they fit together in
+// 48 bytes (typical ids: no heap allocation per permit), on the heap beyond. Movable; a move copies the inline
+// bytes.
+class PermitNames {
+ public:
+  // Replaces the names. Strong guarantee: throws only std::bad_alloc.
+  void assign(std::string_view user, std::string_view model) {
+    const std::size_t total = user.size() + model.size();
+    char* out = inline_.data();
+    if (total > inline_.size()) {
+      heap_ = std::make_unique<char[]>(total);
+      out = heap_.get();
+    } else {
+      heap_.reset();
+    }
+    if (!user.empty()) std::memcpy(out, user.data(), user.size());
+    if (!model.empty()) std::memcpy(out + user.size(), model.data(), model.size());
+    user_size_ = user.size();
+    model_size_ = model.size();
+  }
+  std::string_view user() const noexcept { return {data(), user_size_}; }
+  std::string_view model() const noexcept { return {data() + user_size_, model_size_}; }
+
+ private:
+  const char* data() const noexcept { return heap_ ? heap_.get() : inline_.data(); }
+
+  std::array<char, 48> inline_;
+  std::unique_ptr<char[]> heap_;
+  std::size_t user_size_ = 0, model_size_ = 0;
+};
+
 // What a permit's owner needs to find its leases again.
 struct PermitTicket {
   PermitId id;
-  std::string user;
-  std::string model;
+  PermitNames names;
   LeaseLocation location = LeaseLocation::nowhere;
 };
 
-// The limiter side of a permit, behind a virtual interface so Permit stays a plain type.
+// The limiter side of a permit, behind a virtual interface so Permit stays a plain type. Counted by hand
+// (intrusively): one reference for the limiter and one per permit holding leases, so the count minus one is
+// the number of permits held, and a permit costs one atomic add and one subtract instead of a shared_ptr's
+// count plus a separate held counter. The last drop() destroys the owner.
 class PermitOwner {
  public:
-  virtual ~PermitOwner() = default;
-  // Gives the leases back (the store is not asked when they are nowhere) and stops counting the permit as
-  // held; a backend fault is swallowed (the leases run out) and counted. Throws nothing.
+  PermitOwner() = default;
+  PermitOwner(const PermitOwner&) = delete;
+  PermitOwner& operator=(const PermitOwner&) = delete;
+
+  // Gives the leases back (the store is not asked when they are nowhere); a backend fault is swallowed (the
+  // leases run out) and counted. Throws nothing.
   virtual void release(const PermitTicket& ticket) noexcept = 0;
   // Extends the leases (assumed, without the store, when none is confirmed). Throws what the storage throws
   // for a fault its failure policy does not absorb.
   virtual RenewStatus renew(const PermitTicket& ticket) = 0;
   // The holder lets go without releasing (the leases run out on their own): counted only. Throws nothing.
   virtual void abandon(const PermitTicket& ticket) noexcept = 0;
+
+  // One more reference (a permit taking leases). Throws nothing.
+  void hold() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
+  // One reference fewer; the last destroys the owner. Throws nothing.
+  void drop() noexcept {
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // References now (the limiter's included, while it lives). Throws nothing.
+  std::uint64_t references() const noexcept { return references_.load(std::memory_order_relaxed); }
+
+ protected:
+  virtual ~PermitOwner() = default;
+
+ private:
+  std::atomic<std::uint64_t> references_{1};  // the creator's
 };
 
 }  // namespace detail
@@ -87,7 +142,13 @@ class Permit {
 
   // Releases the leases if still held. Never throws: a backend fault is swallowed (and counted in the
   // limiter's metrics); the leases then run out on their own. No other thread may use the permit any more.
-  ~Permit() { release(); }
+  ~Permit() {
+    // By then no other thread uses the permit (see above), so the lock and `ending_` are not needed.
+    if (!acquired_.load(std::memory_order_relaxed)) return;  // it holds nothing: owner_ is null
+    acquired_.store(false, std::memory_order_relaxed);
+    owner_->release(ticket_);
+    std::exchange(owner_, nullptr)->drop();
+  }
 
   // Whether this permit holds its caps now: true from a successful try_acquire() until release(), a lost
   // renew(), abandon() or a move out. Thread safety: safe, also while another thread renews or releases.
@@ -130,8 +191,10 @@ class Permit {
     detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
-    if (owner_) owner_->release(ticket_);
-    owner_.reset();
+    if (owner_ != nullptr) {
+      owner_->release(ticket_);
+      std::exchange(owner_, nullptr)->drop();
+    }
   }
 
   // Extends every lease to its cap's full lease from now, for a holder still working (a long stream).
@@ -149,7 +212,7 @@ class Permit {
     if (!acquired_.load(std::memory_order_relaxed)) return false;
     if (owner_->renew(ticket_) != RenewStatus::lost) return true;
     acquired_.store(false, std::memory_order_release);
-    owner_.reset();
+    std::exchange(owner_, nullptr)->drop();
     return false;
   }
 
@@ -161,8 +224,10 @@ class Permit {
     detail::Lock lock(mutex_);
     if (!acquired_.load(std::memory_order_relaxed)) return;
     acquired_.store(false, std::memory_order_release);
-    if (owner_) owner_->abandon(ticket_);
-    owner_.reset();
+    if (owner_ != nullptr) {
+      owner_->abandon(ticket_);
+      std::exchange(owner_, nullptr)->drop();
+    }
   }
 
  private:
@@ -171,7 +236,7 @@ class Permit {
 
   // Moves `other`'s state here, leaving it empty. Call with other's lock held (and this one unshared).
   void take(Permit& other) noexcept {
-    owner_ = std::move(other.owner_);
+    owner_ = std::exchange(other.owner_, nullptr);
     ticket_ = std::move(other.ticket_);
     reason_ = std::move(other.reason_);
     retry_after_ = other.retry_after_;
@@ -200,7 +265,7 @@ class Permit {
   }
 
   detail::ShardMutex mutex_;  // serialises release(), renew(), abandon() and moves
-  std::shared_ptr<detail::PermitOwner> owner_;
+  detail::PermitOwner* owner_ = nullptr;  // one reference to it while acquired (none otherwise)
   detail::PermitTicket ticket_;
   std::string reason_;
   std::chrono::milliseconds retry_after_{0};

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "allocation_counter.hpp"
@@ -63,6 +64,41 @@ TEST_CASE("a three-tier decision for existing keys with long ids and weighted co
     }
   });
   CHECK(count == 0);
+}
+
+TEST_CASE("decisions with a new request id each allocate nothing once the logs are steady, and ids still replay",
+          "[allocation][request_id]") {
+  airl::ManualClock clock;
+  airl::SlidingWindowLimiter<ManualStorage> limiter({1'000'000, 1s}, ManualStorage({}, clock));
+  const std::string users[] = {uuid_user, "u1", "u2", "u3"};
+  std::string id = "00000000-0000-4000-a000-000000000000";  // rewritten in place: the test allocates nothing
+  std::uint64_t next = 0;
+  const auto decide = [&](std::size_t user) {
+    std::uint64_t n = next++;
+    for (std::size_t at = 0; at < 8; ++at, n >>= 4) id[at] = "0123456789abcdef"[n & 15];
+    const airl::Decision decision = limiter.allow({.user = users[user % 4], .model = long_model, .request_id = id});
+    clock.advance(1ms);
+    return decision.status;
+  };
+  // Three windows: each bucket holds 250 entries with their ids, and every buffer has reached its size.
+  for (std::size_t i = 0; i < 3'000; ++i) REQUIRE(decide(i) == airl::Status::allowed);
+  std::size_t not_allowed = 0;
+  const std::size_t count = allocations_during([&] {
+    for (std::size_t i = 0; i < 2'000; ++i) not_allowed += std::size_t{decide(i) != airl::Status::allowed};
+  });
+  CHECK(not_allowed == 0);
+  CHECK(count == 0);
+  // The newest id, and one admitted almost a window ago, replay; one just past its window is new again.
+  const std::string newest = id;
+  CHECK(limiter.allow({.user = users[(next - 1) % 4], .model = long_model, .request_id = newest}).replayed);
+  next -= 996;  // the id of decision 4003, admitted 997 ms ago (for the same user: 996 is a multiple of 4)
+  std::uint64_t n = next - 1;
+  for (std::size_t at = 0; at < 8; ++at, n >>= 4) id[at] = "0123456789abcdef"[n & 15];
+  CHECK(limiter.allow({.user = users[(next - 1) % 4], .model = long_model, .request_id = id}).replayed);
+  n = next - 1 - 8;  // decision 3995, admitted 1005 ms ago: expired, so decided afresh
+  for (std::size_t at = 0; at < 8; ++at, n >>= 4) id[at] = "0123456789abcdef"[n & 15];
+  const airl::Decision again = limiter.allow({.user = users[(next - 1 - 8) % 4], .model = long_model, .request_id = id});
+  CHECK(again.status == airl::Status::allowed);
 }
 
 TEST_CASE("the allocation counter sees allocations (so zero above means zero)", "[allocation]") {

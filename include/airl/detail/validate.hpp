@@ -110,6 +110,15 @@ constexpr bool charge_is_valid(const Charge& charge) noexcept {
           bit((charge.bucket.name.size() | charge.bucket.user.size() | charge.bucket.model.size()) <= max_part_length)) != 0;
 }
 
+// Tells a storage that what it is handed comes from a limiter that built it from its validated tiers or caps,
+// rules and request, so the storage need not check it again per call. A storage that takes it offers an
+// overload with it as the last argument (acquire(charges, id, validated), try_acquire(slots, id, validated),
+// release(slots, id, where, validated)); limiters call it when it exists.
+struct Validated {
+  explicit Validated() = default;
+};
+inline constexpr Validated validated{};
+
 // Checks what a storage is handed directly (limiters have validated their tiers and requests already):
 // 1..n charges, each valid as charge_is_valid() says.
 inline void validate_charges(std::span<const Charge> charges, const char* storage) {

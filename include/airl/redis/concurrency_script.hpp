@@ -90,7 +90,7 @@ elseif op == 'release' then
   local member = expect_member()
   for i = 1, n do write('ZREM', KEYS[i], member) end
   local held = 0
-  for _, removed in ipairs(commit()) do held = held + removed end
+  for _, removed in ipairs(commit(true)) do held = held + removed end
   return held
 elseif op == 'renew' then
   expect_args(2 + n)

@@ -49,21 +49,19 @@ local ttl_margin = 3600000
 inline constexpr std::string_view sliding_window_body = R"lua(
 -- A bucket as it stands now: reads what it holds, queues dropping the entries admitted at or before
 -- now - window (they stay in the keys until commit(), as the `skip` oldest), and returns
--- {log, costs, window, cutoff, usage = cost counting now, weighted, size = entries counting, skip}.
+-- {log, costs, cutoff, usage = cost counting now, weighted, size = entries counting, skip}.
 -- A bucket that has only ever held cost-1 entries has no costs hash (its usage is its entry count: memory
 -- matters per bucket); the first entry with another cost creates the hash, starting the sum from the entries
 -- already logged. A sum whose log is gone (evicted, or expired a moment before it) counts nothing.
+-- (The table is built whole, in one constructor: Lua work, not the commands, is most of a call's Redis time.)
 local function look(log, costs, window)
-  local b = {log = log, costs = costs, window = window, cutoff = now - window, skip = 0}
-  local sum = redis.call('HGET', costs, '') or nil  -- a missing field reads as false
+  local sum = redis.call('HGET', costs, '')  -- false when missing
   local size = redis.call('ZCARD', log)
-  if sum and size == 0 then
-    write('DEL', costs)
-    sum = nil
+  local b = {log = log, costs = costs, cutoff = now - window, skip = 0, weighted = false, usage = size,
+             size = size}
+  if sum then
+    if size == 0 then write('DEL', costs) else b.weighted, b.usage = true, tonumber(sum) end
   end
-  b.weighted = sum ~= nil
-  b.usage = b.weighted and tonumber(sum) or size
-  b.size = size
   if size == 0 then return b end
   local gone = redis.call('ZRANGEBYSCORE', log, '-inf', int(b.cutoff))
   if #gone == 0 then return b end
@@ -133,7 +131,7 @@ end
 -- The number of buckets, checked against the number of arguments: `fixed` before them, `per` for each.
 local function buckets(fixed, per)
   local n = #KEYS / 2
-  if n < 1 or n ~= math.floor(n) or #ARGV ~= fixed + per * n then error('airl: wrong number of keys or arguments') end
+  if n < 1 or #KEYS % 2 ~= 0 or #ARGV ~= fixed + per * n then error('airl: wrong number of keys or arguments') end
   return n
 end
 
@@ -233,7 +231,8 @@ local limit, window, cost = {}, {}, {}
 for i = 1, n do
   limit[i] = whole(ARGV[3 * i + 1], 'limit', 0, max_exact)
   window[i] = whole(ARGV[3 * i + 2], 'window', 1, max_exact)
-  cost[i] = whole(ARGV[3 * i + 3], 'cost', 1, math.huge)  -- above 2^53 it exceeds every limit: never written
+  local c = ARGV[3 * i + 3]
+  cost[i] = c == '1' and 1 or whole(c, 'cost', 1, math.huge)  -- above 2^53 it exceeds every limit: never written
 end
 
 local bucket, replayed = {}, false
@@ -242,11 +241,10 @@ for i = 1, n do
   if is_request_id and admitted_at(bucket[i], member) then replayed = true end
 end
 
-local reply, all_fit, rooms = {0}, true, {}
+local reply, all_fit = {0}, true
 for i = 1, n do
   local b = bucket[i]
   local room = limit[i] > b.usage and limit[i] - b.usage or 0
-  rooms[i] = room
   local charge = replayed and 0 or cost[i]
   local fits, remaining, retry, reset = 1, room - charge, 0, window[i]
   if charge > room then
@@ -261,20 +259,16 @@ for i = 1, n do
     local last = newest(b)
     reset = last and (last + window[i] - now) or 0
   end
-  reply[#reply + 1] = fits
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = retry
-  reply[#reply + 1] = reset
+  reply[4 * i - 2], reply[4 * i - 1], reply[4 * i], reply[4 * i + 1] = fits, remaining, retry, reset
 end
 
 if not all_fit and not replayed then
   -- Nothing is charged: the buckets that had room report it as it is (their room, when they empty).
   for i = 1, n do
-    local at = 2 + 4 * (i - 1)
-    if reply[at] == 1 then
+    if reply[4 * i - 2] == 1 then
       local last = newest(bucket[i])
-      reply[at + 1] = rooms[i]
-      reply[at + 3] = last and (last + window[i] - now) or 0
+      reply[4 * i - 1] = reply[4 * i - 1] + cost[i]
+      reply[4 * i + 1] = last and (last + window[i] - now) or 0
     end
   end
 end

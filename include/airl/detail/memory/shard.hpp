@@ -99,9 +99,11 @@ class alignas(64) Shard {
   }
 
   // Unlinks and frees `entry`. Throws nothing.
-  void erase(Item& entry) noexcept AIRL_REQUIRES(mutex) {
+  void erase(Item& entry) noexcept AIRL_REQUIRES(mutex) { erase(entry, hash_bucket(seed_, entry.ref())); }
+  // The same for a caller that knows the entry's hash (a call that just found it): no decoding, no re-hashing.
+  void erase(Item& entry, std::uint64_t hash) noexcept AIRL_REQUIRES(mutex) {
     unlink(entry);
-    table_.erase(hash_bucket(seed_, entry.ref()), &entry);
+    table_.erase(hash, &entry);
     typename Item::Deleter{}(&entry);
   }
 

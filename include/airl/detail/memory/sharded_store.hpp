@@ -236,7 +236,7 @@ class StoreCall {
     if (parts_[i].entry == nullptr) return;
     Shard<State>& shard = shards_[parts_[i].shard];
     shard.mutex.assert_held();
-    shard.erase(*parts_[i].entry);
+    shard.erase(*parts_[i].entry, parts_[i].hash);
     parts_[i].entry = nullptr;
     store_.budget_->release(1);
   }
@@ -350,7 +350,7 @@ class StoreCall {
       if (!parts_[i].created) continue;
       Shard<State>& shard = shards_[parts_[i].shard];
       shard.mutex.assert_held();
-      shard.erase(*parts_[i].entry);
+      shard.erase(*parts_[i].entry, parts_[i].hash);
       parts_[i].entry = nullptr;
       parts_[i].created = false;
     }

@@ -30,6 +30,7 @@ class WindowLog {
 
   // Rule 1: drops the entries that stopped counting (admitted at t with t + window <= now); returns how many.
   AIRL_DETAIL_HOT_INLINE std::size_t expire(std::int64_t now, std::int64_t window) noexcept {
+    if (ids_) ids_->prefetch_ends();  // an admission reads one end of the ids' queue and writes the other
     if (ring_.empty() || ring_.oldest_time() > now - window) return 0;  // decided without reading the ring
     const std::size_t dropped = ring_.drop_through(now - window);
     if (ids_) {
@@ -64,13 +65,12 @@ class WindowLog {
   // Logs an admission at `now`, or at the newest entry's time if that is later (the log stays sorted).
   // Strong guarantee: throws std::bad_alloc (or std::length_error past max_entries) and changes nothing.
   void record(std::int64_t now, std::uint64_t cost, std::string_view id) {
-    const std::int64_t time = empty() ? now : std::max(now, newest_time());
-    ring_.push(time, cost, [&] {
-      if (id.empty()) return;
-      std::unique_ptr<RequestIdIndex> made = ids_ ? nullptr : std::make_unique<RequestIdIndex>();
-      (made ? *made : *ids_).remember(id, size());
-      if (made) ids_ = std::move(made);
-    });
+    record_with(now, cost, id, [&](RequestIdIndex& ids) { ids.remember(id, size()); });
+  }
+  // The same, given id_hash(id), for an id holds_id() has just said no to (a decision hashes its id once and
+  // looks it up once).
+  void record(std::int64_t now, std::uint64_t cost, std::string_view id, std::uint64_t hash) {
+    record_with(now, cost, id, [&](RequestIdIndex& ids) { ids.remember_new(id, hash, size()); });
   }
 
   // Rule 9: the live entry admitted with `id` now costs `cost` (0 allowed), keeping its time; call expire()
@@ -109,6 +109,12 @@ class WindowLog {
 
   // Whether `id` was admitted and still counts (call expire() first). Throws nothing.
   bool holds_id(std::string_view id) const noexcept { return position_of(id).has_value(); }
+  // The same, given id_hash(id).
+  bool holds_id(std::string_view id, std::uint64_t hash) const noexcept {
+    return ids_ && !id.empty() && ids_->find(id, hash, size()).has_value();
+  }
+  // The hash holds_id() and record() take for a non-empty id. Throws nothing.
+  static std::uint64_t id_hash(std::string_view id) noexcept { return RequestIdIndex::hash_of(id); }
   // The cost of the live entry admitted with `id`, or nothing (call expire() first). Throws nothing.
   std::optional<std::uint64_t> cost_of(std::string_view id) const noexcept {
     const std::optional<std::size_t> index = position_of(id);
@@ -135,6 +141,18 @@ class WindowLog {
   }
 
  private:
+  // record(): `index(ids)` indexes the id, once the ring has made room for the entry (and only if there is one).
+  template <class Index>
+  void record_with(std::int64_t now, std::uint64_t cost, std::string_view id, Index&& index) {
+    const std::int64_t time = empty() ? now : std::max(now, newest_time());
+    ring_.push(time, cost, [&] {
+      if (id.empty()) return;
+      std::unique_ptr<RequestIdIndex> made = ids_ ? nullptr : std::make_unique<RequestIdIndex>();
+      index(made ? *made : *ids_);
+      if (made) ids_ = std::move(made);
+    });
+  }
+
   std::optional<std::size_t> position_of(std::string_view id) const noexcept {
     if (!ids_ || id.empty()) return std::nullopt;
     return ids_->find(id, size());

@@ -17,15 +17,17 @@ local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integer
 -- Every argument is checked before the first write: Redis does not roll a script back.
 local function whole(text, what, least, most)
   local n = tonumber(text)
-  if n == nil or n ~= math.floor(n) or n < least or n > most then
+  if n == nil or n % 1 ~= 0 or n < least or n > most then  -- n % 1 is NaN for inf and NaN: refused too
     error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', ' ..
           (most < math.huge and string.format('%d', most) or 'inf') .. '], got ' .. tostring(text))
   end
   return n
 end
 
--- Integers as exact decimal text: tostring() would round to 14 significant digits.
-local function int(n) return string.format('%d', n) end
+-- Integers as exact decimal text: tostring() would round to 14 significant digits. (Numbers passed to
+-- redis.call as numbers would be exact too, but Redis formats them with %.17g: slower than this.)
+local format = string.format
+local function int(n) return format('%d', n) end
 
 -- The write queue. A call reads and decides first, queueing its writes; commit() then runs them. Redis
 -- checks a script's ACL one command at a time, as each runs, so a command refused after the first write
@@ -33,10 +35,10 @@ local function int(n) return string.format('%d', n) end
 -- (redis.acl_check_cmd, Redis 7+) whether every queued write may run, with its keys, and refuses the call
 -- with NOPERM before writing anything if one may not. Past the check no write fails on a caller's value,
 -- a total or an ACL.
--- Returns the writes' replies, in order.
+-- commit(true) returns the writes' replies, in order.
 local writes = {}
 local function write(...) writes[#writes + 1] = {...} end
-local function commit()
+local function commit(want_replies)
   if redis.acl_check_cmd then
     for i = 1, #writes do
       if not redis.acl_check_cmd(unpack(writes[i])) then
@@ -45,8 +47,11 @@ local function commit()
       end
     end
   end
-  local replies = {}
-  for i = 1, #writes do replies[i] = redis.call(unpack(writes[i])) end
+  local replies = want_replies and {} or nil
+  for i = 1, #writes do
+    local reply = redis.call(unpack(writes[i]))
+    if replies then replies[i] = reply end
+  end
   writes = {}
   return replies
 end
