@@ -15,12 +15,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -215,24 +213,18 @@ class ConcurrencyLimiter {
     Core(std::vector<ConcurrencyCap> c, Storage s)
         : caps(std::move(c)), storage(std::move(s)), counters(caps.size()) {}
 
-    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to inline_parts caps,
-    // built in place (only the caps' slots are written).
+    // Calls `work(slots)` with one slot per cap for (user, model): on the stack for up to inline_parts caps
+    // (detail::PartArray), each built in place.
     template <class Work>
     decltype(auto) with_slots(std::string_view user, std::string_view model, Work&& work) const {
-      static_assert(std::is_trivially_destructible_v<ConcurrencySlot>);
-      const auto fill = [&](ConcurrencySlot* slots) {
-        for (std::size_t i = 0; i < caps.size(); ++i) {
-          new (slots + i) ConcurrencySlot{BucketRef{caps[i].scope, caps[i].name, user, model}, caps[i].max_in_flight,
-                                          caps[i].lease};
-        }
-        return std::span<const ConcurrencySlot>(slots, caps.size());
-      };
-      if (caps.size() <= detail::inline_parts) {
-        alignas(ConcurrencySlot) std::byte room[sizeof(ConcurrencySlot) * detail::inline_parts];
-        return work(fill(std::launder(reinterpret_cast<ConcurrencySlot*>(room))));
+      detail::PartArray<ConcurrencySlot> slots(caps.size());
+      for (std::size_t i = 0; i < caps.size(); ++i) {
+        slots.make(i, [&] {
+          return ConcurrencySlot{BucketRef{caps[i].scope, caps[i].name, user, model}, caps[i].max_in_flight,
+                                 caps[i].lease};
+        });
       }
-      std::vector<ConcurrencySlot> slots(caps.size());
-      return work(fill(slots.data()));
+      return work(std::span<const ConcurrencySlot>(slots.span()));
     }
 
     // The storage's try_acquire, told the slots are valid when it takes that (detail::Validated).

@@ -57,7 +57,7 @@ class InMemoryConcurrencyStorage {
     detail::validate_slots(slots, name);
     return try_acquire(slots, id, detail::validated);
   }
-  // The same for slots known to be valid (ConcurrencyLimiter's: concurrency_storage_policy.hpp). Throws
+  // The same for slots known to be valid (ConcurrencyLimiter's: detail::Validated). Throws
   // std::invalid_argument on two slots naming one scope; std::bad_alloc; std::logic_error when moved from.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id, detail::Validated) {
     require_usable("try_acquire");
@@ -182,7 +182,9 @@ class InMemoryConcurrencyStorage {
 
   // The clock is read only when needed: a release that empties its scope (a scope's only permit, the common
   // case) decides nothing by time, so the call runs at its shards' latest time; a scope left holding other
-  // leases reads the clock to drop those that ran out, as before.
+  // leases reads the clock to drop those that ran out, as before. That time is at or after the shards'
+  // (never back, as sharded_store.hpp promises), but the shards' timelines are not moved to it: a release
+  // only removes leases, so nothing later is decided on the older time.
   template <std::size_t Extent>
   void give_back(std::span<const ConcurrencySlot> slots, const PermitId& id) {
     using ThisCall = detail::StoreCall<detail::LeaseSet, Extent>;

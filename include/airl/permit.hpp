@@ -62,7 +62,7 @@ class PermitNames {
  private:
   const char* data() const noexcept { return heap_ ? heap_.get() : inline_.data(); }
 
-  std::array<char, 48> inline_;
+  std::array<char, 48> inline_{};
   std::unique_ptr<char[]> heap_;
   std::size_t user_size_ = 0, model_size_ = 0;
 };

@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Permit ids: 128 bits, unique across processes. A base is drawn per limiter (random bits and the process id)
-// and a counter is added. The counter is process-wide and handed to threads in blocks, so drawing an id
-// takes no locked instruction (one per block of 1024): values are unique in the process, hence per limiter.
-// A process forked after the base was drawn draws its own before its next id, so pre-fork workers never
-// repeat each other's ids (on Redis that would let one worker's lease overwrite, and its release free,
-// another's).
+// and a counter is added. A process forked after the base was drawn draws its own before its next id, so
+// pre-fork workers never repeat each other's ids (on Redis that would let one worker's lease overwrite, and
+// its release free, another's).
 
 #include <atomic>
 #include <cstddef>
@@ -58,19 +56,6 @@ inline std::uint32_t process_id() noexcept {
 #endif
 }
 
-// A fresh counter value, unique in this process: from the calling thread's block, taking a new block from the
-// process-wide counter when it runs out. Thread safety: safe. Throws nothing.
-inline std::uint64_t next_permit_counter() noexcept {
-  constexpr std::uint64_t block = 1024;
-  static std::atomic<std::uint64_t> taken{0};
-  thread_local std::uint64_t next = 0, end = 0;  // plain integers: safe at thread exit too
-  if (next == end) [[unlikely]] {
-    next = taken.fetch_add(block, std::memory_order_relaxed);
-    end = next + block;
-  }
-  return next++;
-}
-
 class PermitIds {
  public:
   // Thread safety: construct before sharing. Throws what random_bits() throws.
@@ -86,8 +71,8 @@ class PermitIds {
     if (fork_generation().load(std::memory_order_acquire) != generation_.load(std::memory_order_acquire)) {
       draw(/*forced=*/false);
     }
-    const std::uint64_t counter = next_permit_counter();
-    return PermitId{high_.load(std::memory_order_relaxed), low_.load(std::memory_order_relaxed) + counter};
+    return PermitId{high_.load(std::memory_order_relaxed),
+                    low_.load(std::memory_order_relaxed) + counter_.fetch_add(1, std::memory_order_relaxed)};
   }
 
   // Draws the base: the high word's top half and the low word random, the high word's bottom half the process
@@ -104,7 +89,7 @@ class PermitIds {
 
  private:
   Mutex mutex_;  // serialises draws of the base
-  std::atomic<std::uint64_t> high_{0}, low_{0};
+  std::atomic<std::uint64_t> high_{0}, low_{0}, counter_{0};
   std::atomic<std::uint64_t> generation_{0};  // the fork_generation() the base was drawn under
 };
 

@@ -17,7 +17,8 @@ local max_exact = 9007199254740992  -- 2^53: above it a Lua number loses integer
 -- Every argument is checked before the first write: Redis does not roll a script back.
 local function whole(text, what, least, most)
   local n = tonumber(text)
-  if n == nil or n % 1 ~= 0 or n < least or n > most then  -- n % 1 is NaN for inf and NaN: refused too
+  -- n % 1 (no C call, unlike math.floor) is NaN for NaN and for +-inf: inf passes where `most` is inf, as before.
+  if n == nil or (n % 1 ~= 0 and n ~= math.huge) or n < least or n > most then
     error('airl: ' .. what .. ' must be a whole number in [' .. least .. ', ' ..
           (most < math.huge and string.format('%d', most) or 'inf') .. '], got ' .. tostring(text))
   end
