@@ -10,6 +10,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +57,18 @@ inline int run_program(std::vector<std::string> args, const std::string& log) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// The value of `name` in an INFO-style "name:value" text ("" when absent).
+inline std::string info_field(const std::string& text, std::string_view name) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.size() > name.size() && line.compare(0, name.size(), name) == 0 && line[name.size()] == ':') {
+      return line.substr(name.size() + 1);
+    }
+  }
+  return {};
+}
+
 template <class Done>
 bool wait_until(Done&& done, std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -87,9 +100,11 @@ class RedisCluster {
     }
   }
 
-  // Every node answers, says cluster_state:ok, and all agree every slot is served; every replica has synced
-  // with its master (a replica that never did cannot take over: its data is "too old").
+  // Every node answers, says cluster_state:ok, and all agree every slot is served and on the current epoch;
+  // every replica has synced with its master (a replica that never did cannot take over: its data is "too
+  // old"). A replica whose epoch lags asks for votes in an epoch the masters already passed, and they refuse.
   bool healthy() const {
+    std::string epoch;
     for (const auto& node : nodes_) {
       if (!node->running()) continue;
       const RawReply replication = node->command({"INFO", "replication"});
@@ -100,6 +115,9 @@ class RedisCluster {
       if (!info || info->type != REDIS_REPLY_STRING || reply_string(*info).find("cluster_state:ok") == std::string::npos) {
         return false;
       }
+      const std::string node_epoch = info_field(reply_string(*info), "cluster_current_epoch");
+      if (epoch.empty()) epoch = node_epoch;
+      if (node_epoch.empty() || node_epoch != epoch) return false;
       const RawReply slots = node->command({"CLUSTER", "SLOTS"});
       if (!slots || slots->type != REDIS_REPLY_ARRAY) return false;
       long long covered = 0;
@@ -150,6 +168,27 @@ class RedisCluster {
       if (role->element[2]->integer == master.port()) return *node;
     }
     throw std::runtime_error("no replica of " + loopback(master.port()));
+  }
+
+  // Promotes `replica` with CLUSTER FAILOVER (graceful: the master hands over its writes first) and waits until
+  // the nodes say it serves `slot`. Redis aborts a manual failover that has not finished in 5 s (a loaded
+  // machine, a lost vote) and never retries it, so each attempt gets 6 s and a new CLUSTER FAILOVER after it.
+  bool fail_over(RedisServer& replica, int slot, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (int attempt = 1; std::chrono::steady_clock::now() < deadline; ++attempt) {
+      const RawReply started = replica.command({"CLUSTER", "FAILOVER"});
+      if (!started || started->type == REDIS_REPLY_ERROR) {  // e.g. its link to the master is being re-made
+        std::printf("[fail_over] attempt %d refused: %s\n", attempt, started ? reply_string(*started).c_str() : "no reply");
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        continue;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (wait_until([&] { return master_of(slot).port() == replica.port(); }, std::min(left, std::chrono::milliseconds(6000)))) {
+        if (attempt > 1) std::printf("[fail_over] promoted at attempt %d\n", attempt);
+        return true;
+      }
+    }
+    return false;
   }
 
   void detach() {
