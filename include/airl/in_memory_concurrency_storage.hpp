@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <stdexcept>
+#include <type_traits>
 
 #include "clock.hpp"
 #include "concurrency_storage_policy.hpp"
@@ -61,13 +62,7 @@ class InMemoryConcurrencyStorage {
   // std::invalid_argument on two slots naming one scope; std::bad_alloc; std::logic_error when moved from.
   ConcurrencyResult try_acquire(std::span<const ConcurrencySlot> slots, const PermitId& id, detail::Validated) {
     require_usable("try_acquire");
-    // One or two caps, the common cases, compile the store call for exactly that many keys (with one, every
-    // loop over keys disappears).
-    switch (slots.size()) {
-      case 1: return acquire<1>(slots, id);
-      case 2: return acquire<2>(slots, id);
-      default: return acquire<std::dynamic_extent>(slots, id);
-    }
+    return by_extent(slots.size(), [&](auto extent) { return acquire<decltype(extent)::value>(slots, id); });
   }
 
   // Drops `id`'s leases in the slots' scopes; a scope left empty is erased. Thread safety: safe, also from a
@@ -82,11 +77,7 @@ class InMemoryConcurrencyStorage {
   // std::bad_alloc only beyond 8 slots.
   void release(std::span<const ConcurrencySlot> slots, const PermitId& id, LeaseLocation, detail::Validated) {
     require_usable("release");
-    switch (slots.size()) {
-      case 1: give_back<1>(slots, id); break;
-      case 2: give_back<2>(slots, id); break;
-      default: give_back<std::dynamic_extent>(slots, id); break;
-    }
+    by_extent(slots.size(), [&](auto extent) { give_back<decltype(extent)::value>(slots, id); });
   }
 
   // If `id` holds a live lease in every slot, moves each to now + its slot's lease (renewed); otherwise drops
@@ -151,6 +142,17 @@ class InMemoryConcurrencyStorage {
   // std::logic_error naming `member` (detail/moved_from.hpp).
   void require_usable(const char* member) const {
     detail::require_not_moved_from(store_.usable(), name, member);
+  }
+
+  // Calls work(extent) with the store call's number of keys as a constant: one or two caps, the common cases,
+  // compile it for exactly that many (with one, every loop over keys disappears); more, for any number.
+  template <class Work>
+  static decltype(auto) by_extent(std::size_t keys, Work&& work) {
+    switch (keys) {
+      case 1: return work(std::integral_constant<std::size_t, 1>{});
+      case 2: return work(std::integral_constant<std::size_t, 2>{});
+      default: return work(std::integral_constant<std::size_t, std::dynamic_extent>{});
+    }
   }
 
   template <std::size_t Extent>

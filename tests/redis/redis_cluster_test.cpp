@@ -93,7 +93,7 @@ TEST_CASE("slots: airl computes the slot CLUSTER KEYSLOT answers, for every kind
     for (char& c : key) c = random() % 8 == 0 ? "{}"[random() % 2] : static_cast<char>(random() % 256);
     keys.push_back(key);
   }
-  for (const std::string& user : {"alice", "bob", "a:b", "u=x", "\x01\x02"}) {
+  for (const char* user : {"alice", "bob", "a:b", "u=x", "\x01\x02"}) {
     keys.push_back(redis_key_of("airl", BucketRef{Scope::user, "t", user, ""}));
     keys.push_back(redis_key_of("airl", BucketRef{Scope::model, "t", "", user}));
   }

@@ -66,8 +66,9 @@ class RecordBytes {
 
 class RequestIdIndex {
  public:
-  // The hash find() and remember() take for `id` (odd: 0 marks an empty slot). Throws nothing.
-  static std::uint64_t hash_of(std::string_view id) noexcept { return hash_part(transparent_hash_seed(), id) | 1; }
+  // The hash find() and remember() take for `id`: never 0, which marks an empty slot. The mark is the top bit,
+  // not the bottom one, because the low bits pick the home slot. Throws nothing.
+  static std::uint64_t hash_of(std::string_view id) noexcept { return hash_part(transparent_hash_seed(), id) | used_bit; }
 
   // Position (0 = oldest live entry) of the entry admitted with `id`, if it is among the `live` entries.
   std::optional<std::size_t> find(std::string_view id, std::size_t live) const noexcept {
@@ -163,10 +164,11 @@ class RequestIdIndex {
   };
   static constexpr std::size_t header = sizeof(std::uint64_t) * 2 + sizeof(std::uint32_t);
   static constexpr std::size_t trailer = sizeof(std::uint32_t);
-  static constexpr std::uint64_t forgotten = 0;  // a record's hash once forget() unindexed it (hashes are odd)
+  static constexpr std::uint64_t used_bit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t forgotten = 0;  // a record's hash once forget() unindexed it (hashes are not 0)
   // 16 bytes: a lookup's probes read few cache lines. The entry's sequence number is in its record.
   struct Slot {
-    std::uint64_t hash = 0;  // 0: empty (hashes are made odd)
+    std::uint64_t hash = 0;  // 0: empty (hashes never are)
     std::uint64_t record = 0;  // where the record starts, counted from the first byte ever queued
   };
   std::size_t mask() const noexcept { return slots_.size() - 1; }
