@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,6 +79,35 @@ inline int free_loopback_port() {
   return ntohs(address.sin_port);
 }
 
+// True if 127.0.0.1:`port` can be bound now (with SO_REUSEADDR, as redis-server binds).
+inline bool loopback_port_free(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  ::close(fd);
+  return free;
+}
+
+// A port for a cluster node: Redis also listens on port + 10000 (the cluster bus), so it refuses a port above
+// 55535, and the kernel's choice (32768-60999 on Linux) is above that about one time in five, often several
+// times in a row. Drawn at random from 10000-22767, with its bus port free too: both stay below the
+// kernel's range, where outgoing connections could take them between this check and the server's start.
+inline int free_cluster_port() {
+  static thread_local std::mt19937 random(std::random_device{}());
+  std::uniform_int_distribution<int> pick(10000, 22767);
+  for (int tries = 0; tries < 1000; ++tries) {
+    const int port = pick(random);
+    if (loopback_port_free(port) && loopback_port_free(port + 10000)) return port;
+  }
+  throw std::runtime_error("no free port pair (port, port + 10000) for a cluster node in 10000-32767");
+}
+
 struct RedisReplyDeleter {
   void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
 };
@@ -94,8 +125,9 @@ class RedisServer {
     char pattern[] = "/tmp/airl-redis-XXXXXX";
     if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
     directory_ = pattern;
+    const bool cluster = std::find(extra_args_.begin(), extra_args_.end(), "--cluster-enabled") != extra_args_.end();
     for (int attempt = 0;; ++attempt) {
-      port_ = free_loopback_port();
+      port_ = cluster ? free_cluster_port() : free_loopback_port();
       try {
         start();
         return;
